@@ -1,0 +1,113 @@
+//! The command line: `proxlet [run] [OPTIONS]`, `proxlet ca …`.
+//! Every run option has a `PROXLET_*` environment fallback; flags beat the config file.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Scriptable intercepting HTTP/HTTPS proxy.
+#[derive(Debug, Parser)]
+#[command(
+    name = "proxlet",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// Where the CA and caches live (default ~/.proxlet).
+    #[arg(long, global = true, env = "PROXLET_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+// Parsed once at start, so the size difference between variants is moot.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy (the default when no command is given).
+    Run(RunArgs),
+    /// Show, print or replace the CA that signs intercepted certificates.
+    Ca {
+        #[command(subcommand)]
+        action: CaAction,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum CaAction {
+    /// Print the path of the CA certificate (PEM).
+    Path,
+    /// Print the CA certificate (PEM) to stdout.
+    Export,
+    /// Replace the CA with a new one; clients must trust the new certificate.
+    Regenerate,
+}
+
+/// Options of `proxlet run`; `None` means "not given", so the config file or
+/// the default applies.
+#[derive(Debug, Default, Clone, Args)]
+pub struct RunArgs {
+    /// Address to accept proxy clients on [default: 127.0.0.1:8080]; port 0 picks a free one.
+    #[arg(long, env = "PROXLET_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+
+    /// TOML config file.
+    #[arg(long, env = "PROXLET_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Plugin: a .wasm path or a built-in name; repeatable, in chain order; `none` for no plugins.
+    #[arg(
+        long = "plugin",
+        env = "PROXLET_PLUGIN",
+        value_delimiter = ',',
+        value_name = "SPEC"
+    )]
+    pub plugins: Vec<String>,
+
+    /// Directory the built-in plugins cache into [default: ./proxlet-cache].
+    #[arg(long, env = "PROXLET_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Extra CA (PEM) trusted for upstream servers, besides the system store; repeatable.
+    #[arg(
+        long = "upstream-ca",
+        env = "PROXLET_UPSTREAM_CA",
+        value_delimiter = ',',
+        value_name = "PEM"
+    )]
+    pub upstream_ca: Vec<PathBuf>,
+
+    /// Do not verify upstream certificates (logs a warning).
+    #[arg(long, env = "PROXLET_INSECURE_UPSTREAM")]
+    pub insecure_upstream: bool,
+
+    /// Host pattern (`example.com`, `*.example.com`, `host:port`) tunnelled without interception; repeatable.
+    #[arg(
+        long = "ignore-hosts",
+        env = "PROXLET_IGNORE_HOSTS",
+        value_delimiter = ',',
+        value_name = "PATTERN"
+    )]
+    pub ignore_hosts: Vec<String>,
+
+    /// Time allowed for connecting upstream and receiving response headers, e.g. `30s`, `500ms` [default: 30s].
+    #[arg(long, env = "PROXLET_UPSTREAM_TIMEOUT", value_name = "DURATION")]
+    pub upstream_timeout: Option<String>,
+
+    /// Time in-flight flows get to finish after SIGINT/SIGTERM [default: 10s].
+    #[arg(long, env = "PROXLET_SHUTDOWN_GRACE", value_name = "DURATION")]
+    pub shutdown_grace: Option<String>,
+
+    /// Allow listening on an address other machines can reach.
+    #[arg(long, env = "PROXLET_ALLOW_REMOTE")]
+    pub allow_remote: bool,
+
+    /// Proxy mode; only `regular` (explicit HTTP proxy with CONNECT) exists today.
+    #[arg(long, env = "PROXLET_MODE", value_name = "MODE")]
+    pub mode: Option<String>,
+}

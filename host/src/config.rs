@@ -1,0 +1,359 @@
+//! The TOML config file and the settings a run uses, resolved from flags,
+//! environment, file and defaults in that order of precedence.
+
+use std::{
+    collections::BTreeMap,
+    net::{SocketAddr, ToSocketAddrs},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+use crate::{
+    cli::RunArgs,
+    error::{Error, Result},
+};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_CACHE_DIR: &str = "./proxlet-cache";
+pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The config file. Every key is optional; unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Address to accept proxy clients on (`--listen`).
+    pub listen: Option<String>,
+    /// Directory built-in plugins cache into (`--cache-dir`).
+    pub cache_dir: Option<PathBuf>,
+    /// Extra PEM CAs trusted for upstream servers (`--upstream-ca`).
+    pub upstream_ca: Option<Vec<PathBuf>>,
+    /// Skip upstream certificate verification (`--insecure-upstream`).
+    pub insecure_upstream: Option<bool>,
+    /// Host patterns tunnelled without interception (`--ignore-hosts`).
+    pub ignore_hosts: Option<Vec<String>>,
+    /// Connect + response-header timeout, e.g. "30s" (`--upstream-timeout`).
+    pub upstream_timeout: Option<String>,
+    /// Time in-flight flows get after SIGINT/SIGTERM (`--shutdown-grace`).
+    pub shutdown_grace: Option<String>,
+    /// Allow a listen address other machines can reach (`--allow-remote`).
+    pub allow_remote: Option<bool>,
+    /// Proxy mode (`--mode`); only "regular".
+    pub mode: Option<String>,
+    /// Plugin chain, in order.
+    #[serde(default, rename = "plugin")]
+    pub plugins: Vec<PluginEntry>,
+}
+
+/// One `[[plugin]]` entry of the chain.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginEntry {
+    /// Built-in name or any label.
+    pub name: String,
+    /// Component file; omitted for built-ins.
+    pub path: Option<PathBuf>,
+    /// Prefilter evaluated by the host (hosts, methods, url).
+    #[serde(rename = "match")]
+    pub matcher: Option<toml::Table>,
+    /// Guest path = host path directories the plugin may use.
+    pub dirs: Option<BTreeMap<String, PathBuf>>,
+    /// Plugin configuration, passed to the plugin as JSON.
+    pub config: Option<toml::Table>,
+    /// Resource limits.
+    pub limits: Option<toml::Table>,
+    /// "fail-open" or "fail-closed".
+    pub on_error: Option<String>,
+    /// Extra capabilities, e.g. "credentials".
+    pub grants: Option<Vec<String>>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|(line, message)| Error::ConfigParse {
+            path: path.to_owned(),
+            line,
+            message,
+        })
+    }
+
+    /// Parses config text; an error is `(line, message)` with 1-based line.
+    pub fn parse(text: &str) -> Result<Self, (usize, String)> {
+        toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1)
+                .unwrap_or(1);
+            (line, e.message().trim_end().to_owned())
+        })
+    }
+}
+
+/// A host pattern of `--ignore-hosts`: `example.com`, `*.example.com` (the
+/// domain and its subdomains), `*`, each optionally with `:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern {
+    host: String,
+    port: Option<u16>,
+}
+
+impl HostPattern {
+    pub fn parse(pattern: &str) -> Result<Self> {
+        let invalid = |reason: &str| Error::InvalidOption {
+            option: "--ignore-hosts",
+            value: pattern.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let (host, port) = match pattern.rsplit_once(':') {
+            Some((h, _)) if !h.ends_with(']') && h.contains(':') => (pattern, None), // bare IPv6
+            Some((h, p)) => (
+                h,
+                Some(p.parse().map_err(|_| invalid("the port is not a number"))?),
+            ),
+            None => (pattern, None),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(invalid("the host is empty"));
+        }
+        Ok(Self {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+
+    pub fn matches(&self, host: &str, port: u16) -> bool {
+        if self.port.is_some_and(|p| p != port) {
+            return false;
+        }
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        match self.host.strip_prefix("*.") {
+            _ if self.host == "*" => true,
+            Some(domain) => {
+                host.eq_ignore_ascii_case(domain)
+                    || (host.len() > domain.len()
+                        && host[host.len() - domain.len()..].eq_ignore_ascii_case(domain)
+                        && host.as_bytes()[host.len() - domain.len() - 1] == b'.')
+            }
+            None => host.eq_ignore_ascii_case(&self.host),
+        }
+    }
+}
+
+/// Parses `30`, `30s`, `500ms`, `2m` into a duration.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    match unit.trim() {
+        "" | "s" => Some(Duration::from_secs(n)),
+        "ms" => Some(Duration::from_millis(n)),
+        "m" | "min" => Some(Duration::from_secs(n.checked_mul(60)?)),
+        _ => None,
+    }
+}
+
+/// Everything a run needs, after precedence has been applied.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub home: PathBuf,
+    pub cache_dir: PathBuf,
+    pub upstream_ca: Vec<PathBuf>,
+    pub insecure_upstream: bool,
+    pub ignore_hosts: Vec<HostPattern>,
+    pub upstream_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+/// `--home`, then `PROXLET_HOME` (both via clap), then `~/.proxlet`.
+pub fn home_dir(flag: Option<PathBuf>) -> PathBuf {
+    flag.unwrap_or_else(|| {
+        std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join(".proxlet")
+    })
+}
+
+impl Settings {
+    pub fn resolve(args: &RunArgs, home: PathBuf) -> Result<Self> {
+        let file = match &args.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        // Relative paths in the file are relative to the file, like Cargo.toml.
+        let base = args
+            .config
+            .as_deref()
+            .and_then(Path::parent)
+            .map(Path::to_owned)
+            .unwrap_or_default();
+
+        let explicit_plugins: Vec<&str> = args
+            .plugins
+            .iter()
+            .map(String::as_str)
+            .filter(|p| *p != "none")
+            .collect();
+        if !explicit_plugins.is_empty() {
+            return Err(Error::PluginsUnavailable {
+                what: format!("--plugin {}", explicit_plugins.join(",")),
+            });
+        }
+        if !file.plugins.is_empty() && args.plugins.is_empty() {
+            return Err(Error::PluginsUnavailable {
+                what: "the [[plugin]] entries of the config".to_owned(),
+            });
+        }
+
+        let mode = args
+            .mode
+            .clone()
+            .or(file.mode)
+            .unwrap_or_else(|| "regular".into());
+        if mode != "regular" {
+            return Err(Error::InvalidOption {
+                option: "--mode",
+                value: mode,
+                reason: "only \"regular\" (explicit proxy) is supported".into(),
+            });
+        }
+
+        let listen_text = args
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen = listen_text
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| Error::InvalidOption {
+                option: "--listen",
+                value: listen_text.clone(),
+                reason: "expected HOST:PORT, e.g. 127.0.0.1:8080".into(),
+            })?;
+        let allow_remote = args.allow_remote || file.allow_remote.unwrap_or(false);
+        if !listen.ip().is_loopback() && !allow_remote {
+            return Err(Error::RemoteListen { addr: listen });
+        }
+
+        let duration = |option: &'static str,
+                        flag: &Option<String>,
+                        file: Option<String>,
+                        default| match flag.clone().or(file) {
+            None => Ok(default),
+            Some(text) => parse_duration(&text).ok_or_else(|| Error::InvalidOption {
+                option,
+                value: text,
+                reason: "expected a duration such as 30s, 500ms or 2m".into(),
+            }),
+        };
+        let upstream_timeout = duration(
+            "--upstream-timeout",
+            &args.upstream_timeout,
+            file.upstream_timeout,
+            DEFAULT_UPSTREAM_TIMEOUT,
+        )?;
+        let shutdown_grace = duration(
+            "--shutdown-grace",
+            &args.shutdown_grace,
+            file.shutdown_grace,
+            DEFAULT_SHUTDOWN_GRACE,
+        )?;
+
+        let upstream_ca = if args.upstream_ca.is_empty() {
+            file.upstream_ca
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| base.join(p))
+                .collect()
+        } else {
+            args.upstream_ca.clone()
+        };
+        let ignore_hosts = if args.ignore_hosts.is_empty() {
+            file.ignore_hosts.unwrap_or_default()
+        } else {
+            args.ignore_hosts.clone()
+        };
+        let ignore_hosts = ignore_hosts
+            .iter()
+            .map(|p| HostPattern::parse(p))
+            .collect::<Result<_>>()?;
+
+        Ok(Self {
+            listen,
+            home,
+            cache_dir: args
+                .cache_dir
+                .clone()
+                .or(file.cache_dir.map(|p| base.join(p)))
+                .unwrap_or_else(|| DEFAULT_CACHE_DIR.into()),
+            upstream_ca,
+            insecure_upstream: args.insecure_upstream || file.insecure_upstream.unwrap_or(false),
+            ignore_hosts,
+            upstream_timeout,
+            shutdown_grace,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_reported_with_its_line() {
+        let (line, message) =
+            FileConfig::parse("listen = \"127.0.0.1:1\"\nlisten_port = 3\n").unwrap_err();
+        assert_eq!(line, 2);
+        assert!(message.contains("listen_port"), "{message}");
+    }
+
+    #[test]
+    fn plugin_entries_parse() {
+        let config = FileConfig::parse(
+            "[[plugin]]\nname = \"cache\"\nconfig = { offline = true }\non_error = \"fail-open\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.plugins.len(), 1);
+        assert_eq!(config.plugins[0].name, "cache");
+    }
+
+    #[test]
+    fn host_patterns_match_domains_ports_and_subdomains() {
+        let exact = HostPattern::parse("example.com").unwrap();
+        assert!(exact.matches("EXAMPLE.com", 443));
+        assert!(!exact.matches("www.example.com", 443));
+        let wild = HostPattern::parse("*.example.com").unwrap();
+        assert!(wild.matches("example.com", 1));
+        assert!(wild.matches("a.b.example.com", 1));
+        assert!(!wild.matches("badexample.com", 1));
+        let port = HostPattern::parse("127.0.0.1:8443").unwrap();
+        assert!(port.matches("127.0.0.1", 8443));
+        assert!(!port.matches("127.0.0.1", 443));
+        let v6 = HostPattern::parse("[::1]:443").unwrap();
+        assert!(v6.matches("[::1]", 443));
+        assert!(HostPattern::parse("::1").unwrap().matches("::1", 80));
+        assert!(HostPattern::parse("host:notaport").is_err());
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("30"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("fast"), None);
+        assert_eq!(parse_duration("5h"), None);
+    }
+}

@@ -1,0 +1,100 @@
+//! proxlet: an intercepting HTTP/HTTPS proxy whose request and response hooks
+//! are WebAssembly components. `run` is the whole program behind `main`.
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod proxy;
+pub mod tls;
+
+use std::sync::Arc;
+
+use cli::{CaAction, Cli, Command};
+use config::Settings;
+use error::{Error, Result};
+use tls::CertificateAuthority;
+
+/// Runs the command `cli` asks for.
+pub fn run(cli: Cli) -> Result<()> {
+    init_logging();
+    let home = config::home_dir(cli.home);
+    match cli.command {
+        Some(Command::Ca { action }) => ca_command(action, &home),
+        Some(Command::Run(args)) => run_proxy(Settings::resolve(&args, home)?),
+        None => run_proxy(Settings::resolve(&cli.run, home)?),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn ca_command(action: CaAction, home: &std::path::Path) -> Result<()> {
+    match action {
+        CaAction::Path => {
+            let ca = CertificateAuthority::load_or_create(home)?;
+            println!("{}", ca.path().display());
+        }
+        CaAction::Export => {
+            let ca = CertificateAuthority::load_or_create(home)?;
+            print!("{}", ca.cert_pem());
+        }
+        CaAction::Regenerate => {
+            let ca = CertificateAuthority::create(home)?;
+            eprintln!(
+                "proxlet: new CA written to {}; clients must trust it again",
+                ca.path().display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn run_proxy(mut settings: Settings) -> Result<()> {
+    let ca = Arc::new(CertificateAuthority::load_or_create(&settings.home)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("proxlet")
+        .build()?;
+    runtime.block_on(async move {
+        let listener = bind(settings.listen).await?;
+        settings.listen = listener.local_addr()?;
+        tracing::info!(
+            "CA certificate: {} (clients must trust it to intercept HTTPS)",
+            ca.path().display()
+        );
+        tracing::info!("no plugins: running as a plain intercepting proxy");
+        let proxy = proxy::Proxy::new(settings.clone(), ca)?;
+        // The one line scripts and tests wait for; keep its format.
+        eprintln!("proxlet listening on http://{}", settings.listen);
+        proxy::serve(listener, proxy, shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|source| {
+        if source.kind() == std::io::ErrorKind::AddrInUse {
+            Error::AddrInUse { addr }
+        } else {
+            Error::Bind { addr, source }
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

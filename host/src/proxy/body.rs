@@ -1,0 +1,176 @@
+//! Body types of the pipeline, short text responses proxlet makes itself, and
+//! the access log, written when a response body has been fully sent (or not).
+
+use std::{
+    net::SocketAddr,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Response, StatusCode, Version};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Any body the pipeline forwards: bodies differ per source (client,
+/// upstream, proxlet itself), so they travel boxed.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+pub fn boxed<B>(body: B) -> Body
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_err(Into::into).boxed_unsync()
+}
+
+/// A response proxlet makes itself: `status` with a one-line text body.
+pub fn text_response(status: StatusCode, text: impl Into<String>) -> Response<Body> {
+    let mut text = text.into();
+    text.push('\n');
+    let mut response = Response::new(boxed(Full::new(Bytes::from(text))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// What the access-log line says about a flow.
+pub struct FlowRecord {
+    pub id: u64,
+    pub client: SocketAddr,
+    pub method: Method,
+    pub url: String,
+    pub client_version: Version,
+    pub upstream_version: Option<Version>,
+    pub status: StatusCode,
+    pub started: Instant,
+    /// Why proxlet answered itself, if it did.
+    pub note: Option<String>,
+}
+
+impl FlowRecord {
+    fn log(self, bytes: u64, outcome: &str) {
+        let upstream = match self.upstream_version {
+            Some(v) => version_str(v),
+            None => "-",
+        };
+        tracing::info!(
+            target: "proxlet::access",
+            "#{} {} {} {} {}->{} {} {}B {}ms{}{}{}",
+            self.id,
+            self.client,
+            self.method,
+            self.url,
+            version_str(self.client_version),
+            upstream,
+            self.status.as_u16(),
+            bytes,
+            self.started.elapsed().as_millis(),
+            outcome,
+            if self.note.is_some() { " " } else { "" },
+            self.note.as_deref().unwrap_or(""),
+        );
+    }
+}
+
+pub fn version_str(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/?",
+    }
+}
+
+/// Counts the bytes of a response body on their way to the client and logs
+/// the flow once: at the end of the body, on error, or when dropped early.
+pub struct Logged<B: HttpBody> {
+    inner: B,
+    record: Option<FlowRecord>,
+    bytes: u64,
+}
+
+impl<B: HttpBody> Logged<B> {
+    pub fn new(inner: B, record: FlowRecord) -> Self {
+        Self {
+            inner,
+            record: Some(record),
+            bytes: 0,
+        }
+    }
+
+    fn finish(&mut self, outcome: &str) {
+        if let Some(record) = self.record.take() {
+            record.log(self.bytes, outcome);
+        }
+    }
+}
+
+impl<B> HttpBody for Logged<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes += data.len() as u64;
+                }
+                if self.inner.is_end_stream() {
+                    self.finish("");
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let outcome = format!(" upstream-body-error: {e}");
+                self.finish(&outcome);
+            }
+            Poll::Ready(None) => self.finish(""),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B: HttpBody> Drop for Logged<B> {
+    fn drop(&mut self) {
+        // Dropped before the end is normal for empty bodies (HEAD, 204, 304,
+        // Content-Length: 0); otherwise the client left early.
+        let complete = self.inner.is_end_stream();
+        let outcome = if complete
+            || self.bytes == 0
+                && self.record.as_ref().is_some_and(|r| {
+                    r.method == Method::HEAD
+                        || r.status == StatusCode::NO_CONTENT
+                        || r.status == StatusCode::NOT_MODIFIED
+                }) {
+            ""
+        } else {
+            " client-aborted"
+        };
+        self.finish(outcome);
+    }
+}

@@ -1,0 +1,150 @@
+//! CONNECT tunnels (RFC 9110 §9.3.6): a TLS ClientHello is intercepted with a
+//! leaf certificate from the proxlet CA; anything else, and ignored hosts,
+//! are relayed byte for byte.
+
+use std::{sync::Arc, time::Duration};
+
+use http::{uri::Authority, Request, Response, StatusCode};
+use hyper::{body::Incoming, upgrade::Upgraded};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+};
+use tokio::{
+    io::{copy_bidirectional, AsyncWriteExt},
+    net::TcpStream,
+};
+use tokio_rustls::LazyConfigAcceptor;
+
+use super::{
+    body::{boxed, text_response, Body},
+    io::Prefixed,
+    ConnInfo, Proxy,
+};
+
+/// First byte of a TLS record carrying a handshake message (RFC 8446 §5.1).
+const TLS_HANDSHAKE: u8 = 0x16;
+/// How long a client may stay silent after CONNECT before we stop waiting
+/// for a ClientHello and relay (server-speaks-first protocols).
+const FIRST_BYTE_WAIT: Duration = Duration::from_secs(3);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub(crate) fn handle_connect(
+    proxy: Arc<Proxy>,
+    conn: Arc<ConnInfo>,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    let Some(authority) = request.uri().authority().cloned() else {
+        return text_response(
+            StatusCode::BAD_REQUEST,
+            "proxlet: CONNECT needs a host:port target",
+        );
+    };
+    let Some(port) = authority.port_u16() else {
+        return text_response(
+            StatusCode::BAD_REQUEST,
+            format!("proxlet: CONNECT target {authority} has no port"),
+        );
+    };
+    let ignored = proxy.is_ignored(authority.host(), port);
+    let on_upgrade = hyper::upgrade::on(request);
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => return tracing::debug!("CONNECT {authority}: upgrade failed: {e}"),
+        };
+        let Some(stream) = into_tcp(upgraded) else {
+            return tracing::error!("CONNECT {authority}: unexpected connection type");
+        };
+        let result = if ignored {
+            relay(stream, &authority, &proxy).await.map_err(Into::into)
+        } else {
+            match first_byte(&stream).await {
+                Some(TLS_HANDSHAKE) => intercept(stream, authority.clone(), proxy, conn).await,
+                _ => relay(stream, &authority, &proxy).await.map_err(Into::into),
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!("CONNECT {authority}: {e}");
+        }
+    });
+    let mut response = Response::new(boxed(http_body_util::Empty::new()));
+    *response.status_mut() = StatusCode::OK;
+    response
+}
+
+/// The client's TCP stream behind the upgrade, with whatever hyper already
+/// read past the CONNECT head.
+fn into_tcp(upgraded: Upgraded) -> Option<Prefixed<TcpStream>> {
+    let parts = upgraded.downcast::<TokioIo<TcpStream>>().ok()?;
+    Some(Prefixed::new(parts.read_buf, parts.io.into_inner()))
+}
+
+async fn first_byte(stream: &Prefixed<TcpStream>) -> Option<u8> {
+    if let Some(&b) = stream.prefix().first() {
+        return Some(b);
+    }
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(FIRST_BYTE_WAIT, stream.get_ref().peek(&mut byte)).await {
+        Ok(Ok(1)) => Some(byte[0]),
+        _ => None,
+    }
+}
+
+/// Relays bytes between the client and `authority` untouched.
+async fn relay(
+    stream: Prefixed<TcpStream>,
+    authority: &Authority,
+    proxy: &Proxy,
+) -> std::io::Result<()> {
+    let connect = TcpStream::connect(authority.as_str());
+    let mut upstream = tokio::time::timeout(proxy.settings.upstream_timeout, connect)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    upstream.set_nodelay(true)?;
+    let (prefix, mut client) = stream.into_parts();
+    client.set_nodelay(true)?;
+    upstream.write_all(&prefix).await?;
+    copy_bidirectional(&mut client, &mut upstream).await?;
+    Ok(())
+}
+
+/// Terminates TLS with a certificate for the SNI (or the CONNECT host when
+/// the client sends none, as for IP literals) and serves HTTP/1.1 or HTTP/2
+/// inside, each request going through the pipeline.
+async fn intercept(
+    stream: Prefixed<TcpStream>,
+    authority: Authority,
+    proxy: Arc<Proxy>,
+    conn: Arc<ConnInfo>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let _ = stream.get_ref().set_nodelay(true);
+    let handshake = async {
+        let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
+        let host = start
+            .client_hello()
+            .server_name()
+            .map(str::to_owned)
+            .unwrap_or_else(|| authority.host().to_owned());
+        let config = proxy.leaf_certs.server_config(&host)?;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(start.into_stream(config).await?)
+    };
+    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+        .await
+        .map_err(|_| "TLS handshake timed out")?
+        .map_err(|e| format!("TLS handshake with client failed: {e}"))?;
+
+    let inner = Arc::new(ConnInfo {
+        client: conn.client,
+        tunnel: Some(authority),
+        stop: conn.stop.clone(),
+    });
+    let service = hyper::service::service_fn(move |request| {
+        super::service::handle(proxy.clone(), inner.clone(), request)
+    });
+    let stop = conn.stop.clone();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let connection = builder.serve_connection(TokioIo::new(tls), service);
+    super::listener::until_stopped(connection, stop, |c| c.graceful_shutdown()).await?;
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! Accepting proxy clients and shutting down gracefully: on SIGINT/SIGTERM
+//! stop accepting and give in-flight flows a grace period to finish.
+
+use std::{future::Future, pin::Pin, sync::Arc};
+
+use hyper_util::rt::TokioIo;
+use tokio::{net::TcpListener, sync::watch};
+
+use super::{ConnInfo, Proxy};
+
+/// Serves proxy clients on `listener` until `shutdown` completes.
+pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Future<Output = ()>) {
+    // Every connection and tunnel holds a receiver; shutdown is done when
+    // all are dropped.
+    let (stop, stopped) = watch::channel(());
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1.timer(hyper_util::rt::TokioTimer::new());
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, client) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = Arc::new(ConnInfo {
+            client,
+            tunnel: None,
+            stop: stopped.clone(),
+        });
+        let proxy = proxy.clone();
+        let service = hyper::service::service_fn({
+            let conn = conn.clone();
+            move |request| super::service::handle(proxy.clone(), conn.clone(), request)
+        });
+        // Proxy clients speak HTTP/1.1 to the proxy; CONNECT needs upgrades.
+        let connection = http1
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let watched = until_stopped(connection, stopped.clone(), |c| c.graceful_shutdown());
+        tokio::spawn(async move {
+            if let Err(e) = watched.await {
+                tracing::debug!("client {client}: {e}");
+            }
+        });
+    }
+    drop(listener);
+    drop(stopped);
+    let _ = stop.send(());
+    let grace = proxy.settings.shutdown_grace;
+    tracing::info!(
+        "shutting down: waiting up to {} s for open flows",
+        grace.as_secs()
+    );
+    if tokio::time::timeout(grace, stop.closed()).await.is_err() {
+        tracing::warn!("grace period over: closing the remaining flows");
+    }
+}
+
+/// Drives `connection` to its end; once shutdown is signalled on `stop`,
+/// asks it to finish gracefully (no new requests, in-flight ones complete).
+pub(crate) async fn until_stopped<C: Future>(
+    connection: C,
+    mut stop: watch::Receiver<()>,
+    graceful_shutdown: impl FnOnce(Pin<&mut C>),
+) -> C::Output {
+    tokio::pin!(connection);
+    tokio::select! {
+        output = connection.as_mut() => return output,
+        _ = stop.changed() => graceful_shutdown(connection.as_mut()),
+    }
+    connection.await
+}

@@ -1,0 +1,64 @@
+//! Moving bytes: the listener, CONNECT interception, the per-flow pipeline and
+//! the upstream client. Shared state is built once and handed out by `Arc`.
+
+mod body;
+mod connect;
+mod headers;
+mod io;
+mod listener;
+mod service;
+mod upstream;
+
+use std::{
+    net::SocketAddr,
+    sync::{atomic::AtomicU64, Arc},
+};
+
+pub use listener::serve;
+
+use crate::{
+    config::{HostPattern, Settings},
+    error::Result,
+    tls::{CertificateAuthority, LeafCertCache},
+};
+
+/// Everything flows share: built at start, read concurrently.
+pub struct Proxy {
+    ca: Arc<CertificateAuthority>,
+    leaf_certs: LeafCertCache,
+    upstream: upstream::Upstream,
+    ignore_hosts: Vec<HostPattern>,
+    settings: Settings,
+    next_flow: AtomicU64,
+}
+
+impl Proxy {
+    pub fn new(settings: Settings, ca: Arc<CertificateAuthority>) -> Result<Arc<Self>> {
+        let tls = crate::tls::client_config(&settings.upstream_ca, settings.insecure_upstream)?;
+        if settings.insecure_upstream {
+            tracing::warn!("--insecure-upstream: upstream certificates are NOT verified");
+        }
+        Ok(Arc::new(Self {
+            leaf_certs: LeafCertCache::new(ca.clone())?,
+            ca,
+            upstream: upstream::Upstream::new(tls, settings.upstream_timeout),
+            ignore_hosts: settings.ignore_hosts.clone(),
+            settings,
+            next_flow: AtomicU64::new(1),
+        }))
+    }
+
+    fn is_ignored(&self, host: &str, port: u16) -> bool {
+        self.ignore_hosts.iter().any(|p| p.matches(host, port))
+    }
+}
+
+/// What a served connection knows about where it came from.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnInfo {
+    pub client: SocketAddr,
+    /// For connections inside an intercepted CONNECT: the tunnel's target.
+    pub tunnel: Option<http::uri::Authority>,
+    /// Changes when proxlet shuts down; held while the connection lives.
+    pub stop: tokio::sync::watch::Receiver<()>,
+}

@@ -1,0 +1,136 @@
+//! The per-flow pipeline, in order: accept (listener) → MITM (connect) →
+//! target → on-request → upstream → on-response → stream back → log.
+
+use std::{convert::Infallible, sync::atomic::Ordering, sync::Arc, time::Instant};
+
+use http::{header, uri::Scheme, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+
+use super::{
+    body::{boxed, text_response, Body, FlowRecord, Logged},
+    connect, headers, ConnInfo, Proxy,
+};
+
+/// Handles one request from a client connection: the pipeline of DESIGN §1.
+pub(crate) async fn handle(
+    proxy: Arc<Proxy>,
+    conn: Arc<ConnInfo>,
+    request: Request<Incoming>,
+) -> Result<Response<Logged<Body>>, Infallible> {
+    let mut record = FlowRecord {
+        id: proxy.next_flow.fetch_add(1, Ordering::Relaxed),
+        client: conn.client,
+        method: request.method().clone(),
+        url: String::new(),
+        client_version: request.version(),
+        upstream_version: None,
+        status: StatusCode::OK,
+        started: Instant::now(),
+        note: None,
+    };
+
+    // 1. CONNECT opens a tunnel, intercepted or not (connect.rs).
+    if request.method() == Method::CONNECT && conn.tunnel.is_none() {
+        record.url = request.uri().to_string();
+        let response = connect::handle_connect(proxy, conn, request);
+        record.status = response.status();
+        return Ok(response.map(|b| Logged::new(b, record)));
+    }
+
+    // 2. Where the request goes.
+    let target = match target_uri(&request, &conn) {
+        Ok(uri) => uri,
+        Err(reason) => {
+            let response = text_response(StatusCode::BAD_REQUEST, format!("proxlet: {reason}"));
+            record.url = request.uri().to_string();
+            record.status = response.status();
+            return Ok(response.map(|b| Logged::new(b, record)));
+        }
+    };
+    record.url = target.to_string();
+
+    // Requests to the proxy itself (not through it) get the CA to install.
+    if target.authority().is_none() {
+        let response = local_response(&proxy, &target);
+        record.status = response.status();
+        return Ok(response.map(|b| Logged::new(b, record)));
+    }
+
+    // 3. on-request: the plugin chain will decide here.
+
+    // 4. Upstream.
+    let (mut parts, body) = request.into_parts();
+    headers::remove_hop_by_hop(&mut parts.headers);
+    parts.uri = target;
+    // hyper-util picks HTTP/1.1 or HTTP/2 per pooled connection from 1.1.
+    parts.version = Version::HTTP_11;
+    let response = match proxy
+        .upstream
+        .send(Request::from_parts(parts, boxed(body)))
+        .await
+    {
+        Ok(response) => {
+            record.upstream_version = Some(response.version());
+            response.map(boxed)
+        }
+        Err(error) => {
+            tracing::debug!(flow = record.id, "upstream failed: {}", error.reason);
+            record.note = Some(error.reason.clone());
+            text_response(error.status, format!("proxlet: {}", error.reason))
+        }
+    };
+
+    // 5. on-response: the plugin chain will decide here.
+
+    // 6. Stream back; the access log is written when the body is done.
+    let (mut parts, body) = response.into_parts();
+    headers::remove_hop_by_hop(&mut parts.headers);
+    record.status = parts.status;
+    Ok(Response::from_parts(parts, Logged::new(body, record)))
+}
+
+/// The absolute URI a request is for. Inside an intercepted tunnel the
+/// scheme is https and the authority the CONNECT target; on the listener a
+/// proxy request carries an absolute URI (RFC 9112 §3.2.2).
+fn target_uri(request: &Request<Incoming>, conn: &ConnInfo) -> Result<Uri, String> {
+    let uri = request.uri();
+    let Some(tunnel) = &conn.tunnel else {
+        return match uri.scheme() {
+            Some(s) if *s == Scheme::HTTP => Ok(uri.clone()),
+            Some(s) => Err(format!("scheme {s} is not proxied; use CONNECT for https")),
+            // Origin-form: addressed to proxlet itself.
+            None => Ok(uri.clone()),
+        };
+    };
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let authority = match tunnel.port_u16() {
+        Some(443) => tunnel.host(),
+        _ => tunnel.as_str(),
+    };
+    Uri::builder()
+        .scheme(Scheme::HTTPS)
+        .authority(authority)
+        .path_and_query(path)
+        .build()
+        .map_err(|e| format!("bad request target: {e}"))
+}
+
+/// Answers requests sent to proxlet as a web server: `/ca.pem` hands out the
+/// CA certificate (like mitm.it), anything else explains how to use a proxy.
+fn local_response(proxy: &Proxy, target: &Uri) -> Response<Body> {
+    if target.path() == "/ca.pem" {
+        let mut response = text_response(StatusCode::OK, proxy.ca.cert_pem().trim_end());
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-pem-file"),
+        );
+        return response;
+    }
+    text_response(
+        StatusCode::BAD_REQUEST,
+        format!(
+            "proxlet is a proxy: send requests through it (curl -x http://{0} …); its CA certificate is at http://{0}/ca.pem",
+            proxy.settings.listen
+        ),
+    )
+}
