@@ -7,12 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 /// Scriptable intercepting HTTP/HTTPS proxy.
 #[derive(Debug, Parser)]
-#[command(
-    name = "proxlet",
-    version,
-    about,
-    args_conflicts_with_subcommands = true
-)]
+#[command(name = "proxlet", version, about)]
 pub struct Cli {
     /// Where the CA and caches live (default ~/.proxlet).
     #[arg(long, global = true, env = "PROXLET_HOME", value_name = "DIR")]

@@ -1,1 +1,12 @@
-//! Test harness.
+//! The end-to-end harness: loopback origins with a throwaway CA, the real
+//! `proxlet` binary on a free port, and clients (curl, hyper) that go through it.
+
+pub mod client;
+pub mod origin;
+pub mod proxlet;
+pub mod test_ca;
+
+pub use client::{curl, Curl};
+pub use origin::{pattern, Origin};
+pub use proxlet::Proxlet;
+pub use test_ca::TestCa;

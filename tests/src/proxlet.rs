@@ -1,0 +1,194 @@
+//! Runs the real `proxlet` binary on `127.0.0.1:0` with a temporary home and
+//! reads its `proxlet listening on` line; its log is kept for assertions.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{mpsc, Arc, Mutex, OnceLock},
+    time::{Duration, Instant},
+};
+
+pub struct Proxlet {
+    pub addr: SocketAddr,
+    pub home: PathBuf,
+    child: Child,
+    log: Arc<Mutex<String>>,
+    _home_dir: Option<tempfile::TempDir>,
+}
+
+/// The `proxlet` binary of this workspace, built once per test process so
+/// the tests always run the current code.
+pub fn binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        // target/<profile>/deps/<test> → target/<profile>
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().unwrap().parent().unwrap().to_owned();
+        let target_dir = profile_dir.parent().unwrap();
+        let profile = match profile_dir.file_name().unwrap().to_str().unwrap() {
+            "debug" => "dev",
+            other => other,
+        };
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            // --workspace: the same feature set as `cargo test --workspace`,
+            // so nothing is rebuilt.
+            .args([
+                "build",
+                "--quiet",
+                "--workspace",
+                "--bin",
+                "proxlet",
+                "--profile",
+                profile,
+            ])
+            .arg("--target-dir")
+            .arg(target_dir)
+            .status()
+            .expect("run cargo to build proxlet");
+        assert!(status.success(), "building proxlet failed");
+        profile_dir.join("proxlet")
+    })
+}
+
+/// A `proxlet` command with a clean environment: no `PROXLET_*` or proxy
+/// variables leak in from the machine running the tests.
+pub fn command() -> Command {
+    let mut command = Command::new(binary());
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("PROXLET_") || key.to_ascii_lowercase().ends_with("_proxy") {
+            command.env_remove(&*key);
+        }
+    }
+    command.env("RUST_LOG", "info");
+    command
+}
+
+impl Proxlet {
+    /// Starts proxlet with `args` and a fresh temporary home.
+    pub fn start(args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut proxlet = Self::start_with_home(dir.path(), args).unwrap_or_else(|e| panic!("{e}"));
+        proxlet._home_dir = Some(dir);
+        proxlet
+    }
+
+    /// Starts proxlet with `args` and `home`; on failure returns what it printed.
+    pub fn start_with_home(home: &Path, args: &[&str]) -> Result<Self, String> {
+        let mut child = command()
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--home")
+            .arg(home)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn proxlet");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.strip_prefix("proxlet listening on http://") {
+                    let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => Ok(Self {
+                addr,
+                home: home.to_owned(),
+                child,
+                log,
+                _home_dir: None,
+            }),
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().unwrap();
+                std::thread::sleep(Duration::from_millis(100));
+                Err(format!(
+                    "proxlet did not start ({status}):\n{}",
+                    log.lock().unwrap()
+                ))
+            }
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`, for `curl -x`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn ca_path(&self) -> PathBuf {
+        self.home.join("ca.pem")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything proxlet logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits (up to `timeout`) until the log contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Peak resident memory of the process so far, in KiB (VmHWM).
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status")
+    }
+
+    /// Sends `signal` (e.g. "TERM") and waits for the exit status.
+    pub fn signal_and_wait(
+        mut self,
+        signal: &str,
+        timeout: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proxlet {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

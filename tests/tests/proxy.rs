@@ -1,0 +1,458 @@
+//! The proxy core end to end: the real binary, real TLS, curl and hyper.
+
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    sync::Arc,
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use proxlet_tests::{client, curl, origin::pattern, proxlet, Origin, Proxlet, TestCa};
+
+fn https_origin() -> Origin {
+    Origin::https(Arc::new(TestCa::new("test origin CA")))
+}
+
+/// proxlet trusting the origin's CA, as `--upstream-ca`.
+fn proxlet_for(origin: &Origin, extra: &[&str]) -> Proxlet {
+    let ca = origin
+        .ca
+        .as_ref()
+        .unwrap()
+        .path()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let mut args = vec!["--upstream-ca", ca.as_str()];
+    args.extend_from_slice(extra);
+    Proxlet::start(&args)
+}
+
+#[test]
+fn https_through_proxlet_returns_the_exact_body_and_logs_the_flow() {
+    let origin = https_origin();
+    let proxy = proxlet_for(&origin, &[]);
+    let url = origin.url("/bytes/1024");
+    let got = curl(&proxy, &["--http1.1", &url]);
+    assert_eq!(got.status, 200, "{got:?}");
+    assert_eq!(got.http_version, "1.1");
+    assert_eq!(got.body, pattern(1024));
+    let line = format!("GET {url} HTTP/1.1->");
+    assert!(
+        proxy.wait_for_log(&line, Duration::from_secs(5)),
+        "{}",
+        proxy.log()
+    );
+    assert!(proxy.log().contains(" 200 1024B "), "{}", proxy.log());
+}
+
+#[test]
+fn plain_http_through_proxlet_returns_the_exact_body() {
+    let origin = Origin::http();
+    let proxy = Proxlet::start(&[]);
+    let got = curl(&proxy, &[&origin.url("/bytes/5000")]);
+    assert_eq!(got.status, 200, "{got:?}");
+    assert_eq!(got.body, pattern(5000));
+    let chunked = curl(&proxy, &[&origin.url("/chunked/100000")]);
+    assert_eq!(chunked.body, pattern(100_000));
+}
+
+#[test]
+fn http2_is_spoken_on_both_legs() {
+    let origin = https_origin();
+    let proxy = proxlet_for(&origin, &[]);
+    let got = curl(&proxy, &["--http2", &origin.url("/version")]);
+    assert_eq!(got.status, 200, "{got:?}");
+    assert_eq!(got.http_version, "2", "client leg");
+    assert_eq!(got.text(), "HTTP/2.0", "upstream leg");
+    let body = curl(&proxy, &["--http2", &origin.url("/bytes/70000")]);
+    assert_eq!(body.body, pattern(70000));
+    assert!(
+        proxy.wait_for_log("HTTP/2->HTTP/2 200", Duration::from_secs(5)),
+        "{}",
+        proxy.log()
+    );
+}
+
+#[test]
+fn request_bodies_and_headers_reach_the_origin() {
+    let origin = https_origin();
+    let proxy = proxlet_for(&origin, &[]);
+    let got = curl(
+        &proxy,
+        &[
+            "--http1.1",
+            "-H",
+            "X-Test: yes",
+            "-H",
+            "Connection: X-Drop",
+            "-H",
+            "X-Drop: 1",
+            "--data-binary",
+            "hello body",
+            &origin.url("/echo"),
+        ],
+    );
+    assert_eq!(got.status, 200, "{got:?}");
+    let text = got.text();
+    assert!(
+        text.starts_with("POST ") && text.contains("/echo "),
+        "{text}"
+    );
+    assert!(text.contains("x-test: yes"), "{text}");
+    assert!(
+        !text.contains("x-drop"),
+        "hop-by-hop header named by Connection leaked: {text}"
+    );
+    assert!(!text.to_ascii_lowercase().contains("via:"), "{text}");
+    assert!(text.ends_with("\n\nhello body"), "{text}");
+}
+
+#[test]
+fn untrusted_upstream_certificate_gives_502_naming_tls_verification() {
+    let origin = https_origin();
+    let proxy = Proxlet::start(&[]);
+    let got = curl(&proxy, &[&origin.url("/bytes/10")]);
+    assert_eq!(got.status, 502, "{got:?}");
+    assert!(
+        got.text().contains("TLS verification of 127.0.0.1 failed"),
+        "{}",
+        got.text()
+    );
+
+    let insecure = Proxlet::start(&["--insecure-upstream"]);
+    let got = curl(&insecure, &[&origin.url("/bytes/10")]);
+    assert_eq!(got.status, 200, "{got:?}");
+    assert_eq!(got.body, pattern(10));
+    assert!(
+        insecure.log().contains("NOT verified"),
+        "{}",
+        insecure.log()
+    );
+}
+
+#[test]
+fn unreachable_and_slow_upstreams_get_502_and_504_with_reasons() {
+    let origin = Origin::http();
+    let proxy = Proxlet::start(&["--upstream-timeout", "500ms"]);
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let refused = curl(&proxy, &[&format!("http://127.0.0.1:{port}/")]);
+    assert_eq!(refused.status, 502);
+    assert!(refused.text().contains("refused"), "{}", refused.text());
+    let slow = curl(&proxy, &[&origin.url("/slow/3000")]);
+    assert_eq!(slow.status, 504);
+    assert!(
+        slow.text().contains("did not answer within 500 ms"),
+        "{}",
+        slow.text()
+    );
+    let dns = curl(&proxy, &["http://no-such-host.invalid/"]);
+    assert_eq!(dns.status, 502);
+    assert!(dns.text().contains("DNS"), "{}", dns.text());
+}
+
+#[test]
+fn ca_persists_across_restarts_with_a_private_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = tempfile::tempdir().unwrap();
+    let first = Proxlet::start_with_home(home.path(), &[]).unwrap();
+    let ca = std::fs::read(first.ca_path()).unwrap();
+    drop(first);
+    let second = Proxlet::start_with_home(home.path(), &[]).unwrap();
+    assert_eq!(
+        std::fs::read(second.ca_path()).unwrap(),
+        ca,
+        "CA changed on restart"
+    );
+    let mode = std::fs::metadata(home.path().join("ca-key.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // The CA still signs what the second run intercepts.
+    let origin = https_origin();
+    drop(second);
+    let upstream_ca = origin
+        .ca
+        .as_ref()
+        .unwrap()
+        .path()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let third = Proxlet::start_with_home(home.path(), &["--upstream-ca", &upstream_ca]).unwrap();
+    assert_eq!(curl(&third, &[&origin.url("/bytes/3")]).status, 200);
+
+    let run = |args: &[&str]| {
+        let out = proxlet::command()
+            .arg("--home")
+            .arg(home.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        out
+    };
+    let path = run(&["ca", "path"]);
+    assert_eq!(
+        String::from_utf8(path.stdout).unwrap().trim(),
+        home.path().join("ca.pem").to_str().unwrap()
+    );
+    assert_eq!(run(&["ca", "export"]).stdout, ca);
+    run(&["ca", "regenerate"]);
+    assert_ne!(std::fs::read(home.path().join("ca.pem")).unwrap(), ca);
+}
+
+#[test]
+fn one_gib_download_and_100_mb_upload_stream_with_bounded_memory() {
+    let origin = https_origin();
+    let proxy = proxlet_for(&origin, &[]);
+    const GIB: u64 = 1 << 30;
+    let got = curl(
+        &proxy,
+        &["-o", "/dev/null", &origin.url(&format!("/bytes/{GIB}"))],
+    );
+    assert_eq!(got.status, 200, "{got:?}");
+    assert_eq!(got.size_download, GIB);
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("upload.bin");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+    let block = pattern(1 << 20);
+    for _ in 0..100 {
+        out.write_all(&block).unwrap();
+    }
+    drop(out);
+    let upload = format!("@{}", file.display());
+    let got = curl(
+        &proxy,
+        &[
+            "-H",
+            "Content-Type: application/octet-stream",
+            "--data-binary",
+            &upload,
+            &origin.url("/count"),
+        ],
+    );
+    assert_eq!(got.status, 200, "{got:?}");
+    assert_eq!(got.text(), (100u64 << 20).to_string());
+
+    let peak = proxy.peak_rss_kib();
+    assert!(peak < 64 * 1024, "proxlet peak RSS {peak} KiB");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_requests_over_twenty_connections_succeed() {
+    let origin = https_origin();
+    let proxy = proxlet_for(&origin, &[]);
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let sender = client::h2_through(proxy.addr, origin.addr, &proxy.ca_path()).await;
+        for i in 0..10 {
+            let mut sender = sender.clone();
+            let uri = origin.url(&format!("/bytes/{}", 1000 + i));
+            tasks.push(tokio::spawn(async move {
+                let request = http::Request::get(uri)
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+                let response = sender.send_request(request).await.unwrap();
+                assert_eq!(response.status(), 200);
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                assert_eq!(body, pattern(1000 + i));
+            }));
+        }
+    }
+    assert_eq!(tasks.len(), 200);
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+/// Sends `bytes` on a fresh connection to proxlet and returns what came back
+/// before the proxy closed or went quiet.
+fn raw_exchange(proxy: &Proxlet, bytes: &[u8]) -> String {
+    let mut stream = TcpStream::connect(proxy.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = stream.write_all(bytes);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn malformed_and_aborted_requests_leave_the_proxy_serving() {
+    let origin = https_origin();
+    let proxy = proxlet_for(&origin, &[]);
+
+    let answer = raw_exchange(&proxy, b"GARBAGE\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+
+    let huge = format!(
+        "GET {} HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        origin.url("/"),
+        "a".repeat(1 << 20)
+    );
+    let answer = raw_exchange(&proxy, huge.as_bytes());
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+        "{answer}"
+    );
+
+    // Garbage after CONNECT is relayed to the origin, which drops it.
+    let connect = format!(
+        "CONNECT {0} HTTP/1.1\r\nHost: {0}\r\n\r\nnot tls at all\r\n\r\n",
+        origin.addr
+    );
+    let answer = raw_exchange(&proxy, connect.as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // A client that leaves in the middle of its upload.
+    let mut stream = TcpStream::connect(proxy.addr).unwrap();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n",
+        Origin::http().url("/count")
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&[b'x'; 4096]).unwrap();
+    drop(stream);
+
+    // A client that leaves in the middle of a download.
+    let mut stream = TcpStream::connect(proxy.addr).unwrap();
+    let plain = Origin::http();
+    let head = format!(
+        "GET {} HTTP/1.1\r\nHost: x\r\n\r\n",
+        plain.url("/bytes/100000000")
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut some = [0u8; 65536];
+    stream.read_exact(&mut some).unwrap();
+    drop(stream);
+
+    let got = curl(&proxy, &[&origin.url("/bytes/2048")]);
+    assert_eq!(got.status, 200, "{got:?}");
+    assert_eq!(got.body, pattern(2048));
+    assert!(
+        proxy.wait_for_log("client-aborted", Duration::from_secs(5)),
+        "{}",
+        proxy.log()
+    );
+}
+
+#[test]
+fn ignored_hosts_are_tunnelled_with_the_origin_certificate() {
+    let origin = https_origin();
+    let proxy = Proxlet::start(&["--ignore-hosts", "127.0.0.1"]);
+    // Trusting only the origin's CA: this works only if proxlet did not intercept.
+    let origin_ca = origin.ca.as_ref().unwrap().path();
+    let got = client::curl_with(Some(&proxy), origin_ca, &[&origin.url("/bytes/100")]);
+    assert_eq!(got.status, 200, "{got:?}");
+    assert_eq!(got.body, pattern(100));
+    // And a host that is not ignored is intercepted: the origin CA alone fails.
+    let other = Proxlet::start(&["--ignore-hosts", "*.example.com"]);
+    let got = client::curl_with(Some(&other), origin_ca, &[&origin.url("/bytes/100")]);
+    assert!(!got.success, "{got:?}");
+}
+
+#[test]
+fn port_in_use_exits_with_a_sentence_naming_the_address() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let home = tempfile::tempdir().unwrap();
+    let out = proxlet::command()
+        .args(["--listen", &addr, "--home"])
+        .arg(home.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "cannot listen on {addr}: the address is already in use"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn bad_options_and_config_exit_with_clear_errors() {
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("proxlet.toml");
+    std::fs::write(&config, "listen = \"127.0.0.1:0\"\nlisten_port = 9\n").unwrap();
+    let run = |args: &[&str]| {
+        let out = proxlet::command()
+            .arg("--home")
+            .arg(home.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        stderr
+    };
+    let stderr = run(&["--config", config.to_str().unwrap()]);
+    assert!(
+        stderr.contains("line 2") && stderr.contains("listen_port"),
+        "{stderr}"
+    );
+    let stderr = run(&["--listen", "0.0.0.0:0"]);
+    assert!(stderr.contains("--allow-remote"), "{stderr}");
+    let stderr = run(&[
+        "--upstream-ca",
+        "/nonexistent/ca.pem",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(stderr.contains("/nonexistent/ca.pem"), "{stderr}");
+    let stderr = run(&["--upstream-timeout", "soon", "--listen", "127.0.0.1:0"]);
+    assert!(stderr.contains("--upstream-timeout"), "{stderr}");
+
+    let broken = tempfile::tempdir().unwrap();
+    std::fs::write(broken.path().join("ca.pem"), "not a certificate").unwrap();
+    std::fs::write(broken.path().join("ca-key.pem"), "not a key").unwrap();
+    let out = proxlet::command()
+        .arg("--home")
+        .arg(broken.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot load the CA") && stderr.contains("proxlet ca regenerate"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn sigterm_lets_the_in_flight_request_finish() {
+    let origin = Origin::http();
+    let proxy = Proxlet::start(&[]);
+    let url = origin.url("/slow/1500");
+    let proxy_url = proxy.url();
+    let ca = proxy.ca_path();
+    let request = std::thread::spawn(move || {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--noproxy", "", "-x", &proxy_url, "--cacert"])
+            .arg(ca)
+            .arg(&url)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    });
+    assert!(proxy.wait_for_log("", Duration::from_millis(10)));
+    std::thread::sleep(Duration::from_millis(500));
+    let status = proxy
+        .signal_and_wait("TERM", Duration::from_secs(10))
+        .expect("proxlet exited");
+    assert!(status.success(), "{status}");
+    assert_eq!(request.join().unwrap(), "slow");
+}
