@@ -26,6 +26,11 @@ pub struct Cli {
 pub enum Command {
     /// Run the proxy (the default when no command is given).
     Run(RunArgs),
+    /// Load a plugin component and report its hooks, or why it does not fit.
+    Check {
+        /// The plugin component (.wasm).
+        plugin: PathBuf,
+    },
     /// Show, print or replace the CA that signs intercepted certificates.
     Ca {
         #[command(subcommand)]
@@ -56,6 +61,7 @@ pub struct RunArgs {
     pub config: Option<PathBuf>,
 
     /// Plugin: a .wasm path or a built-in name; repeatable, in chain order; `none` for no plugins.
+    /// Replaces the config file's [[plugin]] entries.
     #[arg(
         long = "plugin",
         env = "PROXLET_PLUGIN",

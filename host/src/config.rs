@@ -13,6 +13,7 @@ use serde::Deserialize;
 use crate::{
     cli::RunArgs,
     error::{Error, Result},
+    plugin::PluginSpec,
 };
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -173,6 +174,8 @@ pub struct Settings {
     pub ignore_hosts: Vec<HostPattern>,
     pub upstream_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// The plugin chain, in order.
+    pub plugins: Vec<PluginSpec>,
 }
 
 /// `--home`, then `PROXLET_HOME` (both via clap), then `~/.proxlet`.
@@ -199,22 +202,7 @@ impl Settings {
             .map(Path::to_owned)
             .unwrap_or_default();
 
-        let explicit_plugins: Vec<&str> = args
-            .plugins
-            .iter()
-            .map(String::as_str)
-            .filter(|p| *p != "none")
-            .collect();
-        if !explicit_plugins.is_empty() {
-            return Err(Error::PluginsUnavailable {
-                what: format!("--plugin {}", explicit_plugins.join(",")),
-            });
-        }
-        if !file.plugins.is_empty() && args.plugins.is_empty() {
-            return Err(Error::PluginsUnavailable {
-                what: "the [[plugin]] entries of the config".to_owned(),
-            });
-        }
+        let plugins = plugin_chain(args, &file, &base)?;
 
         let mode = args
             .mode
@@ -304,8 +292,42 @@ impl Settings {
             ignore_hosts,
             upstream_timeout,
             shutdown_grace,
+            plugins,
         })
     }
+}
+
+/// Built-in plugin names (embedded first-party plugins).
+pub const BUILTIN_PLUGINS: [&str; 4] = ["cache", "error-links", "pypi-slash", "replace"];
+
+/// The chain: `--plugin` specs replace the file's `[[plugin]]` entries;
+/// `--plugin none` means no plugins.
+fn plugin_chain(args: &RunArgs, file: &FileConfig, base: &Path) -> Result<Vec<PluginSpec>> {
+    let invalid = |reason: String| Error::InvalidPlugin { reason };
+    let unavailable = |name: &str| {
+        invalid(format!(
+            "built-in plugin \"{name}\" is not available in this build yet: give a .wasm path instead"
+        ))
+    };
+    if !args.plugins.is_empty() {
+        let mut specs = Vec::new();
+        for spec in args.plugins.iter().filter(|p| p.as_str() != "none") {
+            if BUILTIN_PLUGINS.contains(&spec.as_str()) {
+                return Err(unavailable(spec));
+            }
+            specs.push(PluginSpec::from_path(PathBuf::from(spec)));
+        }
+        return Ok(specs);
+    }
+    file.plugins
+        .iter()
+        .map(|entry| {
+            if entry.path.is_none() && BUILTIN_PLUGINS.contains(&entry.name.as_str()) {
+                return Err(unavailable(&entry.name));
+            }
+            PluginSpec::from_entry(entry, base).map_err(invalid)
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -47,8 +47,11 @@ pub enum Error {
     #[error("cannot set up TLS: {0}")]
     Tls(String),
 
-    #[error("plugins are not available in this build yet: remove {what} to run a plain intercepting proxy")]
-    PluginsUnavailable { what: String },
+    #[error("invalid plugin configuration: {reason}")]
+    InvalidPlugin { reason: String },
+
+    #[error("{0}")]
+    PluginLoad(String),
 
     #[error("{0}")]
     Io(#[from] io::Error),

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod plugin;
 pub mod proxy;
 pub mod tls;
 
@@ -20,6 +21,13 @@ pub fn run(cli: Cli) -> Result<()> {
     let home = config::home_dir(cli.home);
     match cli.command {
         Some(Command::Ca { action }) => ca_command(action, &home),
+        Some(Command::Check { plugin }) => match plugin::check(&plugin) {
+            Ok(report) => {
+                println!("{report}");
+                Ok(())
+            }
+            Err(reason) => Err(Error::PluginLoad(reason)),
+        },
         Some(Command::Run(args)) => run_proxy(Settings::resolve(&args, home)?),
         None => run_proxy(Settings::resolve(&cli.run, home)?),
     }
@@ -69,13 +77,30 @@ fn run_proxy(mut settings: Settings) -> Result<()> {
             "CA certificate: {} (clients must trust it to intercept HTTPS)",
             ca.path().display()
         );
-        tracing::info!("no plugins: running as a plain intercepting proxy");
-        let proxy = proxy::Proxy::new(settings.clone(), ca)?;
+        let (chain, _watcher) = load_plugins(&settings).await?;
+        let proxy = proxy::Proxy::new(settings.clone(), ca, chain)?;
         // The one line scripts and tests wait for; keep its format.
         eprintln!("proxlet listening on http://{}", settings.listen);
         proxy::serve(listener, proxy, shutdown_signal()).await;
         Ok(())
     })
+}
+
+/// Loads the plugin chain and starts watching its files for hot reload.
+async fn load_plugins(
+    settings: &Settings,
+) -> Result<(plugin::Chain, Option<notify::RecommendedWatcher>)> {
+    if settings.plugins.is_empty() {
+        tracing::info!("no plugins: running as a plain intercepting proxy");
+        return Ok((plugin::Chain::default(), None));
+    }
+    let engine = plugin::PluginEngine::new(Some(settings.home.join("cache")))
+        .map_err(|e| Error::PluginLoad(e.to_string()))?;
+    let chain = plugin::Chain::load(&engine, &settings.plugins)
+        .await
+        .map_err(Error::PluginLoad)?;
+    let watcher = plugin::watch(&chain, engine).map_err(Error::PluginLoad)?;
+    Ok((chain, Some(watcher)))
 }
 
 async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener> {

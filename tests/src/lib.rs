@@ -10,3 +10,9 @@ pub use client::{curl, Curl};
 pub use origin::{pattern, Origin};
 pub use proxlet::Proxlet;
 pub use test_ca::TestCa;
+
+/// A guest plugin built by `tests/build.rs`: `rust_hello.wasm`,
+/// `rust_hello_reloaded.wasm`, `sandbox.wasm`.
+pub fn guest(file: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("OUT_DIR")).join(file)
+}

@@ -35,9 +35,53 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
+/// Drops `Host` when it names the request URI's authority: the upstream
+/// client derives Host (HTTP/1.1) or `:authority` (HTTP/2) from the URI, and
+/// HTTP/2 servers such as nginx refuse a request carrying both (RFC 9113
+/// §8.3.1 lets a client send Host only when identical).
+pub fn remove_redundant_host(headers: &mut HeaderMap, uri: &http::Uri) {
+    let Some(authority) = uri.authority() else {
+        return;
+    };
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return;
+    };
+    let default_port = if uri.scheme_str() == Some("https") {
+        443
+    } else {
+        80
+    };
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) if !port.contains(']') => (name, port.parse().ok()),
+        _ => (host, Some(default_port)),
+    };
+    if name.eq_ignore_ascii_case(authority.host())
+        && port == Some(authority.port_u16().unwrap_or(default_port))
+    {
+        headers.remove(header::HOST);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_matching_the_uri_is_dropped_and_a_different_one_kept() {
+        let cases = [
+            ("https://example.com/", "example.com", true),
+            ("https://example.com/", "EXAMPLE.com:443", true),
+            ("https://127.0.0.1:8443/x", "127.0.0.1:8443", true),
+            ("http://example.com/", "example.com:8080", false),
+            ("https://example.com/", "other.example", false),
+        ];
+        for (uri, host, dropped) in cases {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::HOST, host.parse().unwrap());
+            remove_redundant_host(&mut headers, &uri.parse().unwrap());
+            assert_eq!(!headers.contains_key(header::HOST), dropped, "{uri} {host}");
+        }
+    }
 
     #[test]
     fn hop_by_hop_and_connection_named_fields_are_removed() {

@@ -1,7 +1,7 @@
 //! Moving bytes: the listener, CONNECT interception, the per-flow pipeline and
 //! the upstream client. Shared state is built once and handed out by `Arc`.
 
-mod body;
+pub(crate) mod body;
 mod connect;
 mod headers;
 mod io;
@@ -28,12 +28,17 @@ pub struct Proxy {
     leaf_certs: LeafCertCache,
     upstream: upstream::Upstream,
     ignore_hosts: Vec<HostPattern>,
+    plugins: crate::plugin::Chain,
     settings: Settings,
     next_flow: AtomicU64,
 }
 
 impl Proxy {
-    pub fn new(settings: Settings, ca: Arc<CertificateAuthority>) -> Result<Arc<Self>> {
+    pub fn new(
+        settings: Settings,
+        ca: Arc<CertificateAuthority>,
+        plugins: crate::plugin::Chain,
+    ) -> Result<Arc<Self>> {
         let tls = crate::tls::client_config(&settings.upstream_ca, settings.insecure_upstream)?;
         if settings.insecure_upstream {
             tracing::warn!("--insecure-upstream: upstream certificates are NOT verified");
@@ -43,6 +48,7 @@ impl Proxy {
             ca,
             upstream: upstream::Upstream::new(tls, settings.upstream_timeout),
             ignore_hosts: settings.ignore_hosts.clone(),
+            plugins,
             settings,
             next_flow: AtomicU64::new(1),
         }))

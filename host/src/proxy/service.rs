@@ -10,6 +10,7 @@ use super::{
     body::{boxed, text_response, Body, FlowRecord, Logged},
     connect, headers, ConnInfo, Proxy,
 };
+use crate::plugin::{FlowInfo, Hooks, RequestDecision, SentRequest};
 
 /// Handles one request from a client connection: the pipeline of DESIGN §1.
 pub(crate) async fn handle(
@@ -56,36 +57,79 @@ pub(crate) async fn handle(
         return Ok(response.map(|b| Logged::new(b, record)));
     }
 
-    // 3. on-request: the plugin chain will decide here.
-
-    // 4. Upstream.
     let (mut parts, body) = request.into_parts();
-    headers::remove_hop_by_hop(&mut parts.headers);
     parts.uri = target;
-    // hyper-util picks HTTP/1.1 or HTTP/2 per pooled connection from 1.1.
-    parts.version = Version::HTTP_11;
-    let response = match proxy
-        .upstream
-        .send(Request::from_parts(parts, boxed(body)))
-        .await
-    {
-        Ok(response) => {
-            record.upstream_version = Some(response.version());
-            response.map(boxed)
-        }
-        Err(error) => {
-            tracing::debug!(flow = record.id, "upstream failed: {}", error.reason);
-            record.note = Some(error.reason.clone());
-            text_response(error.status, format!("proxlet: {}", error.reason))
-        }
+    let mut notes = Vec::new();
+
+    // 3. on-request: plugins whose prefilter matches decide first.
+    let plugins = proxy.plugins.for_flow(&parts.method, &parts.uri);
+    let flow = FlowInfo {
+        id: record.id,
+        client: conn.client.to_string(),
+        intercepted_tls: conn.tunnel.is_some(),
+    };
+    let decision = if plugins.is_empty() {
+        RequestDecision::Continue
+    } else {
+        plugins.on_request(&flow, &mut parts, &mut notes).await
     };
 
-    // 5. on-response: the plugin chain will decide here.
+    let response = match decision {
+        RequestDecision::Respond(response) => response,
+        RequestDecision::Continue => {
+            // What on-response and on-error plugins see of the request.
+            let sent = (!plugins.is_empty()).then(|| SentRequest {
+                method: parts.method.clone(),
+                uri: parts.uri.clone(),
+                headers: parts.headers.clone(),
+            });
+            // 4. Upstream.
+            headers::remove_hop_by_hop(&mut parts.headers);
+            headers::remove_redundant_host(&mut parts.headers, &parts.uri);
+            // hyper-util picks HTTP/1.1 or HTTP/2 per pooled connection from 1.1.
+            parts.version = Version::HTTP_11;
+            match proxy
+                .upstream
+                .send(Request::from_parts(parts, boxed(body)))
+                .await
+            {
+                // 5. on-response.
+                Ok(response) => {
+                    record.upstream_version = Some(response.version());
+                    let response = response.map(boxed);
+                    match &sent {
+                        Some(sent) if plugins.wants(Hooks::ON_RESPONSE) => {
+                            plugins.on_response(&flow, sent, response, &mut notes).await
+                        }
+                        _ => response,
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(flow = record.id, "upstream failed: {}", error.reason);
+                    notes.push(error.reason.clone());
+                    let answered = match &sent {
+                        Some(sent) if plugins.wants(Hooks::ON_ERROR) => {
+                            plugins
+                                .on_error(&flow, sent, &error.to_plugin(), &mut notes)
+                                .await
+                        }
+                        _ => None,
+                    };
+                    answered.unwrap_or_else(|| {
+                        text_response(error.status, format!("proxlet: {}", error.reason))
+                    })
+                }
+            }
+        }
+    };
 
     // 6. Stream back; the access log is written when the body is done.
     let (mut parts, body) = response.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
     record.status = parts.status;
+    if !notes.is_empty() {
+        record.note = Some(notes.join(" "));
+    }
     Ok(Response::from_parts(parts, Logged::new(body, record)))
 }
 

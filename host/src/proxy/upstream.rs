@@ -26,6 +26,28 @@ pub struct UpstreamError {
     pub reason: String,
 }
 
+impl UpstreamError {
+    /// The failure as plugins see it in `on-error`.
+    pub fn to_plugin(&self) -> crate::plugin::UpstreamError {
+        use crate::plugin::ErrorKind;
+        let kind = if self.status == StatusCode::GATEWAY_TIMEOUT {
+            ErrorKind::Timeout
+        } else if self.reason.starts_with("DNS") {
+            ErrorKind::Dns
+        } else if self.reason.starts_with("TLS") {
+            ErrorKind::Tls
+        } else if self.reason.contains("refused") || self.reason.contains("closed the connection") {
+            ErrorKind::Refused
+        } else {
+            ErrorKind::Other
+        };
+        crate::plugin::UpstreamError {
+            kind,
+            message: self.reason.clone(),
+        }
+    }
+}
+
 impl Upstream {
     pub fn new(tls: rustls::ClientConfig, timeout: Duration) -> Self {
         let mut http = HttpConnector::new();

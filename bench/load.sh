@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# HTTPS 1 KiB GETs on loopback: direct to nginx vs through proxlet (no plugins),
+# keep-alive, 16 connections. proxlet is pinned to core 0, nginx and the load
+# generator (oha, installed here if missing) to core 1.
+#   bench/load.sh [SECONDS]        results are printed as a markdown table
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-10}
+conc=${CONC:-16}
+
+command -v nginx >/dev/null || { apt-get update -qq; apt-get install -y -qq nginx-light; }
+command -v oha >/dev/null || cargo install oha --locked
+cargo build --release --quiet --bin proxlet
+
+work=$(mktemp -d)
+chmod 755 "$work"   # nginx workers read the files
+trap 'kill $(jobs -p) 2>/dev/null; [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null; rm -rf "$work"' EXIT
+
+# A throwaway origin CA and certificate for 127.0.0.1.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+  -subj /CN=bench-ca -keyout "$work/ca.key" -out "$work/ca.pem" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
+  -keyout "$work/origin.key" -out "$work/origin.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\n' > "$work/ext"
+openssl x509 -req -in "$work/origin.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" \
+  -CAcreateserial -days 2 -extfile "$work/ext" -out "$work/origin.pem" 2>/dev/null
+mkdir -p "$work/www"; chmod 755 "$work/www"
+head -c 1024 /dev/urandom > "$work/www/1k"
+head -c $((100 * 1024 * 1024)) /dev/urandom > "$work/www/100m"
+chmod 644 "$work/www/"*
+
+cat > "$work/nginx.conf" <<CONF
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:18443 ssl http2;
+    ssl_certificate $work/origin.pem;
+    ssl_certificate_key $work/origin.key;
+    root $work/www;
+  }
+}
+CONF
+taskset -c 1 nginx -c "$work/nginx.conf"
+
+taskset -c 0 ./target/release/proxlet --listen 127.0.0.1:18080 --home "$work/home" \
+  --upstream-ca "$work/ca.pem" 2>"$work/proxlet.log" &
+for _ in $(seq 100); do grep -q "listening on" "$work/proxlet.log" && break; sleep 0.1; done
+proxlet_pid=$(pgrep -f "proxlet --listen 127.0.0.1:18080" | head -1)
+
+# oha prints JSON; rps, p50/p99 in ms.
+run() {
+  local label=$1; shift
+  taskset -c 1 oha --no-tui --output-format json -z "${secs}s" -c "$conc" "$@" > "$work/out.json"
+  python3 - "$label" "$work/out.json" <<'PY'
+import json, sys
+label, path = sys.argv[1], sys.argv[2]
+d = json.load(open(path))
+s = d["summary"]; p = d["latencyPercentiles"]
+codes = d.get("statusCodeDistribution", {})
+print(f"| {label} | {s['requestsPerSec']:.0f} | {p['p50']*1000:.2f} | {p['p99']*1000:.2f} | {s['successRate']*100:.1f}% | {codes} |")
+PY
+}
+
+echo "| scenario (c=$conc, ${secs}s) | req/s | p50 ms | p99 ms | success | statuses |"
+echo "|---|---|---|---|---|---|"
+run "direct https 1 KiB" --insecure https://127.0.0.1:18443/1k
+run "proxlet https 1 KiB" --insecure -x http://127.0.0.1:18080 https://127.0.0.1:18443/1k
+echo
+echo "proxlet peak RSS: $(grep VmHWM /proc/$proxlet_pid/status | awk '{print $2, $3}')"
+
+# 100 MiB download through proxlet, single stream.
+start=$(date +%s.%N)
+bytes=$(curl -s -x http://127.0.0.1:18080 --cacert "$work/home/ca.pem" -o /dev/null -w '%{size_download}' https://127.0.0.1:18443/100m)
+end=$(date +%s.%N)
+python3 -c "print(f'100 MiB download through proxlet: {$bytes/($end-$start)/1e6:.0f} MB/s')"
+direct_start=$(date +%s.%N)
+curl -s --cacert "$work/ca.pem" -o /dev/null https://127.0.0.1:18443/100m
+direct_end=$(date +%s.%N)
+python3 -c "print(f'100 MiB download direct: {$bytes/($direct_end-$direct_start)/1e6:.0f} MB/s')"
+echo "proxlet peak RSS after download: $(grep VmHWM /proc/$proxlet_pid/status | awk '{print $2, $3}')"

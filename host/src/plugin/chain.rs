@@ -1,0 +1,307 @@
+//! The plugin chain and what it does to one flow. Plugins run in order; the
+//! first `respond`/`replace` wins; head edits compose. Each slot holds the
+//! current version of its plugin; a flow takes the versions it starts with.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{HeaderMap, Method, Response, StatusCode, Uri};
+use http_body_util::Full;
+
+use super::{
+    bindings::types::{
+        self, FlowInfo, Hooks, RequestAction, ResponseAction, ResponseHead, UpstreamError,
+    },
+    engine::PluginEngine,
+    heads,
+    instance::LoadedPlugin,
+    spec::PluginSpec,
+};
+use crate::proxy::body::{boxed, text_response, Body};
+
+/// One position of the chain; its plugin can be swapped by a reload.
+pub struct Slot {
+    pub spec: Arc<PluginSpec>,
+    pub current: ArcSwap<LoadedPlugin>,
+}
+
+#[derive(Default)]
+pub struct Chain {
+    pub slots: Vec<Arc<Slot>>,
+}
+
+impl Chain {
+    /// Loads every plugin of `specs`; the first failure stops the load.
+    pub async fn load(engine: &Arc<PluginEngine>, specs: &[PluginSpec]) -> Result<Self, String> {
+        let mut slots = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let spec = Arc::new(spec.clone());
+            let started = std::time::Instant::now();
+            let plugin = LoadedPlugin::load(engine, spec.clone()).await?;
+            tracing::info!(
+                "loaded plugin {} from {} (sha256 {}) in {} ms",
+                spec.name,
+                spec.path.display(),
+                &plugin.hash[..12],
+                started.elapsed().as_millis()
+            );
+            slots.push(Arc::new(Slot {
+                spec,
+                current: ArcSwap::from_pointee(plugin),
+            }));
+        }
+        Ok(Self { slots })
+    }
+
+    /// The plugins whose prefilter matches this request, at their current version.
+    pub fn for_flow(&self, method: &Method, uri: &Uri) -> FlowPlugins {
+        if self.slots.is_empty() {
+            return FlowPlugins::default();
+        }
+        let host = uri.host().unwrap_or_default();
+        let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+            Some("https") => 443,
+            _ => 80,
+        });
+        let url = uri.to_string();
+        FlowPlugins {
+            plugins: self
+                .slots
+                .iter()
+                .filter(|slot| slot.spec.matcher.matches(method.as_str(), host, port, &url))
+                .map(|slot| slot.current.load_full())
+                .collect(),
+        }
+    }
+}
+
+/// What `on-request` decided for the flow.
+pub enum RequestDecision {
+    Continue,
+    Respond(Response<Body>),
+}
+
+/// The request as the plugins left it, for `on-response` and `on-error`.
+pub struct SentRequest {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+}
+
+impl SentRequest {
+    fn head(&self, credentials: bool) -> types::RequestHead {
+        types::RequestHead {
+            method: self.method.as_str().to_owned(),
+            url: self.uri.to_string(),
+            headers: heads::to_wit(&self.headers, credentials),
+        }
+    }
+}
+
+/// The plugin versions one flow runs with, and the notes for its log line.
+#[derive(Default)]
+pub struct FlowPlugins {
+    plugins: Vec<Arc<LoadedPlugin>>,
+}
+
+impl FlowPlugins {
+    pub fn is_empty(&self) -> bool {
+        self.plugins.is_empty()
+    }
+
+    fn with_hook(&self, hook: Hooks) -> impl Iterator<Item = &Arc<LoadedPlugin>> {
+        self.plugins.iter().filter(move |p| p.hooks.contains(hook))
+    }
+
+    pub fn wants(&self, hook: Hooks) -> bool {
+        self.with_hook(hook).next().is_some()
+    }
+
+    /// Runs `on-request` of each plugin in order.
+    pub async fn on_request(
+        &self,
+        flow: &FlowInfo,
+        parts: &mut http::request::Parts,
+        notes: &mut Vec<String>,
+    ) -> RequestDecision {
+        for plugin in self.with_hook(Hooks::ON_REQUEST) {
+            let credentials = plugin.spec.credentials;
+            let head = heads::request_head(parts, credentials);
+            let action = plugin.on_request(flow, &head).await;
+            let name = &plugin.spec.name;
+            let edit = match action {
+                Err(reason) => match failure(plugin, reason, notes) {
+                    Some(response) => return RequestDecision::Respond(response),
+                    None => continue,
+                },
+                Ok(RequestAction::Continue(edit)) => edit,
+                Ok(RequestAction::Respond(response)) => {
+                    notes.push(format!("{name}=respond"));
+                    return match plugin_response(plugin, response) {
+                        Ok(response) => RequestDecision::Respond(response),
+                        Err(reason) => match failure(plugin, reason, notes) {
+                            Some(response) => RequestDecision::Respond(response),
+                            None => continue,
+                        },
+                    };
+                }
+                Ok(RequestAction::Delay(delay)) => {
+                    notes.push(format!("{name}=delay:{}ms", delay.ms));
+                    tokio::time::sleep(std::time::Duration::from_millis(delay.ms.into())).await;
+                    delay.head
+                }
+                Ok(RequestAction::NeedBody) => {
+                    tracing::warn!("plugin {name} asked for the request body, which this version does not provide yet");
+                    None
+                }
+            };
+            if let Some(head) = edit {
+                if let Err(reason) = heads::apply_request(parts, head, credentials) {
+                    let reason = format!("plugin {name} returned a bad request head: {reason}");
+                    if let Some(response) = failure(plugin, reason, notes) {
+                        return RequestDecision::Respond(response);
+                    }
+                } else {
+                    notes.push(format!("{name}=edit"));
+                }
+            }
+        }
+        RequestDecision::Continue
+    }
+
+    /// Runs `on-response` of each plugin in order.
+    pub async fn on_response(
+        &self,
+        flow: &FlowInfo,
+        request: &SentRequest,
+        response: Response<Body>,
+        notes: &mut Vec<String>,
+    ) -> Response<Body> {
+        let (mut parts, body) = response.into_parts();
+        for plugin in self.with_hook(Hooks::ON_RESPONSE) {
+            let credentials = plugin.spec.credentials;
+            let request_head = request.head(credentials);
+            let head = heads::response_head(&parts, credentials);
+            let action = plugin.on_response(flow, &request_head, &head).await;
+            let name = &plugin.spec.name;
+            let edit: Option<ResponseHead> = match action {
+                Err(reason) => match failure(plugin, reason, notes) {
+                    Some(response) => return response,
+                    None => continue,
+                },
+                Ok(ResponseAction::Continue(edit)) => edit,
+                Ok(ResponseAction::Replace(replacement)) => {
+                    notes.push(format!("{name}=replace"));
+                    match plugin_response(plugin, replacement) {
+                        Ok(response) => return response,
+                        Err(reason) => match failure(plugin, reason, notes) {
+                            Some(response) => return response,
+                            None => continue,
+                        },
+                    }
+                }
+                Ok(ResponseAction::Store(store)) => {
+                    tracing::warn!(
+                        "plugin {name} asked to store {:?}, which this version does not do yet",
+                        store.path
+                    );
+                    store.head
+                }
+                Ok(ResponseAction::NeedBody) => {
+                    tracing::warn!("plugin {name} asked for the response body, which this version does not provide yet");
+                    None
+                }
+            };
+            if let Some(head) = edit {
+                match heads::apply_response(&mut parts, head, credentials) {
+                    Ok(()) => notes.push(format!("{name}=edit")),
+                    Err(reason) => {
+                        let reason =
+                            format!("plugin {name} returned a bad response head: {reason}");
+                        if let Some(response) = failure(plugin, reason, notes) {
+                            return response;
+                        }
+                    }
+                }
+            }
+        }
+        Response::from_parts(parts, body)
+    }
+
+    /// Lets `on-error` plugins answer for a failed upstream.
+    pub async fn on_error(
+        &self,
+        flow: &FlowInfo,
+        request: &SentRequest,
+        error: &UpstreamError,
+        notes: &mut Vec<String>,
+    ) -> Option<Response<Body>> {
+        for plugin in self.with_hook(Hooks::ON_ERROR) {
+            let request_head = request.head(plugin.spec.credentials);
+            let answer = plugin.on_error(flow, &request_head, error).await;
+            match answer {
+                Ok(Some(response)) => {
+                    notes.push(format!("{}=answered-error", plugin.spec.name));
+                    match plugin_response(plugin, response) {
+                        Ok(response) => return Some(response),
+                        Err(reason) => {
+                            if let Some(response) = failure(plugin, reason, notes) {
+                                return Some(response);
+                            }
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(reason) => {
+                    if let Some(response) = failure(plugin, reason, notes) {
+                        return Some(response);
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
+/// A plugin failed: fail-open logs and skips it, fail-closed answers 502.
+fn failure(
+    plugin: &LoadedPlugin,
+    reason: String,
+    notes: &mut Vec<String>,
+) -> Option<Response<Body>> {
+    let name = &plugin.spec.name;
+    notes.push(format!("{name}=failed"));
+    if plugin.spec.fail_closed {
+        tracing::error!("{reason} (fail-closed: answering 502)");
+        Some(text_response(
+            StatusCode::BAD_GATEWAY,
+            format!("proxlet: {reason}"),
+        ))
+    } else {
+        tracing::warn!("{reason} (fail-open: skipping the plugin for this flow)");
+        None
+    }
+}
+
+/// Builds the response a plugin made.
+fn plugin_response(
+    plugin: &LoadedPlugin,
+    response: types::Response,
+) -> Result<Response<Body>, String> {
+    let body = match response.body {
+        types::Body::Bytes(bytes) => Full::new(Bytes::from(bytes)),
+        types::Body::File(path) => {
+            return Err(format!(
+                "plugin {} answered with file {path:?}, which this version cannot serve yet",
+                plugin.spec.name
+            ))
+        }
+    };
+    let mut parts = Response::new(()).into_parts().0;
+    heads::apply_response(&mut parts, response.head, plugin.spec.credentials)
+        .map_err(|e| format!("plugin {} returned a bad response: {e}", plugin.spec.name))?;
+    // The host frames the body it builds.
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    Ok(Response::from_parts(parts, boxed(body)))
+}

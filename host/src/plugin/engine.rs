@@ -1,0 +1,150 @@
+//! The one wasmtime engine of the process, its linker (WASI p2 subset and the
+//! `host` interface), the epoch ticker behind call deadlines, and the on-disk
+//! cache of compiled components keyed by content hash.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use sha2::{Digest, Sha256};
+use wasmtime::{
+    component::{Component, HasSelf, Linker, ResourceTable},
+    Config, Engine, StoreLimits,
+};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::{bindings, PluginError};
+
+/// Epoch granularity: call deadlines are whole ticks.
+pub const TICK: Duration = Duration::from_millis(2);
+
+/// What a store of a plugin instance carries.
+pub struct State {
+    pub wasi: WasiCtx,
+    pub table: ResourceTable,
+    pub limits: StoreLimits,
+    pub plugin: Arc<str>,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl bindings::types::Host for State {}
+
+impl bindings::proxlet::plugin::host::Host for State {
+    fn log(&mut self, level: bindings::types::Level, message: String) {
+        use bindings::types::Level;
+        let plugin = &*self.plugin;
+        match level {
+            Level::Trace => tracing::trace!(target: "proxlet::plugin", plugin, "{message}"),
+            Level::Debug => tracing::debug!(target: "proxlet::plugin", plugin, "{message}"),
+            Level::Info => tracing::info!(target: "proxlet::plugin", plugin, "{message}"),
+            Level::Warn => tracing::warn!(target: "proxlet::plugin", plugin, "{message}"),
+            Level::Error => tracing::error!(target: "proxlet::plugin", plugin, "{message}"),
+        }
+    }
+}
+
+pub struct PluginEngine {
+    pub engine: Engine,
+    pub linker: Linker<State>,
+    cache_dir: Option<PathBuf>,
+}
+
+impl PluginEngine {
+    /// The engine; compiled code is cached in `cache_dir` when given.
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<Arc<Self>, PluginError> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
+        let engine = Engine::new(&config).map_err(PluginError::engine)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(PluginError::engine)?;
+        bindings::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
+            .map_err(PluginError::engine)?;
+
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name("proxlet-epoch".into())
+            .spawn(move || loop {
+                std::thread::sleep(TICK);
+                match ticker.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            })
+            .map_err(|e| PluginError::engine(e.into()))?;
+        if let Some(dir) = &cache_dir {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        Ok(Arc::new(Self {
+            engine,
+            linker,
+            cache_dir,
+        }))
+    }
+
+    /// Compiles `bytes`, or loads the compiled code cached for its hash.
+    /// Returns the component, its sha256 (hex) and whether the cache served it.
+    pub fn compile(&self, bytes: &[u8]) -> Result<(Component, String, bool), String> {
+        let hash = hex(&Sha256::digest(bytes));
+        let cached = self.cache_dir.as_ref().map(|dir| {
+            dir.join(format!(
+                "{hash}-wasmtime{}.cwasm",
+                env!("CARGO_PKG_VERSION")
+            ))
+        });
+        if let Some(path) = cached.as_deref().filter(|p| p.exists()) {
+            // SAFETY: the file was written by `serialize` below into the
+            // proxlet home (0700); wasmtime checks engine compatibility.
+            match unsafe { Component::deserialize_file(&self.engine, path) } {
+                Ok(component) => return Ok((component, hash, true)),
+                Err(e) => tracing::debug!("compiled cache {path:?} unusable: {e}"),
+            }
+        }
+        let component = Component::from_binary(&self.engine, bytes).map_err(|e| describe(&e))?;
+        if let Some(path) = cached {
+            if let Ok(compiled) = component.serialize() {
+                let _ = write_atomically(&path, &compiled);
+            }
+        }
+        Ok((component, hash, false))
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One line for an error from wasmtime: its causes, without backtraces.
+pub fn describe(error: &wasmtime::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in error.chain() {
+        let line = cause.to_string();
+        let line = line.lines().next().unwrap_or_default().trim();
+        if line.is_empty() || line.contains("wasm backtrace") {
+            continue;
+        }
+        if !parts.iter().any(|p| p.contains(line)) {
+            parts.push(line.to_owned());
+        }
+    }
+    if parts.is_empty() {
+        return "unknown failure".to_owned();
+    }
+    parts.join(": ")
+}

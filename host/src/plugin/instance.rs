@@ -1,0 +1,324 @@
+//! One loaded plugin version: its compiled component, `InstancePre`, and a
+//! small pool of initialised instances reused across flows. Every call runs
+//! under the plugin's epoch deadline and memory cap; an instance that trapped
+//! is dropped, never reused, and instances are recycled after many calls.
+
+use std::{
+    path::Path,
+    sync::{Arc, Mutex},
+};
+
+use wasmtime::{
+    component::{InstancePre, ResourceTable},
+    Store, StoreLimitsBuilder, Trap,
+};
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+use super::{
+    bindings::{
+        error_hooks, lifecycle, request_hooks, response_hooks,
+        types::{
+            FlowInfo, Hooks, RequestAction, RequestHead, Response, ResponseAction, ResponseHead,
+            UpstreamError,
+        },
+    },
+    engine::{describe, PluginEngine, State, TICK},
+    spec::PluginSpec,
+};
+
+/// Idle instances kept per plugin version.
+const POOL_SIZE: usize = 32;
+/// Calls after which an instance is replaced, so a leaky guest cannot grow forever.
+const RECYCLE_AFTER: u32 = 10_000;
+
+/// The typed exports of one instance.
+pub struct Guests {
+    pub request: Option<request_hooks::Guest>,
+    pub response: Option<response_hooks::Guest>,
+    pub error: Option<error_hooks::Guest>,
+}
+
+struct Pooled {
+    store: Store<State>,
+    guests: Guests,
+    calls: u32,
+}
+
+struct Indices {
+    lifecycle: lifecycle::GuestIndices,
+    request: Option<request_hooks::GuestIndices>,
+    response: Option<response_hooks::GuestIndices>,
+    error: Option<error_hooks::GuestIndices>,
+}
+
+pub struct LoadedPlugin {
+    pub spec: Arc<PluginSpec>,
+    /// sha256 of the component, hex.
+    pub hash: String,
+    /// The hooks `init` declared and the component exports.
+    pub hooks: Hooks,
+    engine: Arc<PluginEngine>,
+    pre: InstancePre<State>,
+    indices: Indices,
+    pool: Mutex<Vec<Pooled>>,
+}
+
+impl LoadedPlugin {
+    /// Reads, compiles (or loads from cache), links and initialises the
+    /// plugin of `spec`. The error is one sentence naming the file.
+    pub async fn load(engine: &Arc<PluginEngine>, spec: Arc<PluginSpec>) -> Result<Self, String> {
+        let path = spec.path.clone();
+        let compiler = engine.clone();
+        // Reading and compiling is heavy (seconds for large components): off
+        // the async workers.
+        let linked = tokio::task::spawn_blocking(move || {
+            let bytes = std::fs::read(&path).map_err(|e| {
+                format!("cannot read plugin {path:?}: {e} (check --plugin or [[plugin]].path)")
+            })?;
+            link(&compiler, &bytes, &path)
+        })
+        .await
+        .map_err(|e| format!("plugin load aborted: {e}"))??;
+        Self::from_linked(engine, spec, linked).await
+    }
+
+    async fn from_linked(
+        engine: &Arc<PluginEngine>,
+        spec: Arc<PluginSpec>,
+        (pre, indices, hash): (InstancePre<State>, Indices, String),
+    ) -> Result<Self, String> {
+        let path = spec.path.clone();
+        let mut plugin = Self {
+            spec,
+            hash,
+            hooks: Hooks::empty(),
+            engine: engine.clone(),
+            pre,
+            indices,
+            pool: Mutex::new(Vec::new()),
+        };
+        let (first, declared) = plugin
+            .instantiate()
+            .await
+            .map_err(|e| format!("{path:?}: {e}"))?;
+        let mut available = Hooks::empty();
+        if first.guests.request.is_some() {
+            available |= Hooks::ON_REQUEST | Hooks::ON_REQUEST_BODY;
+        }
+        if first.guests.response.is_some() {
+            available |= Hooks::ON_RESPONSE | Hooks::ON_RESPONSE_BODY;
+        }
+        if first.guests.error.is_some() {
+            available |= Hooks::ON_ERROR;
+        }
+        plugin.hooks = declared & available;
+        plugin.lock().push(first);
+        Ok(plugin)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Pooled>> {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn new_store(&self) -> Result<Store<State>, String> {
+        let spec = &self.spec;
+        let mut wasi = WasiCtxBuilder::new();
+        // No environment, arguments, sockets or name lookups: only the
+        // granted directories, clocks, random and stderr (guest panics).
+        wasi.inherit_stderr();
+        for (guest, host) in &spec.dirs {
+            wasi.preopened_dir(host, guest, FsPerms::ReadWrite)
+                .map_err(|e| format!("cannot grant directory {host:?} as {guest:?}: {e}"))?;
+        }
+        let state = State {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(spec.limits.memory_bytes)
+                .trap_on_grow_failure(true)
+                .build(),
+            plugin: spec.name.clone(),
+        };
+        let mut store = Store::new(&self.engine.engine, state);
+        store.limiter(|state| &mut state.limits);
+        store.epoch_deadline_trap();
+        Ok(store)
+    }
+
+    /// A new instance, initialised with the plugin's config.
+    async fn instantiate(&self) -> Result<(Pooled, Hooks), String> {
+        let mut store = self.new_store()?;
+        // Instantiation and `init` may do real work (interpreters start up):
+        // allow them more than a hook call, but not forever.
+        let init_limit = (self.spec.limits.call * 50).max(std::time::Duration::from_secs(10));
+        store.set_epoch_deadline(ticks(init_limit));
+        let fail = |e: wasmtime::Error, what: &str| self.explain(e, what);
+        let instance = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| fail(e, "instantiation"))?;
+        let lifecycle = self
+            .indices
+            .lifecycle
+            .load(&mut store, &instance)
+            .map_err(|e| fail(e, "init"))?;
+        let hooks = lifecycle
+            .call_init(&mut store, &self.spec.config_json)
+            .await
+            .map_err(|e| fail(e, "init"))?
+            .map_err(|e| format!("plugin {} refused its config: {e}", self.spec.name))?;
+        let guests = Guests {
+            request: self
+                .indices
+                .request
+                .as_ref()
+                .and_then(|i| i.load(&mut store, &instance).ok()),
+            response: self
+                .indices
+                .response
+                .as_ref()
+                .and_then(|i| i.load(&mut store, &instance).ok()),
+            error: self
+                .indices
+                .error
+                .as_ref()
+                .and_then(|i| i.load(&mut store, &instance).ok()),
+        };
+        Ok((
+            Pooled {
+                store,
+                guests,
+                calls: 0,
+            },
+            hooks,
+        ))
+    }
+
+    /// An instance for one call, with the call deadline armed.
+    async fn checkout(&self) -> Result<Pooled, String> {
+        let pooled = self.lock().pop();
+        let mut pooled = match pooled {
+            Some(pooled) => pooled,
+            None => self.instantiate().await?.0,
+        };
+        pooled
+            .store
+            .set_epoch_deadline(ticks(self.spec.limits.call));
+        Ok(pooled)
+    }
+
+    /// Returns an instance after a call: kept if it succeeded, dropped (with
+    /// the reason) if it trapped, timed out or hit its memory cap.
+    fn checkin<R>(&self, mut pooled: Pooled, result: wasmtime::Result<R>) -> Result<R, String> {
+        match result {
+            Ok(value) => {
+                pooled.calls += 1;
+                if pooled.calls < RECYCLE_AFTER {
+                    let mut pool = self.lock();
+                    if pool.len() < POOL_SIZE {
+                        pool.push(pooled);
+                    }
+                }
+                Ok(value)
+            }
+            Err(error) => Err(self.explain(error, "call")),
+        }
+    }
+
+    pub async fn on_request(
+        &self,
+        flow: &FlowInfo,
+        head: &RequestHead,
+    ) -> Result<RequestAction, String> {
+        let mut pooled = self.checkout().await?;
+        let result = match &pooled.guests.request {
+            Some(g) => g.call_on_request(&mut pooled.store, flow, head).await,
+            None => Ok(RequestAction::Continue(None)),
+        };
+        self.checkin(pooled, result)
+    }
+
+    pub async fn on_response(
+        &self,
+        flow: &FlowInfo,
+        request: &RequestHead,
+        response: &ResponseHead,
+    ) -> Result<ResponseAction, String> {
+        let mut pooled = self.checkout().await?;
+        let result = match &pooled.guests.response {
+            Some(g) => {
+                g.call_on_response(&mut pooled.store, flow, request, response)
+                    .await
+            }
+            None => Ok(ResponseAction::Continue(None)),
+        };
+        self.checkin(pooled, result)
+    }
+
+    pub async fn on_error(
+        &self,
+        flow: &FlowInfo,
+        request: &RequestHead,
+        error: &UpstreamError,
+    ) -> Result<Option<Response>, String> {
+        let mut pooled = self.checkout().await?;
+        let result = match &pooled.guests.error {
+            Some(g) => {
+                g.call_on_error(&mut pooled.store, flow, request, error)
+                    .await
+            }
+            None => Ok(None),
+        };
+        self.checkin(pooled, result)
+    }
+
+    fn explain(&self, error: wasmtime::Error, what: &str) -> String {
+        let name = &self.spec.name;
+        if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+            return format!(
+                "plugin {name} exceeded its time limit of {} ms ({what})",
+                self.spec.limits.call.as_millis()
+            );
+        }
+        let text = describe(&error);
+        if text.contains("growing memory") || text.contains("memory allocation") {
+            return format!(
+                "plugin {name} exceeded its memory limit of {} MiB ({what}): {text}",
+                self.spec.limits.memory_bytes >> 20
+            );
+        }
+        format!("plugin {name} failed ({what}): {text}")
+    }
+}
+
+/// Compiles and links a component: the `InstancePre`, the indices of the
+/// hook interfaces it exports, and its hash.
+fn link(
+    engine: &PluginEngine,
+    bytes: &[u8],
+    path: &Path,
+) -> Result<(InstancePre<State>, Indices, String), String> {
+    let (component, hash, _cached) = engine
+        .compile(bytes)
+        .map_err(|e| format!("{path:?} is not a usable WebAssembly component: {e}"))?;
+    let misfit = |e: wasmtime::Error| {
+        format!(
+            "{path:?} does not fit the proxlet:plugin world: {}",
+            describe(&e)
+        )
+    };
+    let pre = engine.linker.instantiate_pre(&component).map_err(misfit)?;
+    let indices = Indices {
+        lifecycle: lifecycle::GuestIndices::new(&pre).map_err(misfit)?,
+        request: request_hooks::GuestIndices::new(&pre).ok(),
+        response: response_hooks::GuestIndices::new(&pre).ok(),
+        error: error_hooks::GuestIndices::new(&pre).ok(),
+    };
+    Ok((pre, indices, hash))
+}
+
+/// Epoch ticks for `limit`, at least one.
+fn ticks(limit: std::time::Duration) -> u64 {
+    (limit.as_micros() / TICK.as_micros()).max(1) as u64 + 1
+}

@@ -1,0 +1,188 @@
+//! The Rust guest SDK for proxlet plugins: bindings generated from `wit/`,
+//! a [`Plugin`] trait with defaults for every hook, and header/URL helpers.
+//!
+//! ```ignore
+//! use proxlet_plugin::{Plugin, Hooks, FlowInfo, RequestHead, ResponseHead, ResponseAction};
+//! struct Hello;
+//! impl Plugin for Hello {
+//!     const HOOKS: Hooks = Hooks::ON_RESPONSE;
+//!     fn new(_config: &str) -> Result<Self, String> { Ok(Hello) }
+//!     fn on_response(&mut self, _: &FlowInfo, _: &RequestHead, resp: &ResponseHead) -> ResponseAction {
+//!         let mut head = resp.clone();
+//!         proxlet_plugin::set_header(&mut head.headers, "x-hello", "world");
+//!         ResponseAction::Continue(Some(head))
+//!     }
+//! }
+//! proxlet_plugin::export!(Hello);
+//! ```
+
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "plugin",
+        pub_export_macro: true,
+        default_bindings_module: "proxlet_plugin::bindings",
+    });
+}
+
+use std::{any::Any, cell::RefCell};
+
+use bindings::exports::proxlet::plugin::{error_hooks, lifecycle, request_hooks, response_hooks};
+pub use bindings::proxlet::plugin::host::log as host_log;
+pub use bindings::proxlet::plugin::types::{
+    Body, Delay, ErrorKind, FlowInfo, Headers, Hooks, Level, RequestAction, RequestBodyAction,
+    RequestHead, Response, ResponseAction, ResponseBodyAction, ResponseHead, Store, UpstreamError,
+};
+
+/// A plugin. `new` runs once per instance with the JSON config; the hooks
+/// named in `HOOKS` are the only ones the host calls.
+pub trait Plugin: Sized + 'static {
+    /// The hooks this plugin implements.
+    const HOOKS: Hooks;
+
+    /// Builds the plugin from its JSON config (`{}` when none).
+    fn new(config: &str) -> Result<Self, String>;
+
+    fn on_request(&mut self, _flow: &FlowInfo, _head: &RequestHead) -> RequestAction {
+        RequestAction::Continue(None)
+    }
+
+    fn on_request_body(
+        &mut self,
+        _flow: &FlowInfo,
+        _head: &RequestHead,
+        _body: Vec<u8>,
+    ) -> RequestBodyAction {
+        RequestBodyAction::Continue
+    }
+
+    fn on_response(
+        &mut self,
+        _flow: &FlowInfo,
+        _request: &RequestHead,
+        _response: &ResponseHead,
+    ) -> ResponseAction {
+        ResponseAction::Continue(None)
+    }
+
+    fn on_response_body(
+        &mut self,
+        _flow: &FlowInfo,
+        _request: &RequestHead,
+        _response: &ResponseHead,
+        _body: Vec<u8>,
+    ) -> ResponseBodyAction {
+        ResponseBodyAction::Continue
+    }
+
+    fn on_error(
+        &mut self,
+        _flow: &FlowInfo,
+        _request: &RequestHead,
+        _error: &UpstreamError,
+    ) -> Option<Response> {
+        None
+    }
+}
+
+thread_local! {
+    /// The one plugin value of this instance (components are single-threaded).
+    static STATE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+}
+
+fn with<P: Plugin, R>(default: R, f: impl FnOnce(&mut P) -> R) -> R {
+    STATE.with(|state| match state.borrow_mut().as_mut().and_then(|b| b.downcast_mut::<P>()) {
+        Some(plugin) => f(plugin),
+        None => default,
+    })
+}
+
+/// Adapts a [`Plugin`] to the generated export traits; used by [`export!`].
+#[doc(hidden)]
+pub struct Exports<P>(std::marker::PhantomData<P>);
+
+impl<P: Plugin> lifecycle::Guest for Exports<P> {
+    fn init(config: String) -> Result<Hooks, String> {
+        let plugin = P::new(&config)?;
+        STATE.with(|state| *state.borrow_mut() = Some(Box::new(plugin)));
+        Ok(P::HOOKS)
+    }
+}
+
+impl<P: Plugin> request_hooks::Guest for Exports<P> {
+    fn on_request(flow: FlowInfo, head: RequestHead) -> RequestAction {
+        with::<P, _>(RequestAction::Continue(None), |p| p.on_request(&flow, &head))
+    }
+
+    fn on_request_body(flow: FlowInfo, head: RequestHead, body: Vec<u8>) -> RequestBodyAction {
+        with::<P, _>(RequestBodyAction::Continue, |p| p.on_request_body(&flow, &head, body))
+    }
+}
+
+impl<P: Plugin> response_hooks::Guest for Exports<P> {
+    fn on_response(flow: FlowInfo, request: RequestHead, response: ResponseHead) -> ResponseAction {
+        with::<P, _>(ResponseAction::Continue(None), |p| p.on_response(&flow, &request, &response))
+    }
+
+    fn on_response_body(
+        flow: FlowInfo,
+        request: RequestHead,
+        response: ResponseHead,
+        body: Vec<u8>,
+    ) -> ResponseBodyAction {
+        with::<P, _>(ResponseBodyAction::Continue, |p| {
+            p.on_response_body(&flow, &request, &response, body)
+        })
+    }
+}
+
+impl<P: Plugin> error_hooks::Guest for Exports<P> {
+    fn on_error(flow: FlowInfo, request: RequestHead, error: UpstreamError) -> Option<Response> {
+        with::<P, _>(None, |p| p.on_error(&flow, &request, &error))
+    }
+}
+
+/// Exports `$plugin` (a type implementing [`Plugin`]) as the component's hooks.
+#[macro_export]
+macro_rules! export {
+    ($plugin:ty) => {
+        type __ProxletExports = $crate::Exports<$plugin>;
+        $crate::bindings::export!(__ProxletExports with_types_in $crate::bindings);
+    };
+}
+
+/// Logs through the host at `level`.
+pub fn log(level: Level, message: &str) {
+    host_log(level, message);
+}
+
+/// The first value of header `name` (case-insensitive) as text.
+pub fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+}
+
+/// Replaces every `name` field with one `name: value`.
+pub fn set_header(headers: &mut Headers, name: &str, value: &str) {
+    remove_header(headers, name);
+    headers.push((name.to_ascii_lowercase(), value.as_bytes().to_vec()));
+}
+
+/// Removes every `name` field.
+pub fn remove_header(headers: &mut Headers, name: &str) {
+    headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+}
+
+/// The parts of an absolute URL: scheme, host, port (if explicit), path with query.
+pub fn url_parts(url: &str) -> Option<(&str, &str, Option<u16>, &str)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let split = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(split);
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !p.contains(']') => (h, Some(p.parse().ok()?)),
+        _ => (authority, None),
+    };
+    Some((scheme, host, port, if path.is_empty() { "/" } else { path }))
+}

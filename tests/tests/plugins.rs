@@ -1,0 +1,419 @@
+//! The plugin runtime end to end: real components, the real binary, curl.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use proxlet_tests::{curl, guest, proxlet, Origin, Proxlet, TestCa};
+
+fn https_origin() -> Origin {
+    Origin::https(Arc::new(TestCa::new("plugin test origin CA")))
+}
+
+fn upstream_ca(origin: &Origin) -> String {
+    origin
+        .ca
+        .as_ref()
+        .unwrap()
+        .path()
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Writes a config file with `body` into a fresh dir; returns (dir, path).
+fn config(body: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proxlet.toml");
+    std::fs::write(&path, body).unwrap();
+    (dir, path)
+}
+
+fn sandbox_config(mode: &str, extra: &str) -> (tempfile::TempDir, PathBuf) {
+    config(&format!(
+        "[[plugin]]\nname = \"sandbox\"\npath = {:?}\nconfig = {{ mode = \"{mode}\" }}\n{extra}\n",
+        guest("sandbox.wasm")
+    ))
+}
+
+/// The `x-hello` header of a response, read with curl -D.
+fn hello_header(proxy: &Proxlet, url: &str) -> (u16, Option<String>) {
+    let got = curl(proxy, &["-D", "-", "-o", "/dev/null", url]);
+    let header = got
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix("x-hello: ").map(|v| v.trim().to_owned()));
+    (got.status, header)
+}
+
+#[test]
+fn example_plugin_header_appears_over_http_and_intercepted_https() {
+    let origin = https_origin();
+    let plain = Origin::http();
+    let hello = guest("rust_hello.wasm");
+    let proxy = Proxlet::start(&[
+        "--upstream-ca",
+        &upstream_ca(&origin),
+        "--plugin",
+        hello.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        hello_header(&proxy, &origin.url("/bytes/10")),
+        (200, Some("world".into()))
+    );
+    assert_eq!(
+        hello_header(&proxy, &plain.url("/bytes/10")),
+        (200, Some("world".into()))
+    );
+    let body = curl(&proxy, &[&origin.url("/bytes/100")]);
+    assert_eq!(body.body, proxlet_tests::pattern(100));
+    assert!(
+        proxy.log().contains("loaded plugin rust_hello"),
+        "{}",
+        proxy.log()
+    );
+    assert!(
+        proxy.wait_for_log("rust_hello=edit", Duration::from_secs(5)),
+        "{}",
+        proxy.log()
+    );
+}
+
+/// Sends requests until `stop`, counting them; every one must succeed.
+fn keep_requesting(
+    proxy: &Proxlet,
+    url: String,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(usize, Vec<String>)> {
+    let proxy_url = proxy.url();
+    let ca = proxy.ca_path();
+    std::thread::spawn(move || {
+        let mut failures = Vec::new();
+        let mut sent = 0;
+        // Bounded: at most 2000 requests, or until told to stop.
+        while !stop.load(Ordering::Relaxed) && sent < 2000 {
+            let out = std::process::Command::new("curl")
+                .args([
+                    "-sS",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "-x",
+                    &proxy_url,
+                    "--cacert",
+                ])
+                .arg(&ca)
+                .arg(&url)
+                .output()
+                .unwrap();
+            sent += 1;
+            let code = String::from_utf8_lossy(&out.stdout).into_owned();
+            if code != "200" {
+                failures.push(format!("{code} {}", String::from_utf8_lossy(&out.stderr)));
+            }
+        }
+        (sent, failures)
+    })
+}
+
+/// Waits up to `limit` for the header to become `want`; returns the time taken.
+fn wait_for_header(proxy: &Proxlet, url: &str, want: &str, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if hello_header(proxy, url).1.as_deref() == Some(want) {
+            return Some(started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+fn replace_by_rename(target: &Path, source: &Path) {
+    let tmp = target.with_extension("wasm.swp");
+    std::fs::copy(source, &tmp).unwrap();
+    std::fs::rename(&tmp, target).unwrap();
+}
+
+#[test]
+fn plugin_hot_reloads_on_rename_and_in_place_write_and_survives_broken_files() {
+    let origin = https_origin();
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("hello.wasm");
+    std::fs::copy(guest("rust_hello.wasm"), &plugin).unwrap();
+    let proxy = Proxlet::start(&[
+        "--upstream-ca",
+        &upstream_ca(&origin),
+        "--plugin",
+        plugin.to_str().unwrap(),
+    ]);
+    let url = origin.url("/bytes/64");
+    assert_eq!(hello_header(&proxy, &url).1.as_deref(), Some("world"));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = keep_requesting(&proxy, url.clone(), stop.clone());
+
+    // An editor saving by rename.
+    replace_by_rename(&plugin, &guest("rust_hello_reloaded.wasm"));
+    let took = wait_for_header(&proxy, &url, "reloaded", Duration::from_secs(2));
+    assert!(
+        took.is_some(),
+        "rename did not reload within 2 s:\n{}",
+        proxy.log()
+    );
+
+    // Writing the file in place.
+    std::fs::write(&plugin, std::fs::read(guest("rust_hello.wasm")).unwrap()).unwrap();
+    let took = wait_for_header(&proxy, &url, "world", Duration::from_secs(2));
+    assert!(
+        took.is_some(),
+        "in-place write did not reload within 2 s:\n{}",
+        proxy.log()
+    );
+
+    // Random bytes, then a valid component of another world: both refused,
+    // the last good version keeps serving.
+    std::fs::write(&plugin, b"\0asm this is not a component at all").unwrap();
+    let named = format!("cannot reload plugin hello: {:?}", plugin);
+    assert!(
+        proxy.wait_for_log(&named, Duration::from_secs(3)),
+        "{}",
+        proxy.log()
+    );
+    assert_eq!(hello_header(&proxy, &url).1.as_deref(), Some("world"));
+    replace_by_rename(&plugin, &guest("wrong_world.wasm"));
+    assert!(
+        proxy.wait_for_log(
+            "does not fit the proxlet:plugin world",
+            Duration::from_secs(3)
+        ),
+        "{}",
+        proxy.log()
+    );
+    assert_eq!(hello_header(&proxy, &url).1.as_deref(), Some("world"));
+
+    stop.store(true, Ordering::Relaxed);
+    let (sent, failures) = load.join().unwrap();
+    assert!(sent > 0);
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} requests failed during reloads: {failures:?}",
+        failures.len()
+    );
+    assert!(
+        proxy.log().contains("reloaded plugin hello"),
+        "{}",
+        proxy.log()
+    );
+}
+
+#[test]
+fn endless_loop_is_cut_at_call_ms_and_other_flows_go_on() {
+    let origin = Origin::http();
+    let (_dir, path) = sandbox_config(
+        "loop",
+        "match = { url = \"/slow/\" }\nlimits = { call_ms = 200 }",
+    );
+    let proxy = Proxlet::start(&["--config", path.to_str().unwrap()]);
+    let slow_url = origin.url("/slow/1");
+    let looping = {
+        let proxy_url = proxy.url();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let out = std::process::Command::new("curl")
+                .args([
+                    "-sS",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "-x",
+                    &proxy_url,
+                    &slow_url,
+                ])
+                .output()
+                .unwrap();
+            (
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                started.elapsed(),
+            )
+        })
+    };
+    // Flows the plugin does not match are served meanwhile.
+    let served = Arc::new(AtomicUsize::new(0));
+    for _ in 0..5 {
+        if curl(&proxy, &[&origin.url("/bytes/10")]).status == 200 {
+            served.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let (code, took) = looping.join().unwrap();
+    assert_eq!(code, "200", "fail-open skips the plugin");
+    assert!(took < Duration::from_secs(10), "answered after {took:?}");
+    assert_eq!(served.load(Ordering::Relaxed), 5);
+    assert!(
+        proxy
+            .log()
+            .contains("plugin sandbox exceeded its time limit of 200 ms"),
+        "{}",
+        proxy.log()
+    );
+    // The instance that looped was dropped; a new one loops and is cut again.
+    assert_eq!(curl(&proxy, &[&origin.url("/slow/1")]).status, 200);
+
+    let (_dir, path) = sandbox_config(
+        "loop",
+        "limits = { call_ms = 100 }\non_error = \"fail-closed\"",
+    );
+    let closed = Proxlet::start(&["--config", path.to_str().unwrap()]);
+    let got = curl(&closed, &[&origin.url("/bytes/10")]);
+    assert_eq!(got.status, 502);
+    assert!(
+        got.text()
+            .contains("plugin sandbox exceeded its time limit"),
+        "{}",
+        got.text()
+    );
+}
+
+#[test]
+fn unbounded_allocation_is_trapped_at_memory_mb() {
+    let origin = Origin::http();
+    let (_dir, path) = sandbox_config(
+        "alloc",
+        "limits = { memory_mb = 16, call_ms = 5000 }\non_error = \"fail-closed\"",
+    );
+    let proxy = Proxlet::start(&["--config", path.to_str().unwrap()]);
+    let got = curl(&proxy, &[&origin.url("/bytes/10")]);
+    assert_eq!(got.status, 502, "{got:?}");
+    assert!(
+        got.text().contains("exceeded its memory limit of 16 MiB"),
+        "{}",
+        got.text()
+    );
+    assert!(proxy.peak_rss_kib() < 200 * 1024);
+    // Still serving.
+    let got = curl(&proxy, &[&origin.url("/bytes/10")]);
+    assert_eq!(got.status, 502);
+}
+
+#[test]
+fn files_outside_the_granted_dir_are_denied() {
+    let origin = Origin::http();
+    let data = tempfile::tempdir().unwrap();
+    let extra = format!("dirs = {{ \"/data\" = {:?} }}", data.path());
+    let (_dir, path) = sandbox_config("files", &extra);
+    let proxy = Proxlet::start(&["--config", path.to_str().unwrap()]);
+    let got = curl(&proxy, &[&origin.url("/anything")]);
+    assert_eq!(got.status, 200, "{got:?}");
+    let report = got.text();
+    assert!(report.contains("/etc/passwd: denied"), "{report}");
+    assert!(report.contains("/data/../etc/passwd: denied"), "{report}");
+    assert!(
+        report.contains("/data/../../etc/passwd: denied"),
+        "{report}"
+    );
+    assert!(report.contains("/data/own.txt: read"), "{report}");
+    assert_eq!(std::fs::read(data.path().join("own.txt")).unwrap(), b"mine");
+}
+
+#[test]
+fn panicking_plugin_is_handled_per_on_error() {
+    let origin = Origin::http();
+    let (_dir, path) = sandbox_config("panic", "");
+    let proxy = Proxlet::start(&["--config", path.to_str().unwrap()]);
+    let got = curl(&proxy, &[&origin.url("/bytes/10")]);
+    assert_eq!(got.status, 200, "fail-open: {got:?}");
+    assert!(
+        proxy.wait_for_log("boom from the sandbox plugin", Duration::from_secs(3)),
+        "{}",
+        proxy.log()
+    );
+    assert!(
+        proxy.log().contains("plugin sandbox failed"),
+        "{}",
+        proxy.log()
+    );
+
+    let (_dir, path) = sandbox_config("panic", "on_error = \"fail-closed\"");
+    let closed = Proxlet::start(&["--config", path.to_str().unwrap()]);
+    let got = curl(&closed, &[&origin.url("/bytes/10")]);
+    assert_eq!(got.status, 502);
+    assert!(
+        got.text().contains("plugin sandbox failed"),
+        "{}",
+        got.text()
+    );
+}
+
+#[test]
+fn credentials_are_hidden_and_locked_without_the_grant() {
+    let origin = https_origin();
+    let ca = upstream_ca(&origin);
+    let echo = |proxy: &Proxlet| {
+        curl(
+            proxy,
+            &[
+                "-H",
+                "Authorization: Bearer client",
+                "-H",
+                "Cookie: a=1",
+                &origin.url("/echo"),
+            ],
+        )
+        .text()
+    };
+    let (_dir, path) = sandbox_config("creds", "");
+    let plain = Proxlet::start(&["--config", path.to_str().unwrap(), "--upstream-ca", &ca]);
+    let seen = echo(&plain);
+    assert!(seen.contains("x-saw-credentials: no"), "{seen}");
+    assert!(seen.contains("authorization: Bearer client"), "{seen}");
+    assert!(seen.contains("cookie: a=1"), "{seen}");
+
+    let (_dir, path) = sandbox_config("creds", "grants = [\"credentials\"]");
+    let granted = Proxlet::start(&["--config", path.to_str().unwrap(), "--upstream-ca", &ca]);
+    let seen = echo(&granted);
+    assert!(seen.contains("x-saw-credentials: yes"), "{seen}");
+    assert!(seen.contains("authorization: Bearer from-plugin"), "{seen}");
+}
+
+#[test]
+fn check_reports_hooks_or_why_a_file_is_not_a_plugin() {
+    let run = |path: &Path| proxlet::command().arg("check").arg(path).output().unwrap();
+    let good = run(&guest("rust_hello.wasm"));
+    assert!(good.status.success(), "{good:?}");
+    assert!(
+        String::from_utf8_lossy(&good.stdout).contains("hooks: on-response"),
+        "{good:?}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"definitely not wasm").unwrap();
+    let bad = run(&junk);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("is not a usable WebAssembly component"),
+        "{bad:?}"
+    );
+
+    let wrong = run(&guest("wrong_world.wasm"));
+    assert!(!wrong.status.success());
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        stderr.contains("does not fit the proxlet:plugin world")
+            && stderr.contains("test:wrong/thing"),
+        "{stderr}"
+    );
+
+    let missing = run(&dir.path().join("missing.wasm"));
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("cannot read plugin"),
+        "{missing:?}"
+    );
+}
