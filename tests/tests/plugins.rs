@@ -417,3 +417,107 @@ fn check_reports_hooks_or_why_a_file_is_not_a_plugin() {
         "{missing:?}"
     );
 }
+
+#[test]
+fn respond_with_file_serves_ranges_head_and_a_gib_with_bounded_memory() {
+    let origin = Origin::http();
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("small.txt"), proxlet_tests::pattern(1000)).unwrap();
+    let big = std::fs::File::create(data.path().join("big.bin")).unwrap();
+    big.set_len(1 << 30).unwrap();
+    let extra = format!("dirs = {{ \"/data\" = {:?} }}", data.path());
+    let (_dir, path) = sandbox_config("serve", &extra);
+    let proxy = Proxlet::start(&["--config", path.to_str().unwrap()]);
+
+    let got = curl(
+        &proxy,
+        &["-D", "/dev/stderr", &origin.url("/files/small.txt")],
+    );
+    assert_eq!(got.status, 200, "{got:?}");
+    assert_eq!(got.body, proxlet_tests::pattern(1000));
+    assert!(
+        got.stderr.contains("content-type: text/plain"),
+        "{}",
+        got.stderr
+    );
+    assert!(
+        got.stderr.contains("x-served-by: sandbox"),
+        "{}",
+        got.stderr
+    );
+    assert_eq!(
+        origin.hits("/files/small.txt"),
+        0,
+        "the upstream was not contacted"
+    );
+
+    let range = curl(&proxy, &["-r", "10-19", &origin.url("/files/small.txt")]);
+    assert_eq!(range.status, 206);
+    assert_eq!(range.body, &proxlet_tests::pattern(1000)[10..20]);
+    let head = curl(&proxy, &["-I", &origin.url("/files/small.txt")]);
+    assert_eq!(head.status, 200);
+    assert!(
+        head.text().contains("content-length: 1000"),
+        "{}",
+        head.text()
+    );
+
+    let missing = curl(&proxy, &[&origin.url("/files/missing.bin")]);
+    assert_eq!(
+        missing.status, 404,
+        "fail-open falls through to the origin: {missing:?}"
+    );
+
+    let got = curl(&proxy, &["-o", "/dev/null", &origin.url("/files/big.bin")]);
+    assert_eq!(got.size_download, 1 << 30);
+    let peak = proxy.peak_rss_kib();
+    assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
+}
+
+#[test]
+fn store_writes_exactly_the_body_and_an_abort_leaves_no_file() {
+    use std::io::{Read, Write};
+    let origin = Origin::http();
+    let data = tempfile::tempdir().unwrap();
+    let extra = format!("dirs = {{ \"/data\" = {:?} }}", data.path());
+    let (_dir, path) = sandbox_config("store", &extra);
+    let proxy = Proxlet::start(&["--config", path.to_str().unwrap()]);
+
+    let got = curl(&proxy, &[&origin.url("/bytes/300000")]);
+    assert_eq!(got.body, proxlet_tests::pattern(300_000));
+    assert_eq!(
+        std::fs::read(data.path().join("300000")).unwrap(),
+        proxlet_tests::pattern(300_000)
+    );
+    let chunked = curl(&proxy, &[&origin.url("/chunked/70000")]);
+    assert_eq!(chunked.body, proxlet_tests::pattern(70_000));
+    assert_eq!(
+        std::fs::read(data.path().join("70000")).unwrap(),
+        proxlet_tests::pattern(70_000)
+    );
+
+    // A client that leaves mid-body.
+    let mut stream = std::net::TcpStream::connect(proxy.addr).unwrap();
+    let head = format!(
+        "GET {} HTTP/1.1\r\nHost: x\r\n\r\n",
+        origin.url("/bytes/200000000")
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut some = [0u8; 65536];
+    stream.read_exact(&mut some).unwrap();
+    drop(stream);
+    assert!(
+        proxy.wait_for_log("client-aborted", Duration::from_secs(10)),
+        "{}",
+        proxy.log()
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let names: Vec<String> = std::fs::read_dir(data.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.contains("200000000")),
+        "partial file left: {names:?}"
+    );
+}

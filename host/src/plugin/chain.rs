@@ -18,7 +18,10 @@ use super::{
     instance::LoadedPlugin,
     spec::PluginSpec,
 };
-use crate::proxy::body::{boxed, text_response, Body};
+use crate::proxy::{
+    body::{boxed, text_response, Body},
+    files,
+};
 
 /// One position of the chain; its plugin can be swapped by a reload.
 pub struct Slot {
@@ -138,7 +141,9 @@ impl FlowPlugins {
                 Ok(RequestAction::Continue(edit)) => edit,
                 Ok(RequestAction::Respond(response)) => {
                     notes.push(format!("{name}=respond"));
-                    return match plugin_response(plugin, response) {
+                    return match plugin_response(plugin, response, &parts.method, &parts.headers)
+                        .await
+                    {
                         Ok(response) => RequestDecision::Respond(response),
                         Err(reason) => match failure(plugin, reason, notes) {
                             Some(response) => RequestDecision::Respond(response),
@@ -178,7 +183,7 @@ impl FlowPlugins {
         response: Response<Body>,
         notes: &mut Vec<String>,
     ) -> Response<Body> {
-        let (mut parts, body) = response.into_parts();
+        let (mut parts, mut body) = response.into_parts();
         for plugin in self.with_hook(Hooks::ON_RESPONSE) {
             let credentials = plugin.spec.credentials;
             let request_head = request.head(credentials);
@@ -193,7 +198,9 @@ impl FlowPlugins {
                 Ok(ResponseAction::Continue(edit)) => edit,
                 Ok(ResponseAction::Replace(replacement)) => {
                     notes.push(format!("{name}=replace"));
-                    match plugin_response(plugin, replacement) {
+                    match plugin_response(plugin, replacement, &request.method, &request.headers)
+                        .await
+                    {
                         Ok(response) => return response,
                         Err(reason) => match failure(plugin, reason, notes) {
                             Some(response) => return response,
@@ -202,11 +209,39 @@ impl FlowPlugins {
                     }
                 }
                 Ok(ResponseAction::Store(store)) => {
-                    tracing::warn!(
-                        "plugin {name} asked to store {:?}, which this version does not do yet",
-                        store.path
-                    );
-                    store.head
+                    if request.method == Method::HEAD {
+                        store.head
+                    } else if let Some(dest) =
+                        files::resolve_guest_path(&plugin.spec.dirs, &store.path)
+                    {
+                        let expected = parts
+                            .headers
+                            .get(http::header::CONTENT_LENGTH)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.parse().ok());
+                        body = match files::Tee::new(body, dest, expected, flow.id) {
+                            Ok(tee) => {
+                                notes.push(format!("{name}=store"));
+                                boxed(tee)
+                            }
+                            Err((body, reason)) => {
+                                tracing::error!(
+                                    "plugin {name}: {reason} (serving without storing)"
+                                );
+                                body
+                            }
+                        };
+                        store.head
+                    } else {
+                        let reason = format!(
+                            "plugin {name} asked to store {:?}, outside its granted dirs",
+                            store.path
+                        );
+                        if let Some(response) = failure(plugin, reason, notes) {
+                            return response;
+                        }
+                        None
+                    }
                 }
                 Ok(ResponseAction::NeedBody) => {
                     tracing::warn!("plugin {name} asked for the response body, which this version does not provide yet");
@@ -243,7 +278,8 @@ impl FlowPlugins {
             match answer {
                 Ok(Some(response)) => {
                     notes.push(format!("{}=answered-error", plugin.spec.name));
-                    match plugin_response(plugin, response) {
+                    match plugin_response(plugin, response, &request.method, &request.headers).await
+                    {
                         Ok(response) => return Some(response),
                         Err(reason) => {
                             if let Some(response) = failure(plugin, reason, notes) {
@@ -284,24 +320,38 @@ fn failure(
     }
 }
 
-/// Builds the response a plugin made.
-fn plugin_response(
+/// Builds the response a plugin made: bytes, or a file under its granted dirs.
+async fn plugin_response(
     plugin: &LoadedPlugin,
     response: types::Response,
+    method: &Method,
+    request_headers: &HeaderMap,
 ) -> Result<Response<Body>, String> {
-    let body = match response.body {
-        types::Body::Bytes(bytes) => Full::new(Bytes::from(bytes)),
-        types::Body::File(path) => {
-            return Err(format!(
-                "plugin {} answered with file {path:?}, which this version cannot serve yet",
-                plugin.spec.name
-            ))
-        }
-    };
+    let name = &plugin.spec.name;
     let mut parts = Response::new(()).into_parts().0;
     heads::apply_response(&mut parts, response.head, plugin.spec.credentials)
-        .map_err(|e| format!("plugin {} returned a bad response: {e}", plugin.spec.name))?;
-    // The host frames the body it builds.
+        .map_err(|e| format!("plugin {name} returned a bad response: {e}"))?;
+    // The host frames the bodies it builds.
     parts.headers.remove(http::header::CONTENT_LENGTH);
-    Ok(Response::from_parts(parts, boxed(body)))
+    match response.body {
+        types::Body::Bytes(bytes) => Ok(Response::from_parts(
+            parts,
+            boxed(Full::new(Bytes::from(bytes))),
+        )),
+        types::Body::File(path) => {
+            let host_path =
+                files::resolve_guest_path(&plugin.spec.dirs, &path).ok_or_else(|| {
+                    format!("plugin {name} answered with file {path:?}, outside its granted dirs")
+                })?;
+            files::serve_file(
+                &host_path,
+                method,
+                request_headers,
+                parts.status,
+                parts.headers,
+            )
+            .await
+            .map_err(|e| format!("plugin {name} answered with file {path:?}: {e}"))
+        }
+    }
 }

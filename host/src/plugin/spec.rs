@@ -168,9 +168,11 @@ fn matcher(name: &str, table: &toml::Table) -> Result<Matcher, String> {
                     format!("[[plugin]] \"{name}\": match.url is not a valid regex: {e}")
                 })?);
             }
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "[[plugin]] \"{name}\": unknown match key {other:?} (expected hosts, methods, url)"
-            )),
+            ))
+            }
         }
     }
     Ok(matcher)

@@ -4,17 +4,27 @@
 //! - `files`: tries files inside and outside its granted `/data`, answers with what happened
 //! - `panic`: panics in `on-request`
 //! - `creds`: reports whether it saw credentials and tries to set `authorization`
+//! - `serve`: answers with the file `/data/<last URL segment>`
+//! - `store`: stores every response body as `/data/<last URL segment>`
 
 use proxlet_plugin::{
-    set_header, Body, FlowInfo, Hooks, Plugin, RequestAction, RequestHead, Response, ResponseHead,
+    set_header, url_parts, Body, FlowInfo, Hooks, Plugin, RequestAction, RequestHead, Response,
+    ResponseAction, ResponseHead, Store,
 };
+
+/// `/data/` + the last segment of the URL path.
+fn data_path(url: &str) -> String {
+    let path = url_parts(url).map(|(_, _, _, p)| p).unwrap_or("/");
+    let path = path.split('?').next().unwrap_or_default();
+    format!("/data/{}", path.rsplit('/').next().unwrap_or_default())
+}
 
 struct Sandbox {
     mode: String,
 }
 
 impl Plugin for Sandbox {
-    const HOOKS: Hooks = Hooks::ON_REQUEST;
+    const HOOKS: Hooks = Hooks::ON_REQUEST.union(Hooks::ON_RESPONSE);
 
     fn new(config: &str) -> Result<Self, String> {
         let mode = config
@@ -72,7 +82,24 @@ impl Plugin for Sandbox {
                 set_header(&mut edited.headers, "authorization", "Bearer from-plugin");
                 RequestAction::Continue(Some(edited))
             }
+            "serve" => RequestAction::Respond(Response {
+                head: ResponseHead {
+                    status: 200,
+                    headers: vec![("x-served-by".into(), b"sandbox".to_vec())],
+                },
+                body: Body::File(data_path(&head.url)),
+            }),
             _ => RequestAction::Continue(None),
+        }
+    }
+
+    fn on_response(&mut self, _: &FlowInfo, request: &RequestHead, _: &ResponseHead) -> ResponseAction {
+        match self.mode.as_str() {
+            "store" => ResponseAction::Store(Store {
+                path: data_path(&request.url),
+                head: None,
+            }),
+            _ => ResponseAction::Continue(None),
         }
     }
 }

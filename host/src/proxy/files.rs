@@ -1,0 +1,377 @@
+//! Files plugins name as bodies: serving one (Content-Length, HEAD, single
+//! byte ranges) and teeing a streamed response into one atomically (a temp
+//! file beside it, renamed only when the whole body arrived).
+
+use std::{
+    io::Write,
+    path::{Component, Path, PathBuf},
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use bytes::{Bytes, BytesMut};
+use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncSeekExt, ReadBuf};
+
+use super::body::{boxed, text_response, Body, BoxError};
+
+const CHUNK: usize = 64 * 1024;
+
+/// Maps a guest path to the host path under the plugin's granted dirs
+/// (`(guest, host)` pairs). `..`, relative paths and NUL are refused.
+pub fn resolve_guest_path(dirs: &[(String, PathBuf)], guest: &str) -> Option<PathBuf> {
+    if guest.contains('\0') {
+        return None;
+    }
+    let path = Path::new(guest);
+    if !path.is_absolute() || path.components().any(|c| matches!(c, Component::ParentDir)) {
+        return None;
+    }
+    dirs.iter()
+        .filter_map(|(guest_dir, host_dir)| {
+            let rest = path.strip_prefix(guest_dir).ok()?;
+            Some((guest_dir.len(), host_dir.join(rest)))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, host)| host)
+}
+
+/// A type for well-known extensions, for files served without one.
+pub fn content_type(path: &Path) -> &'static str {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    match ext.as_str() {
+        "html" | "htm" => "text/html; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "json" => "application/json",
+        "txt" => "text/plain; charset=utf-8",
+        "xml" => "application/xml",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "wasm" => "application/wasm",
+        "gz" | "tgz" => "application/gzip",
+        "zip" | "whl" | "jar" => "application/zip",
+        "deb" => "application/vnd.debian.binary-package",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Parses a single `bytes=` range against a length (RFC 9110 §14.1.2).
+/// `Ok(None)` means "serve it all" (no or unsupported range); `Err` is 416.
+pub fn byte_range(value: &str, len: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None); // multiple ranges: serve the whole file
+    }
+    let (start, end) = spec.split_once('-').ok_or(())?;
+    let (start, end) = match (start.trim(), end.trim()) {
+        ("", suffix) => {
+            let n: u64 = suffix.parse().map_err(|_| ())?;
+            if n == 0 {
+                return Err(());
+            }
+            (len.saturating_sub(n), len.checked_sub(1).ok_or(())?)
+        }
+        (start, "") => (
+            start.parse().map_err(|_| ())?,
+            len.checked_sub(1).ok_or(())?,
+        ),
+        (start, end) => {
+            let (s, e): (u64, u64) = (start.parse().map_err(|_| ())?, end.parse().map_err(|_| ())?);
+            (s, e.min(len.saturating_sub(1)))
+        }
+    };
+    if start > end || start >= len {
+        return Err(());
+    }
+    Ok(Some((start, end)))
+}
+
+/// Serves the file at `path` with `status` and `headers` from the plugin,
+/// honouring HEAD and a single Range.
+pub async fn serve_file(
+    path: &Path,
+    method: &Method,
+    request_headers: &HeaderMap,
+    status: StatusCode,
+    mut headers: HeaderMap,
+) -> Result<Response<Body>, String> {
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let meta = file.metadata().await.map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    let len = meta.len();
+    if !headers.contains_key(header::CONTENT_TYPE) {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(content_type(path)),
+        );
+    }
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    let range = match request_headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(value) if status == StatusCode::OK => byte_range(value, len),
+        _ => Ok(None),
+    };
+    let (status, start, count) = match range {
+        Ok(None) => (status, 0, len),
+        Ok(Some((start, end))) => {
+            let value = format!("bytes {start}-{end}/{len}");
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(header::CONTENT_RANGE, value);
+            }
+            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+        }
+        Err(()) => {
+            let mut response = text_response(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "proxlet: range not satisfiable",
+            );
+            if let Ok(value) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                response.headers_mut().insert(header::CONTENT_RANGE, value);
+            }
+            return Ok(response);
+        }
+    };
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
+    let body = if *method == Method::HEAD {
+        boxed(http_body_util::Empty::new())
+    } else {
+        if start > 0 {
+            file.seek(std::io::SeekFrom::Start(start))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        boxed(FileBody {
+            file,
+            remaining: count,
+            buf: BytesMut::new(),
+        })
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    Ok(response)
+}
+
+/// A file streamed in 64 KiB frames with a known length.
+struct FileBody {
+    file: tokio::fs::File,
+    remaining: u64,
+    buf: BytesMut,
+}
+
+impl HttpBody for FileBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let want = CHUNK.min(self.remaining as usize);
+        let this = &mut *self;
+        this.buf.resize(want, 0);
+        let mut read = ReadBuf::new(&mut this.buf[..want]);
+        match Pin::new(&mut this.file).poll_read(cx, &mut read) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(Ok(())) => {
+                let n = read.filled().len();
+                if n == 0 {
+                    return Poll::Ready(Some(Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "file shrank while being served",
+                    ))));
+                }
+                this.remaining -= n as u64;
+                let chunk = this.buf.split_to(n).freeze();
+                Poll::Ready(Some(Ok(Frame::data(chunk))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// Tees a body into `dest`: written to a temp file in the same directory and
+/// renamed over `dest` only after the last byte (and, when the length was
+/// announced, only if it matches). Anything else removes the temp file.
+pub struct Tee<B> {
+    inner: B,
+    file: Option<std::fs::File>,
+    temp: PathBuf,
+    dest: PathBuf,
+    written: u64,
+    expected: Option<u64>,
+}
+
+impl<B> Tee<B> {
+    /// Starts a tee; `Err` (logged by the caller) means the body streams untouched.
+    pub fn new(
+        inner: B,
+        dest: PathBuf,
+        expected: Option<u64>,
+        flow: u64,
+    ) -> Result<Self, (B, String)> {
+        let dir = dest.parent().map(Path::to_owned).unwrap_or_default();
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let temp = dir.join(format!(".{name}.proxlet-{}-{flow}.tmp", std::process::id()));
+        let opened = std::fs::create_dir_all(&dir).and_then(|()| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&temp)
+        });
+        match opened {
+            Ok(file) => Ok(Self {
+                inner,
+                file: Some(file),
+                temp,
+                dest,
+                written: 0,
+                expected,
+            }),
+            Err(e) => Err((inner, format!("cannot store into {}: {e}", dest.display()))),
+        }
+    }
+
+    fn abandon(&mut self, why: &str) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.temp);
+            tracing::debug!("not stored {}: {why}", self.dest.display());
+        }
+    }
+
+    fn complete(&mut self) {
+        let Some(file) = self.file.take() else { return };
+        drop(file);
+        if self.expected.is_some_and(|n| n != self.written) {
+            let _ = std::fs::remove_file(&self.temp);
+            tracing::warn!("not stored {}: body ended early", self.dest.display());
+            return;
+        }
+        if let Err(e) = std::fs::rename(&self.temp, &self.dest) {
+            let _ = std::fs::remove_file(&self.temp);
+            tracing::error!("cannot store {}: {e}", self.dest.display());
+        }
+    }
+}
+
+impl<B> HttpBody for Tee<B>
+where
+    B: HttpBody<Data = Bytes, Error = BoxError> + Unpin,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(file)) = (frame.data_ref(), self.file.as_mut()) {
+                    // Page-cache writes of one frame: microseconds, and they
+                    // keep the client's backpressure on the upstream.
+                    if let Err(e) = file.write_all(data) {
+                        tracing::error!(
+                            "cannot store {}: {e} (serving without storing)",
+                            self.dest.display()
+                        );
+                        self.abandon("write failed");
+                    } else {
+                        self.written += data.len() as u64;
+                    }
+                }
+                if self.inner.is_end_stream() {
+                    self.complete();
+                }
+            }
+            Poll::Ready(Some(Err(_))) => self.abandon("upstream body failed"),
+            Poll::Ready(None) => self.complete(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for Tee<B> {
+    fn drop(&mut self) {
+        self.abandon("the flow ended before the body did");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_paths_map_under_granted_dirs_only() {
+        let dirs = vec![
+            ("/cache".to_owned(), PathBuf::from("/srv/c")),
+            ("/cache/deep".to_owned(), PathBuf::from("/srv/d")),
+        ];
+        assert_eq!(
+            resolve_guest_path(&dirs, "/cache/a/b"),
+            Some(PathBuf::from("/srv/c/a/b"))
+        );
+        assert_eq!(
+            resolve_guest_path(&dirs, "/cache/deep/x"),
+            Some(PathBuf::from("/srv/d/x"))
+        );
+        assert_eq!(resolve_guest_path(&dirs, "/cache/../etc/passwd"), None);
+        assert_eq!(resolve_guest_path(&dirs, "/etc/passwd"), None);
+        assert_eq!(resolve_guest_path(&dirs, "cache/a"), None);
+        assert_eq!(resolve_guest_path(&dirs, "/cache/a\0b"), None);
+        assert_eq!(resolve_guest_path(&dirs, "/cachex/a"), None);
+    }
+
+    #[test]
+    fn byte_ranges_follow_rfc_9110() {
+        assert_eq!(byte_range("bytes=0-9", 100), Ok(Some((0, 9))));
+        assert_eq!(byte_range("bytes=90-", 100), Ok(Some((90, 99))));
+        assert_eq!(byte_range("bytes=-10", 100), Ok(Some((90, 99))));
+        assert_eq!(byte_range("bytes=50-500", 100), Ok(Some((50, 99))));
+        assert_eq!(byte_range("bytes=100-", 100), Err(()));
+        assert_eq!(byte_range("bytes=9-3", 100), Err(()));
+        assert_eq!(byte_range("bytes=0-1,5-6", 100), Ok(None));
+        assert_eq!(byte_range("items=0-1", 100), Ok(None));
+    }
+}
