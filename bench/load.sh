@@ -11,6 +11,8 @@ conc=${CONC:-16}
 command -v nginx >/dev/null || { apt-get update -qq; apt-get install -y -qq nginx-light; }
 command -v oha >/dev/null || cargo install oha --locked
 cargo build --release --quiet --bin proxlet
+(cd plugins && cargo build --release --quiet --target wasm32-wasip2 -p rust-hello)
+hello=plugins/target/wasm32-wasip2/release/rust_hello.wasm
 
 work=$(mktemp -d)
 chmod 755 "$work"   # nginx workers read the files
@@ -47,10 +49,14 @@ http {
 CONF
 taskset -c 1 nginx -c "$work/nginx.conf"
 
-taskset -c 0 ./target/release/proxlet --listen 127.0.0.1:18080 --home "$work/home" \
-  --upstream-ca "$work/ca.pem" 2>"$work/proxlet.log" &
-for _ in $(seq 100); do grep -q "listening on" "$work/proxlet.log" && break; sleep 0.1; done
-proxlet_pid=$(pgrep -f "proxlet --listen 127.0.0.1:18080" | head -1)
+# start_proxlet PORT ARGS…: proxlet pinned to core 0; sets $proxlet_pid.
+start_proxlet() {
+  local port=$1; shift
+  RUST_LOG=warn taskset -c 0 ./target/release/proxlet --listen 127.0.0.1:$port --home "$work/home" \
+    --upstream-ca "$work/ca.pem" "$@" 2>"$work/proxlet-$port.log" &
+  proxlet_pid=$!
+  for _ in $(seq 100); do grep -q "listening on" "$work/proxlet-$port.log" && break; sleep 0.1; done
+}
 
 # oha prints JSON; rps, p50/p99 in ms.
 run() {
@@ -69,15 +75,22 @@ PY
 echo "| scenario (c=$conc, ${secs}s) | req/s | p50 ms | p99 ms | success | statuses |"
 echo "|---|---|---|---|---|---|"
 run "direct https 1 KiB" --insecure https://127.0.0.1:18443/1k
+start_proxlet 18081 --plugin "$hello"
+run "proxlet + rust-hello plugin https 1 KiB" --insecure -x http://127.0.0.1:18081 https://127.0.0.1:18443/1k
+hello_rss=$(grep VmHWM /proc/$proxlet_pid/status | awk '{print $2, $3}')
+kill $proxlet_pid
+start_proxlet 18080
 run "proxlet https 1 KiB" --insecure -x http://127.0.0.1:18080 https://127.0.0.1:18443/1k
 echo
-echo "proxlet peak RSS: $(grep VmHWM /proc/$proxlet_pid/status | awk '{print $2, $3}')"
+echo "proxlet peak RSS: $(grep VmHWM /proc/$proxlet_pid/status | awk '{print $2, $3}') (with rust-hello: $hello_rss)"
 
-# 100 MiB download through proxlet, single stream.
-start=$(date +%s.%N)
-bytes=$(curl -s -x http://127.0.0.1:18080 --cacert "$work/home/ca.pem" -o /dev/null -w '%{size_download}' https://127.0.0.1:18443/100m)
-end=$(date +%s.%N)
-python3 -c "print(f'100 MiB download through proxlet: {$bytes/($end-$start)/1e6:.0f} MB/s')"
+# 100 MiB download through proxlet, single stream, curl on core 1.
+for proto in --http1.1 --http2; do
+  start=$(date +%s.%N)
+  bytes=$(taskset -c 1 curl -s $proto -x http://127.0.0.1:18080 --cacert "$work/home/ca.pem" -o /dev/null -w '%{size_download}' https://127.0.0.1:18443/100m)
+  end=$(date +%s.%N)
+  python3 -c "print(f'100 MiB download through proxlet ($proto to proxlet): {$bytes/($end-$start)/1e6:.0f} MB/s')"
+done
 direct_start=$(date +%s.%N)
 curl -s --cacert "$work/ca.pem" -o /dev/null https://127.0.0.1:18443/100m
 direct_end=$(date +%s.%N)

@@ -9,6 +9,7 @@
 //! - `/echo`: the request head and body as text
 //! - `/count`: the number of request body bytes received
 //! - `/version`: the HTTP version the origin saw
+//! - `/gzip`: a gzip-encoded English text ([`GZIP_TEXT`])
 
 use std::{
     collections::HashMap,
@@ -31,6 +32,9 @@ use hyper_util::{
 use tokio::net::TcpListener;
 
 use crate::TestCa;
+
+/// What `/gzip` sends, before compression.
+pub const GZIP_TEXT: &str = "the quick brown fox jumps over the lazy dog\n";
 
 /// The byte at offset `i` of every generated body.
 pub fn pattern_byte(i: u64) -> u8 {
@@ -170,6 +174,16 @@ async fn route(
             response
         }
         "version" => text(StatusCode::OK, format!("{:?}", req.version())),
+        "gzip" => {
+            use std::io::Write;
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            gz.write_all(GZIP_TEXT.repeat(100).as_bytes()).unwrap();
+            let mut response = text(StatusCode::OK, gz.finish().unwrap());
+            response
+                .headers_mut()
+                .insert(http::header::CONTENT_ENCODING, "gzip".parse().unwrap());
+            response
+        }
         "echo" => {
             let mut head = format!("{} {} {:?}\n", req.method(), req.uri(), req.version());
             for (name, value) in req.headers() {

@@ -521,3 +521,48 @@ fn store_writes_exactly_the_body_and_an_abort_leaves_no_file() {
         "partial file left: {names:?}"
     );
 }
+
+#[test]
+fn body_hooks_see_decoded_bodies_and_replace_them() {
+    let origin = https_origin();
+    let ca = upstream_ca(&origin);
+    let (_dir, path) = sandbox_config("teh", "");
+    let proxy = Proxlet::start(&["--config", path.to_str().unwrap(), "--upstream-ca", &ca]);
+    // Without --compressed curl would show the raw bytes: the host must have
+    // decoded the gzip body and dropped Content-Encoding.
+    let got = curl(&proxy, &["-D", "/dev/stderr", &origin.url("/gzip")]);
+    assert_eq!(got.status, 200, "{got:?}");
+    let want = proxlet_tests::origin::GZIP_TEXT
+        .repeat(100)
+        .replace("the", "teh");
+    assert_eq!(got.text(), want);
+    assert!(!got.stderr.contains("content-encoding"), "{}", got.stderr);
+    assert!(
+        got.stderr
+            .contains(&format!("content-length: {}", want.len())),
+        "{}",
+        got.stderr
+    );
+
+    let (_dir, path) = sandbox_config("upper", "limits = { max_body_mb = 1 }");
+    let proxy = Proxlet::start(&["--config", path.to_str().unwrap(), "--upstream-ca", &ca]);
+    let got = curl(
+        &proxy,
+        &["--data-binary", "quiet body", &origin.url("/echo")],
+    );
+    assert!(got.text().ends_with("\n\nQUIET BODY"), "{}", got.text());
+    // Over max_body_mb: 413, and the origin is not bothered.
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big");
+    std::fs::write(&big, vec![b'x'; 2 << 20]).unwrap();
+    let got = curl(
+        &proxy,
+        &[
+            "--data-binary",
+            &format!("@{}", big.display()),
+            &origin.url("/count"),
+        ],
+    );
+    assert_eq!(got.status, 413, "{got:?}");
+    assert_eq!(origin.hits("/count"), 0);
+}

@@ -11,7 +11,8 @@ use http_body_util::Full;
 
 use super::{
     bindings::types::{
-        self, FlowInfo, Hooks, RequestAction, ResponseAction, ResponseHead, UpstreamError,
+        self, FlowInfo, Hooks, RequestAction, RequestBodyAction, ResponseAction,
+        ResponseBodyAction, ResponseHead, UpstreamError,
     },
     engine::PluginEngine,
     heads,
@@ -19,8 +20,8 @@ use super::{
     spec::PluginSpec,
 };
 use crate::proxy::{
-    body::{boxed, text_response, Body},
-    files,
+    body::{boxed, collect_limited, full, text_response, Body, Collected},
+    encoding, files,
 };
 
 /// One position of the chain; its plugin can be swapped by a reload.
@@ -126,6 +127,7 @@ impl FlowPlugins {
         &self,
         flow: &FlowInfo,
         parts: &mut http::request::Parts,
+        body: &mut Body,
         notes: &mut Vec<String>,
     ) -> RequestDecision {
         for plugin in self.with_hook(Hooks::ON_REQUEST) {
@@ -157,7 +159,9 @@ impl FlowPlugins {
                     delay.head
                 }
                 Ok(RequestAction::NeedBody) => {
-                    tracing::warn!("plugin {name} asked for the request body, which this version does not provide yet");
+                    if let Some(response) = request_body(plugin, flow, parts, body, notes).await {
+                        return RequestDecision::Respond(response);
+                    }
                     None
                 }
             };
@@ -244,7 +248,12 @@ impl FlowPlugins {
                     }
                 }
                 Ok(ResponseAction::NeedBody) => {
-                    tracing::warn!("plugin {name} asked for the response body, which this version does not provide yet");
+                    let request_head = request.head(credentials);
+                    let outcome =
+                        response_body(plugin, flow, &request_head, &mut parts, &mut body, notes);
+                    if let Some(response) = outcome.await {
+                        return response;
+                    }
                     None
                 }
             };
@@ -298,6 +307,154 @@ impl FlowPlugins {
         }
         None
     }
+}
+
+/// `need-body` on the request: buffer (up to the plugin's limit, else 413),
+/// decode, call `on-request-body`, apply its decision.
+async fn request_body(
+    plugin: &LoadedPlugin,
+    flow: &FlowInfo,
+    parts: &mut http::request::Parts,
+    body: &mut Body,
+    notes: &mut Vec<String>,
+) -> Option<Response<Body>> {
+    let name = &plugin.spec.name;
+    let limit = plugin.spec.limits.max_body_bytes;
+    let raw = match collect_limited(std::mem::replace(body, full(Bytes::new())), limit).await {
+        Collected::Complete(raw) => raw,
+        Collected::TooLarge(rest) => {
+            // Let the client finish sending (up to a bound) so it reads the
+            // 413 instead of a reset stream.
+            tokio::spawn(drain(rest, DRAIN_LIMIT));
+            notes.push(format!("{name}=body-too-large"));
+            tracing::warn!(
+                "request body is over the {limit} byte limit of plugin {name}: answering 413"
+            );
+            return Some(text_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "proxlet: the request body exceeds the {} MiB limit of plugin {name}",
+                    limit >> 20
+                ),
+            ));
+        }
+        Collected::Failed(e) => {
+            return Some(text_response(
+                StatusCode::BAD_REQUEST,
+                format!("proxlet: reading the request body failed: {e}"),
+            ))
+        }
+    };
+    *body = full(raw.clone());
+    if !plugin.hooks.contains(Hooks::ON_REQUEST_BODY) {
+        tracing::warn!("plugin {name} asked for the request body but has no on-request-body hook");
+        return None;
+    }
+    let decoded = match encoding::decode(content_encoding(&parts.headers), &raw, limit) {
+        Ok(decoded) => decoded,
+        Err(e) => return failure(plugin, format!("plugin {name}: request body: {e}"), notes),
+    };
+    let head = heads::request_head(parts, plugin.spec.credentials);
+    match plugin.on_request_body(flow, &head, decoded).await {
+        Ok(RequestBodyAction::Continue) => None,
+        Ok(RequestBodyAction::Replace(new)) => {
+            notes.push(format!("{name}=body"));
+            *body = replaced_body(&mut parts.headers, new);
+            None
+        }
+        Ok(RequestBodyAction::Respond(response)) => {
+            notes.push(format!("{name}=respond"));
+            match plugin_response(plugin, response, &parts.method, &parts.headers).await {
+                Ok(response) => Some(response),
+                Err(reason) => failure(plugin, reason, notes),
+            }
+        }
+        Err(reason) => failure(plugin, reason, notes),
+    }
+}
+
+/// `need-body` on the response: buffer (up to the plugin's limit, else a
+/// plugin failure), decode, call `on-response-body`, apply its decision.
+async fn response_body(
+    plugin: &LoadedPlugin,
+    flow: &FlowInfo,
+    request: &types::RequestHead,
+    parts: &mut http::response::Parts,
+    body: &mut Body,
+    notes: &mut Vec<String>,
+) -> Option<Response<Body>> {
+    let name = &plugin.spec.name;
+    let limit = plugin.spec.limits.max_body_bytes;
+    let raw = match collect_limited(std::mem::replace(body, full(Bytes::new())), limit).await {
+        Collected::Complete(raw) => raw,
+        Collected::TooLarge(rest) => {
+            *body = rest;
+            let reason = format!(
+                "the response body exceeds the {} MiB limit of plugin {name}",
+                limit >> 20
+            );
+            return failure(plugin, reason, notes);
+        }
+        Collected::Failed(e) => {
+            return Some(text_response(
+                StatusCode::BAD_GATEWAY,
+                format!("proxlet: reading the upstream body failed: {e}"),
+            ))
+        }
+    };
+    *body = full(raw.clone());
+    if !plugin.hooks.contains(Hooks::ON_RESPONSE_BODY) {
+        tracing::warn!(
+            "plugin {name} asked for the response body but has no on-response-body hook"
+        );
+        return None;
+    }
+    let decoded = match encoding::decode(content_encoding(&parts.headers), &raw, limit) {
+        Ok(decoded) => decoded,
+        Err(e) => return failure(plugin, format!("plugin {name}: response body: {e}"), notes),
+    };
+    let head = heads::response_head(parts, plugin.spec.credentials);
+    match plugin.on_response_body(flow, request, &head, decoded).await {
+        Ok(ResponseBodyAction::Continue) => None,
+        Ok(ResponseBodyAction::Replace(new)) => {
+            notes.push(format!("{name}=body"));
+            *body = replaced_body(&mut parts.headers, new);
+            None
+        }
+        Err(reason) => failure(plugin, reason, notes),
+    }
+}
+
+/// How much of a refused request body is read and discarded.
+const DRAIN_LIMIT: u64 = 64 << 20;
+
+async fn drain(mut body: Body, limit: u64) {
+    use http_body_util::BodyExt;
+    let mut seen = 0u64;
+    let deadline = tokio::time::sleep(std::time::Duration::from_secs(30));
+    tokio::pin!(deadline);
+    while seen < limit {
+        tokio::select! {
+            frame = body.frame() => match frame {
+                Some(Ok(frame)) => seen += frame.data_ref().map_or(0, |d| d.len() as u64),
+                _ => return,
+            },
+            () = &mut deadline => return,
+        }
+    }
+}
+
+fn content_encoding(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(http::header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+}
+
+/// A plugin's new body is sent decoded: Content-Encoding goes, the length is new.
+fn replaced_body(headers: &mut HeaderMap, new: Vec<u8>) -> Body {
+    headers.remove(http::header::CONTENT_ENCODING);
+    headers.insert(http::header::CONTENT_LENGTH, new.len().into());
+    full(new)
 }
 
 /// A plugin failed: fail-open logs and skips it, fail-closed answers 502.

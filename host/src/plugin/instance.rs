@@ -18,8 +18,8 @@ use super::{
     bindings::{
         error_hooks, lifecycle, request_hooks, response_hooks,
         types::{
-            FlowInfo, Hooks, RequestAction, RequestHead, Response, ResponseAction, ResponseHead,
-            UpstreamError,
+            FlowInfo, Hooks, RequestAction, RequestBodyAction, RequestHead, Response,
+            ResponseAction, ResponseBodyAction, ResponseHead, UpstreamError,
         },
     },
     engine::{describe, PluginEngine, State, TICK},
@@ -235,6 +235,41 @@ impl LoadedPlugin {
         let result = match &pooled.guests.request {
             Some(g) => g.call_on_request(&mut pooled.store, flow, head).await,
             None => Ok(RequestAction::Continue(None)),
+        };
+        self.checkin(pooled, result)
+    }
+
+    pub async fn on_request_body(
+        &self,
+        flow: &FlowInfo,
+        head: &RequestHead,
+        body: Vec<u8>,
+    ) -> Result<RequestBodyAction, String> {
+        let mut pooled = self.checkout().await?;
+        let result = match &pooled.guests.request {
+            Some(g) => {
+                g.call_on_request_body(&mut pooled.store, flow, head, &body)
+                    .await
+            }
+            None => Ok(RequestBodyAction::Continue),
+        };
+        self.checkin(pooled, result)
+    }
+
+    pub async fn on_response_body(
+        &self,
+        flow: &FlowInfo,
+        request: &RequestHead,
+        response: &ResponseHead,
+        body: Vec<u8>,
+    ) -> Result<ResponseBodyAction, String> {
+        let mut pooled = self.checkout().await?;
+        let result = match &pooled.guests.response {
+            Some(g) => {
+                g.call_on_response_body(&mut pooled.store, flow, request, response, &body)
+                    .await
+            }
+            None => Ok(ResponseBodyAction::Continue),
         };
         self.checkin(pooled, result)
     }

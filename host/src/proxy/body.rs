@@ -174,3 +174,73 @@ impl<B: HttpBody> Drop for Logged<B> {
         self.finish(outcome);
     }
 }
+
+/// The outcome of reading a body into memory up to a limit.
+pub enum Collected {
+    /// The whole body.
+    Complete(Bytes),
+    /// Longer than the limit: the body again, as it was (frames read so far
+    /// are replayed before the rest).
+    TooLarge(Body),
+    /// The body failed mid-way.
+    Failed(String),
+}
+
+/// Reads `body` into memory, giving up (without losing data) past `limit`.
+pub async fn collect_limited(mut body: Body, limit: usize) -> Collected {
+    let mut frames: Vec<Bytes> = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                total += data.len();
+                frames.push(data);
+                if total > limit {
+                    return Collected::TooLarge(boxed(Replay {
+                        frames: frames.into(),
+                        rest: body,
+                    }));
+                }
+            }
+            Err(e) => return Collected::Failed(e.to_string()),
+        }
+    }
+    let mut all = bytes::BytesMut::with_capacity(total);
+    for frame in frames {
+        all.extend_from_slice(&frame);
+    }
+    Collected::Complete(all.freeze())
+}
+
+/// Frames already read, then the rest of the body.
+struct Replay {
+    frames: std::collections::VecDeque<Bytes>,
+    rest: Body,
+}
+
+impl HttpBody for Replay {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(frame) = self.frames.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(frame))));
+        }
+        Pin::new(&mut self.rest).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.frames.is_empty() && self.rest.is_end_stream()
+    }
+}
+
+/// A body of these bytes.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    boxed(Full::new(bytes.into()))
+}

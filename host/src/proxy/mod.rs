@@ -3,6 +3,7 @@
 
 pub(crate) mod body;
 mod connect;
+pub(crate) mod encoding;
 pub(crate) mod files;
 mod headers;
 mod io;

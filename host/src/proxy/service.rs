@@ -58,6 +58,7 @@ pub(crate) async fn handle(
     }
 
     let (mut parts, body) = request.into_parts();
+    let mut body = boxed(body);
     parts.uri = target;
     let mut notes = Vec::new();
 
@@ -71,7 +72,9 @@ pub(crate) async fn handle(
     let decision = if plugins.is_empty() {
         RequestDecision::Continue
     } else {
-        plugins.on_request(&flow, &mut parts, &mut notes).await
+        plugins
+            .on_request(&flow, &mut parts, &mut body, &mut notes)
+            .await
     };
 
     let response = match decision {

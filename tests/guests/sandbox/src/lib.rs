@@ -6,10 +6,12 @@
 //! - `creds`: reports whether it saw credentials and tries to set `authorization`
 //! - `serve`: answers with the file `/data/<last URL segment>`
 //! - `store`: stores every response body as `/data/<last URL segment>`
+//! - `teh`: asks for response bodies and replaces "the" with "teh"
+//! - `upper`: asks for request bodies and sends them upper-cased
 
 use proxlet_plugin::{
-    set_header, url_parts, Body, FlowInfo, Hooks, Plugin, RequestAction, RequestHead, Response,
-    ResponseAction, ResponseHead, Store,
+    set_header, url_parts, Body, FlowInfo, Hooks, Plugin, RequestAction, RequestBodyAction,
+    RequestHead, Response, ResponseAction, ResponseBodyAction, ResponseHead, Store,
 };
 
 /// `/data/` + the last segment of the URL path.
@@ -24,7 +26,7 @@ struct Sandbox {
 }
 
 impl Plugin for Sandbox {
-    const HOOKS: Hooks = Hooks::ON_REQUEST.union(Hooks::ON_RESPONSE);
+    const HOOKS: Hooks = Hooks::all();
 
     fn new(config: &str) -> Result<Self, String> {
         let mode = config
@@ -89,12 +91,29 @@ impl Plugin for Sandbox {
                 },
                 body: Body::File(data_path(&head.url)),
             }),
+            "upper" => RequestAction::NeedBody,
             _ => RequestAction::Continue(None),
         }
     }
 
+    fn on_request_body(&mut self, _: &FlowInfo, _: &RequestHead, body: Vec<u8>) -> RequestBodyAction {
+        RequestBodyAction::Replace(body.to_ascii_uppercase())
+    }
+
+    fn on_response_body(
+        &mut self,
+        _: &FlowInfo,
+        _: &RequestHead,
+        _: &ResponseHead,
+        body: Vec<u8>,
+    ) -> ResponseBodyAction {
+        let text = String::from_utf8_lossy(&body).replace("the", "teh");
+        ResponseBodyAction::Replace(text.into_bytes())
+    }
+
     fn on_response(&mut self, _: &FlowInfo, request: &RequestHead, _: &ResponseHead) -> ResponseAction {
         match self.mode.as_str() {
+            "teh" => ResponseAction::NeedBody,
             "store" => ResponseAction::Store(Store {
                 path: data_path(&request.url),
                 head: None,
