@@ -10,7 +10,8 @@ pub mod tls;
 
 use std::sync::Arc;
 
-use cli::{CaAction, Cli, Command};
+use arc_swap::ArcSwap;
+use cli::{CaAction, Cli, Command, RunArgs};
 use config::Settings;
 use error::{Error, Result};
 use tls::CertificateAuthority;
@@ -28,8 +29,8 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Err(reason) => Err(Error::PluginLoad(reason)),
         },
-        Some(Command::Run(args)) => run_proxy(Settings::resolve(&args, home)?),
-        None => run_proxy(Settings::resolve(&cli.run, home)?),
+        Some(Command::Run(args)) => run_proxy(Settings::resolve(&args, home.clone())?, args),
+        None => run_proxy(Settings::resolve(&cli.run, home)?, cli.run),
     }
 }
 
@@ -64,7 +65,7 @@ fn ca_command(action: CaAction, home: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-fn run_proxy(mut settings: Settings) -> Result<()> {
+fn run_proxy(mut settings: Settings, args: RunArgs) -> Result<()> {
     let ca = Arc::new(CertificateAuthority::load_or_create(&settings.home)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -77,7 +78,7 @@ fn run_proxy(mut settings: Settings) -> Result<()> {
             "CA certificate: {} (clients must trust it to intercept HTTPS)",
             ca.path().display()
         );
-        let (chain, _watcher) = load_plugins(&settings).await?;
+        let chain = load_plugins(&settings, &args).await?;
         let proxy = proxy::Proxy::new(settings.clone(), ca, chain)?;
         // The one line scripts and tests wait for; keep its format.
         eprintln!("proxlet listening on http://{}", settings.listen);
@@ -86,21 +87,31 @@ fn run_proxy(mut settings: Settings) -> Result<()> {
     })
 }
 
-/// Loads the plugin chain and starts watching its files for hot reload.
-async fn load_plugins(
-    settings: &Settings,
-) -> Result<(plugin::Chain, Option<notify::RecommendedWatcher>)> {
-    if settings.plugins.is_empty() {
+/// Loads the plugin chain and starts watching its files (and the config
+/// file, when its `[[plugin]]` entries define the chain) for hot reload.
+async fn load_plugins(settings: &Settings, args: &RunArgs) -> Result<Arc<ArcSwap<plugin::Chain>>> {
+    let config_chain = args.config.clone().filter(|_| args.plugins.is_empty());
+    if settings.plugins.is_empty() && config_chain.is_none() {
         tracing::info!("no plugins: running as a plain intercepting proxy");
-        return Ok((plugin::Chain::default(), None));
+        return Ok(Arc::new(ArcSwap::from_pointee(plugin::Chain::default())));
     }
     let engine = plugin::PluginEngine::new(Some(settings.home.join("cache")))
         .map_err(|e| Error::PluginLoad(e.to_string()))?;
     let chain = plugin::Chain::load(&engine, &settings.plugins)
         .await
         .map_err(Error::PluginLoad)?;
-    let watcher = plugin::watch(&chain, engine).map_err(Error::PluginLoad)?;
-    Ok((chain, Some(watcher)))
+    let chain = Arc::new(ArcSwap::from_pointee(chain));
+    let resolver = config_chain.map(|path| {
+        let (args, home) = (args.clone(), settings.home.clone());
+        let resolve: plugin::Resolver = Box::new(move || {
+            Settings::resolve(&args, home.clone())
+                .map(|s| s.plugins)
+                .map_err(|e| e.to_string())
+        });
+        (path, resolve)
+    });
+    plugin::watch(chain.clone(), engine, resolver).map_err(Error::PluginLoad)?;
+    Ok(chain)
 }
 
 async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener> {

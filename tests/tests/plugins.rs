@@ -566,3 +566,48 @@ fn body_hooks_see_decoded_bodies_and_replace_them() {
     assert_eq!(got.status, 413, "{got:?}");
     assert_eq!(origin.hits("/count"), 0);
 }
+
+#[test]
+fn editing_the_config_swaps_the_chain_and_a_broken_edit_keeps_it() {
+    let origin = https_origin();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proxlet.toml");
+    let hello = |greeting: &str| {
+        format!(
+            "[[plugin]]\nname = \"hello\"\npath = {:?}\nconfig = {{ greeting = \"{greeting}\" }}\n",
+            guest("rust_hello.wasm")
+        )
+    };
+    std::fs::write(&path, hello("first")).unwrap();
+    let proxy = Proxlet::start(&[
+        "--config",
+        path.to_str().unwrap(),
+        "--upstream-ca",
+        &upstream_ca(&origin),
+    ]);
+    let url = origin.url("/bytes/8");
+    assert_eq!(hello_header(&proxy, &url).1.as_deref(), Some("first"));
+
+    std::fs::write(&path, hello("second")).unwrap();
+    assert!(
+        wait_for_header(&proxy, &url, "second", Duration::from_secs(3)).is_some(),
+        "{}",
+        proxy.log()
+    );
+
+    std::fs::write(&path, format!("{}\nsurprise = 1\n", hello("third"))).unwrap();
+    assert!(
+        proxy.wait_for_log("cannot reload config", Duration::from_secs(3)),
+        "{}",
+        proxy.log()
+    );
+    assert!(proxy.log().contains("surprise"), "{}", proxy.log());
+    assert_eq!(hello_header(&proxy, &url).1.as_deref(), Some("second"));
+
+    std::fs::write(&path, "# no plugins any more\n").unwrap();
+    let started = Instant::now();
+    while hello_header(&proxy, &url).1.is_some() && started.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(hello_header(&proxy, &url), (200, None));
+}

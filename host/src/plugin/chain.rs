@@ -68,12 +68,11 @@ impl Chain {
             Some("https") => 443,
             _ => 80,
         });
-        let url = uri.to_string();
         FlowPlugins {
             plugins: self
                 .slots
                 .iter()
-                .filter(|slot| slot.spec.matcher.matches(method.as_str(), host, port, &url))
+                .filter(|slot| slot.spec.matcher.matches(method.as_str(), host, port, uri))
                 .map(|slot| slot.current.load_full())
                 .collect(),
         }

@@ -11,7 +11,7 @@ use std::{
 use sha2::{Digest, Sha256};
 use wasmtime::{
     component::{Component, HasSelf, Linker, ResourceTable},
-    Config, Engine, StoreLimits,
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, StoreLimits,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -19,6 +19,9 @@ use super::{bindings, PluginError};
 
 /// Epoch granularity: call deadlines are whole ticks.
 pub const TICK: Duration = Duration::from_millis(2);
+
+/// Instance slots of the pooling allocator, across all plugins.
+const POOL_INSTANCES: u32 = 512;
 
 /// What a store of a plugin instance carries.
 pub struct State {
@@ -65,7 +68,34 @@ impl PluginEngine {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
-        let engine = Engine::new(&config).map_err(PluginError::engine)?;
+        // Pooling keeps memories, tables and the fiber stacks of async calls
+        // warm: a hook call then costs no mmap, and instantiation ~10 µs.
+        // Limits are generous for interpreter-based guests (Python, JS);
+        // per-plugin memory caps are StoreLimits.
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(POOL_INSTANCES)
+            .total_core_instances(POOL_INSTANCES * 4)
+            .total_memories(POOL_INSTANCES * 2)
+            .total_tables(POOL_INSTANCES * 4)
+            .total_stacks(POOL_INSTANCES)
+            .max_memories_per_module(2)
+            .max_tables_per_module(4)
+            .table_elements(200_000)
+            .max_component_instance_size(16 << 20)
+            .max_core_instance_size(16 << 20);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = match Engine::new(&config) {
+            Ok(engine) => engine,
+            Err(e) => {
+                // E.g. a small address-space limit: fall back to on-demand.
+                tracing::warn!(
+                    "pooling allocator unavailable ({}); allocating on demand",
+                    describe(&e)
+                );
+                config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+                Engine::new(&config).map_err(PluginError::engine)?
+            }
+        };
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(PluginError::engine)?;
         bindings::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)

@@ -14,7 +14,7 @@ pub use bindings::types::{ErrorKind, FlowInfo, Hooks, UpstreamError};
 pub use chain::{Chain, FlowPlugins, RequestDecision, SentRequest};
 pub use engine::PluginEngine;
 pub use instance::LoadedPlugin;
-pub use reload::watch;
+pub use reload::{watch, Resolver};
 pub use spec::{Limits, Matcher, PluginSpec};
 
 /// The plugin runtime could not start.

@@ -1,84 +1,167 @@
-//! Hot reload: a `notify` watcher on the directories of plugin files (so
-//! editors that save by rename are seen too), debounced; the new version is
-//! compiled and initialised on a blocking thread and swapped in atomically.
-//! A broken file logs one error and the previous version keeps serving.
+//! Hot reload: a `notify` watcher on the directories of the plugin files and
+//! of the config file (so editors that save by rename are seen too),
+//! debounced. A changed plugin is compiled and initialised in the background
+//! and swapped into its slot; a changed config re-reads the whole chain,
+//! reusing the plugins it still names. Anything broken logs one error and
+//! what was serving keeps serving.
 
 use std::{
     collections::BTreeSet,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
 };
 
+use arc_swap::ArcSwap;
 use notify::{RecursiveMode, Watcher};
 
-use super::{chain::Slot, Chain, LoadedPlugin, PluginEngine};
+use super::{chain::Slot, Chain, LoadedPlugin, PluginEngine, PluginSpec};
 
 /// Quiet time after the last file event before a reload starts.
 const DEBOUNCE: Duration = Duration::from_millis(100);
 
-/// Watches every plugin file of `chain`; keep the returned watcher alive.
+/// Re-reads the plugin specs from the config file.
+pub type Resolver = Box<dyn Fn() -> Result<Vec<PluginSpec>, String> + Send + Sync>;
+
+/// Watches the plugin files of `chain` and, when given, the config file
+/// whose `[[plugin]]` entries `resolve` re-reads. Runs until the process ends.
 pub fn watch(
-    chain: &Chain,
+    chain: Arc<ArcSwap<Chain>>,
     engine: Arc<PluginEngine>,
-) -> Result<notify::RecommendedWatcher, String> {
-    let files: Vec<(PathBuf, Arc<Slot>)> = chain
-        .slots
-        .iter()
-        .map(|slot| (absolute(&slot.spec.path), slot.clone()))
-        .collect();
-    let paths: Vec<PathBuf> = files.iter().map(|(path, _)| path.clone()).collect();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    config: Option<(PathBuf, Resolver)>,
+) -> Result<(), String> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
         if event.kind.is_access() {
             return;
         }
-        for path in &event.paths {
-            for (i, watched) in paths.iter().enumerate() {
-                if path == watched {
-                    let _ = tx.send(i);
-                }
-            }
+        for path in event.paths {
+            let _ = tx.send(path);
         }
     })
     .map_err(|e| format!("cannot watch plugin files: {e}"))?;
-    let dirs: BTreeSet<PathBuf> = files
+    let config = config.map(|(path, resolve)| (absolute(&path), resolve));
+    let mut watched = BTreeSet::new();
+    let mut files: Vec<PathBuf> = chain
+        .load()
+        .slots
         .iter()
-        .filter_map(|(path, _)| path.parent().map(PathBuf::from))
+        .map(|s| absolute(&s.spec.path))
         .collect();
-    for dir in dirs {
-        watcher
-            .watch(&dir, RecursiveMode::NonRecursive)
-            .map_err(|e| format!("cannot watch {dir:?}: {e}"))?;
-    }
+    files.extend(config.iter().map(|(path, _)| path.clone()));
+    watch_dirs(&mut watcher, &mut watched, &files)?;
 
     tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
-            let mut pending = BTreeSet::from([first]);
+            let mut changed = BTreeSet::from([first]);
             loop {
                 match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
-                    Ok(Some(i)) => {
-                        pending.insert(i);
+                    Ok(Some(path)) => {
+                        changed.insert(path);
                     }
                     Ok(None) => return,
                     Err(_) => break,
                 }
             }
-            for i in pending {
-                reload(files[i].1.clone(), engine.clone()).await;
+            if let Some((path, resolve)) = config.as_ref().filter(|(p, _)| changed.contains(p)) {
+                if let Some(files) = reload_config(&chain, &engine, path, resolve, &changed).await {
+                    if let Err(e) = watch_dirs(&mut watcher, &mut watched, &files) {
+                        tracing::error!("{e}");
+                    }
+                }
+                continue;
+            }
+            let slots: Vec<Arc<Slot>> = chain.load().slots.clone();
+            for slot in slots {
+                if changed.contains(&absolute(&slot.spec.path)) {
+                    reload_slot(&slot, &engine).await;
+                }
             }
         }
     });
-    Ok(watcher)
+    Ok(())
 }
 
-async fn reload(slot: Arc<Slot>, engine: Arc<PluginEngine>) {
+fn watch_dirs(
+    watcher: &mut notify::RecommendedWatcher,
+    watched: &mut BTreeSet<PathBuf>,
+    files: &[PathBuf],
+) -> Result<(), String> {
+    for dir in files.iter().filter_map(|f| f.parent()) {
+        if watched.insert(dir.to_owned()) {
+            watcher
+                .watch(dir, RecursiveMode::NonRecursive)
+                .map_err(|e| format!("cannot watch {dir:?}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Loads the chain the config now names; plugins whose entry and file are
+/// unchanged keep their loaded version. Returns the plugin files to watch.
+async fn reload_config(
+    chain: &ArcSwap<Chain>,
+    engine: &Arc<PluginEngine>,
+    path: &Path,
+    resolve: &Resolver,
+    changed: &BTreeSet<PathBuf>,
+) -> Option<Vec<PathBuf>> {
+    let started = Instant::now();
+    let specs = match resolve() {
+        Ok(specs) => specs,
+        Err(e) => {
+            tracing::error!(
+                "cannot reload config {}: {e}; the previous plugin chain keeps serving",
+                path.display()
+            );
+            return None;
+        }
+    };
+    let old = chain.load_full();
+    let mut slots = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let fingerprint = format!("{spec:?}");
+        let reusable = old.slots.iter().find(|slot| {
+            format!("{:?}", slot.spec) == fingerprint
+                && !changed.contains(&absolute(&slot.spec.path))
+        });
+        let plugin = match reusable {
+            Some(slot) => slot.current.load_full(),
+            None => match LoadedPlugin::load(engine, Arc::new(spec.clone())).await {
+                Ok(plugin) => Arc::new(plugin),
+                Err(e) => {
+                    tracing::error!(
+                        "cannot reload config {}: {e}; the previous plugin chain keeps serving",
+                        path.display()
+                    );
+                    return None;
+                }
+            },
+        };
+        slots.push(Arc::new(Slot {
+            spec: Arc::new(spec),
+            current: ArcSwap::new(plugin),
+        }));
+    }
+    let names: Vec<&str> = slots.iter().map(|s| &*s.spec.name).collect();
+    tracing::info!(
+        "reloaded config {}: chain [{}] in {} ms",
+        path.display(),
+        names.join(", "),
+        started.elapsed().as_millis()
+    );
+    let files = slots.iter().map(|s| absolute(&s.spec.path)).collect();
+    chain.store(Arc::new(Chain { slots }));
+    Some(files)
+}
+
+async fn reload_slot(slot: &Slot, engine: &Arc<PluginEngine>) {
     let started = Instant::now();
     let spec = slot.spec.clone();
     let name = spec.name.clone();
     let path = spec.path.clone();
-    match LoadedPlugin::load(&engine, spec).await {
+    match LoadedPlugin::load(engine, spec).await {
         Ok(plugin) => {
             if plugin.hash == slot.current.load().hash {
                 tracing::debug!(
@@ -104,7 +187,7 @@ async fn reload(slot: Arc<Slot>, engine: Arc<PluginEngine>) {
 }
 
 /// `path` made absolute without requiring it to exist (it may be mid-save).
-fn absolute(path: &std::path::Path) -> PathBuf {
+fn absolute(path: &Path) -> PathBuf {
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
     match (path.parent(), path.file_name()) {
         (Some(dir), Some(file)) => dir.canonicalize().map(|d| d.join(file)).unwrap_or(path),

@@ -52,10 +52,13 @@ pub struct Matcher {
 }
 
 impl Matcher {
-    pub fn matches(&self, method: &str, host: &str, port: u16, url: &str) -> bool {
+    pub fn matches(&self, method: &str, host: &str, port: u16, url: &http::Uri) -> bool {
         (self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(host, port)))
             && (self.methods.is_empty() || self.methods.iter().any(|m| m == method))
-            && self.url.as_ref().is_none_or(|re| re.is_match(url))
+            && self
+                .url
+                .as_ref()
+                .is_none_or(|re| re.is_match(&url.to_string()))
     }
 }
 

@@ -1,7 +1,7 @@
 //! Moving bytes: the listener, CONNECT interception, the per-flow pipeline and
 //! the upstream client. Shared state is built once and handed out by `Arc`.
 
-pub(crate) mod body;
+pub mod body;
 mod connect;
 pub(crate) mod encoding;
 pub(crate) mod files;
@@ -30,7 +30,7 @@ pub struct Proxy {
     leaf_certs: LeafCertCache,
     upstream: upstream::Upstream,
     ignore_hosts: Vec<HostPattern>,
-    plugins: crate::plugin::Chain,
+    plugins: Arc<arc_swap::ArcSwap<crate::plugin::Chain>>,
     settings: Settings,
     next_flow: AtomicU64,
 }
@@ -39,7 +39,7 @@ impl Proxy {
     pub fn new(
         settings: Settings,
         ca: Arc<CertificateAuthority>,
-        plugins: crate::plugin::Chain,
+        plugins: Arc<arc_swap::ArcSwap<crate::plugin::Chain>>,
     ) -> Result<Arc<Self>> {
         let tls = crate::tls::client_config(&settings.upstream_ca, settings.insecure_upstream)?;
         if settings.insecure_upstream {

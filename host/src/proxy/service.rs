@@ -63,7 +63,7 @@ pub(crate) async fn handle(
     let mut notes = Vec::new();
 
     // 3. on-request: plugins whose prefilter matches decide first.
-    let plugins = proxy.plugins.for_flow(&parts.method, &parts.uri);
+    let plugins = proxy.plugins.load().for_flow(&parts.method, &parts.uri);
     let flow = FlowInfo {
         id: record.id,
         client: conn.client.to_string(),
