@@ -611,3 +611,46 @@ fn editing_the_config_swaps_the_chain_and_a_broken_edit_keeps_it() {
     }
     assert_eq!(hello_header(&proxy, &url), (200, None));
 }
+
+#[test]
+fn plugins_get_no_network_and_no_environment() {
+    let origin = Origin::http();
+    let extra = format!(
+        "config = {{ mode = \"net\", target = \"{}\" }}",
+        origin.addr
+    );
+    let (_dir, path) = config(&format!(
+        "[[plugin]]\nname = \"sandbox\"\npath = {:?}\n{extra}\n",
+        guest("sandbox.wasm")
+    ));
+    let proxy = Proxlet::start(&["--config", path.to_str().unwrap()]);
+    let got = curl(&proxy, &[&Origin::http().url("/x")]);
+    assert_eq!(got.status, 200, "{got:?}");
+    let report = got.text();
+    assert!(report.contains("connect: denied"), "{report}");
+    assert!(report.contains("env: empty"), "{report}");
+}
+
+#[test]
+fn a_restart_reuses_compiled_code_from_the_cache() {
+    let home = tempfile::tempdir().unwrap();
+    let hello = guest("rust_hello.wasm");
+    let args = ["--plugin", hello.to_str().unwrap()];
+    let first = Proxlet::start_with_home(home.path(), &args).unwrap();
+    assert!(
+        first.log().contains("(sha256 ") && first.log().contains(", compiled)"),
+        "{}",
+        first.log()
+    );
+    drop(first);
+    let cached: Vec<_> = std::fs::read_dir(home.path().join("cache"))
+        .unwrap()
+        .collect();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    let second = Proxlet::start_with_home(home.path(), &args).unwrap();
+    assert!(
+        second.log().contains("compiled code from cache"),
+        "{}",
+        second.log()
+    );
+}

@@ -44,10 +44,11 @@ impl Chain {
             let started = std::time::Instant::now();
             let plugin = LoadedPlugin::load(engine, spec.clone()).await?;
             tracing::info!(
-                "loaded plugin {} from {} (sha256 {}) in {} ms",
+                "loaded plugin {} from {} (sha256 {}, {}) in {} ms",
                 spec.name,
                 spec.path.display(),
                 &plugin.hash[..12],
+                compiled(&plugin),
                 started.elapsed().as_millis()
             );
             slots.push(Arc::new(Slot {
@@ -509,5 +510,14 @@ async fn plugin_response(
             .await
             .map_err(|e| format!("plugin {name} answered with file {path:?}: {e}"))
         }
+    }
+}
+
+/// How a plugin's code was obtained, for load logs.
+pub(crate) fn compiled(plugin: &LoadedPlugin) -> &'static str {
+    if plugin.from_cache {
+        "compiled code from cache"
+    } else {
+        "compiled"
     }
 }

@@ -55,6 +55,8 @@ pub struct LoadedPlugin {
     pub spec: Arc<PluginSpec>,
     /// sha256 of the component, hex.
     pub hash: String,
+    /// The compiled code came from the on-disk cache.
+    pub from_cache: bool,
     /// The hooks `init` declared and the component exports.
     pub hooks: Hooks,
     engine: Arc<PluginEngine>,
@@ -85,12 +87,18 @@ impl LoadedPlugin {
     async fn from_linked(
         engine: &Arc<PluginEngine>,
         spec: Arc<PluginSpec>,
-        (pre, indices, hash): (InstancePre<State>, Indices, String),
+        Linked {
+            pre,
+            indices,
+            hash,
+            cached,
+        }: Linked,
     ) -> Result<Self, String> {
         let path = spec.path.clone();
         let mut plugin = Self {
             spec,
             hash,
+            from_cache: cached,
             hooks: Hooks::empty(),
             engine: engine.clone(),
             pre,
@@ -327,14 +335,19 @@ impl LoadedPlugin {
     }
 }
 
-/// Compiles and links a component: the `InstancePre`, the indices of the
-/// hook interfaces it exports, and its hash.
-fn link(
-    engine: &PluginEngine,
-    bytes: &[u8],
-    path: &Path,
-) -> Result<(InstancePre<State>, Indices, String), String> {
-    let (component, hash, _cached) = engine
+/// A compiled and linked component, ready to instantiate.
+struct Linked {
+    pre: InstancePre<State>,
+    /// The hook interfaces it exports.
+    indices: Indices,
+    hash: String,
+    /// Whether the compiled code came from the on-disk cache.
+    cached: bool,
+}
+
+/// Compiles (or loads from the cache) and links a component.
+fn link(engine: &PluginEngine, bytes: &[u8], path: &Path) -> Result<Linked, String> {
+    let (component, hash, cached) = engine
         .compile(bytes)
         .map_err(|e| format!("{path:?} is not a usable WebAssembly component: {e}"))?;
     let misfit = |e: wasmtime::Error| {
@@ -350,7 +363,12 @@ fn link(
         response: response_hooks::GuestIndices::new(&pre).ok(),
         error: error_hooks::GuestIndices::new(&pre).ok(),
     };
-    Ok((pre, indices, hash))
+    Ok(Linked {
+        pre,
+        indices,
+        hash,
+        cached,
+    })
 }
 
 /// Epoch ticks for `limit`, at least one.

@@ -171,10 +171,12 @@ async fn reload_slot(slot: &Slot, engine: &Arc<PluginEngine>) {
                 return;
             }
             let hash = plugin.hash[..12].to_owned();
+            let compiled = super::chain::compiled(&plugin);
             slot.current.store(Arc::new(plugin));
             tracing::info!(
-                "reloaded plugin {name} from {} (sha256 {hash}) in {} ms",
+                "reloaded plugin {name} from {} (sha256 {hash}, {}) in {} ms",
                 path.display(),
+                compiled,
                 started.elapsed().as_millis()
             );
         }

@@ -6,6 +6,7 @@
 //! - `creds`: reports whether it saw credentials and tries to set `authorization`
 //! - `serve`: answers with the file `/data/<last URL segment>`
 //! - `store`: stores every response body as `/data/<last URL segment>`
+//! - `net`: tries to connect to `target` and to read the environment, answers with what happened
 //! - `teh`: asks for response bodies and replaces "the" with "teh"
 //! - `upper`: asks for request bodies and sends them upper-cased
 
@@ -23,18 +24,35 @@ fn data_path(url: &str) -> String {
 
 struct Sandbox {
     mode: String,
+    target: String,
+}
+
+/// The string value of `"key"` in a flat JSON object.
+fn config_value(config: &str, key: &str) -> Option<String> {
+    config
+        .split_once(&format!("\"{key}\""))
+        .and_then(|(_, rest)| rest.split('"').nth(1))
+        .map(str::to_owned)
+}
+
+fn text_response(text: String) -> RequestAction {
+    RequestAction::Respond(Response {
+        head: ResponseHead {
+            status: 200,
+            headers: vec![("content-type".into(), b"text/plain".to_vec())],
+        },
+        body: Body::Bytes(text.into_bytes()),
+    })
 }
 
 impl Plugin for Sandbox {
     const HOOKS: Hooks = Hooks::all();
 
     fn new(config: &str) -> Result<Self, String> {
-        let mode = config
-            .split_once("\"mode\"")
-            .and_then(|(_, rest)| rest.split('"').nth(1))
-            .unwrap_or("ok")
-            .to_owned();
-        Ok(Sandbox { mode })
+        Ok(Sandbox {
+            mode: config_value(config, "mode").unwrap_or_else(|| "ok".into()),
+            target: config_value(config, "target").unwrap_or_default(),
+        })
     }
 
     fn on_request(&mut self, _: &FlowInfo, head: &RequestHead) -> RequestAction {
@@ -92,6 +110,17 @@ impl Plugin for Sandbox {
                 body: Body::File(data_path(&head.url)),
             }),
             "upper" => RequestAction::NeedBody,
+            "net" => {
+                let connect = match std::net::TcpStream::connect(self.target.as_str()) {
+                    Ok(_) => "connect: connected".to_owned(),
+                    Err(e) => format!("connect: denied ({e})"),
+                };
+                let env = match std::env::vars().count() {
+                    0 => "env: empty".to_owned(),
+                    n => format!("env: {n} variables"),
+                };
+                text_response(format!("{connect}\n{env}"))
+            }
             _ => RequestAction::Continue(None),
         }
     }
