@@ -41,6 +41,14 @@ fn sandbox_config(mode: &str, extra: &str) -> (tempfile::TempDir, PathBuf) {
     ))
 }
 
+/// proxlet running the sandbox plugin in `mode`, plus `args`.
+fn sandbox_proxy(mode: &str, extra: &str, args: &[&str]) -> (tempfile::TempDir, Proxlet) {
+    let (dir, path) = sandbox_config(mode, extra);
+    let mut all = vec!["--config", path.to_str().unwrap()];
+    all.extend_from_slice(args);
+    (dir, Proxlet::start(&all))
+}
+
 /// The `x-hello` header of a response, read with curl -D.
 fn hello_header(proxy: &Proxlet, url: &str) -> (u16, Option<String>) {
     let got = curl(proxy, &["-D", "-", "-o", "/dev/null", url]);
@@ -215,11 +223,11 @@ fn plugin_hot_reloads_on_rename_and_in_place_write_and_survives_broken_files() {
 #[test]
 fn endless_loop_is_cut_at_call_ms_and_other_flows_go_on() {
     let origin = Origin::http();
-    let (_dir, path) = sandbox_config(
+    let (_dir, proxy) = sandbox_proxy(
         "loop",
         "match = { url = \"/slow/\" }\nlimits = { call_ms = 200 }",
+        &[],
     );
-    let proxy = Proxlet::start(&["--config", path.to_str().unwrap()]);
     let slow_url = origin.url("/slow/1");
     let looping = {
         let proxy_url = proxy.url();
@@ -265,11 +273,11 @@ fn endless_loop_is_cut_at_call_ms_and_other_flows_go_on() {
     // The instance that looped was dropped; a new one loops and is cut again.
     assert_eq!(curl(&proxy, &[&origin.url("/slow/1")]).status, 200);
 
-    let (_dir, path) = sandbox_config(
+    let (_dir, closed) = sandbox_proxy(
         "loop",
         "limits = { call_ms = 100 }\non_error = \"fail-closed\"",
+        &[],
     );
-    let closed = Proxlet::start(&["--config", path.to_str().unwrap()]);
     let got = curl(&closed, &[&origin.url("/bytes/10")]);
     assert_eq!(got.status, 502);
     assert!(
@@ -283,11 +291,11 @@ fn endless_loop_is_cut_at_call_ms_and_other_flows_go_on() {
 #[test]
 fn unbounded_allocation_is_trapped_at_memory_mb() {
     let origin = Origin::http();
-    let (_dir, path) = sandbox_config(
+    let (_dir, proxy) = sandbox_proxy(
         "alloc",
         "limits = { memory_mb = 16, call_ms = 5000 }\non_error = \"fail-closed\"",
+        &[],
     );
-    let proxy = Proxlet::start(&["--config", path.to_str().unwrap()]);
     let got = curl(&proxy, &[&origin.url("/bytes/10")]);
     assert_eq!(got.status, 502, "{got:?}");
     assert!(
@@ -306,8 +314,7 @@ fn files_outside_the_granted_dir_are_denied() {
     let origin = Origin::http();
     let data = tempfile::tempdir().unwrap();
     let extra = format!("dirs = {{ \"/data\" = {:?} }}", data.path());
-    let (_dir, path) = sandbox_config("files", &extra);
-    let proxy = Proxlet::start(&["--config", path.to_str().unwrap()]);
+    let (_dir, proxy) = sandbox_proxy("files", &extra, &[]);
     let got = curl(&proxy, &[&origin.url("/anything")]);
     assert_eq!(got.status, 200, "{got:?}");
     let report = got.text();
@@ -324,8 +331,7 @@ fn files_outside_the_granted_dir_are_denied() {
 #[test]
 fn panicking_plugin_is_handled_per_on_error() {
     let origin = Origin::http();
-    let (_dir, path) = sandbox_config("panic", "");
-    let proxy = Proxlet::start(&["--config", path.to_str().unwrap()]);
+    let (_dir, proxy) = sandbox_proxy("panic", "", &[]);
     let got = curl(&proxy, &[&origin.url("/bytes/10")]);
     assert_eq!(got.status, 200, "fail-open: {got:?}");
     assert!(
@@ -339,8 +345,7 @@ fn panicking_plugin_is_handled_per_on_error() {
         proxy.log()
     );
 
-    let (_dir, path) = sandbox_config("panic", "on_error = \"fail-closed\"");
-    let closed = Proxlet::start(&["--config", path.to_str().unwrap()]);
+    let (_dir, closed) = sandbox_proxy("panic", "on_error = \"fail-closed\"", &[]);
     let got = curl(&closed, &[&origin.url("/bytes/10")]);
     assert_eq!(got.status, 502);
     assert!(
@@ -367,15 +372,17 @@ fn credentials_are_hidden_and_locked_without_the_grant() {
         )
         .text()
     };
-    let (_dir, path) = sandbox_config("creds", "");
-    let plain = Proxlet::start(&["--config", path.to_str().unwrap(), "--upstream-ca", &ca]);
+    let (_dir, plain) = sandbox_proxy("creds", "", &["--upstream-ca", &ca]);
     let seen = echo(&plain);
     assert!(seen.contains("x-saw-credentials: no"), "{seen}");
     assert!(seen.contains("authorization: Bearer client"), "{seen}");
     assert!(seen.contains("cookie: a=1"), "{seen}");
 
-    let (_dir, path) = sandbox_config("creds", "grants = [\"credentials\"]");
-    let granted = Proxlet::start(&["--config", path.to_str().unwrap(), "--upstream-ca", &ca]);
+    let (_dir, granted) = sandbox_proxy(
+        "creds",
+        "grants = [\"credentials\"]",
+        &["--upstream-ca", &ca],
+    );
     let seen = echo(&granted);
     assert!(seen.contains("x-saw-credentials: yes"), "{seen}");
     assert!(seen.contains("authorization: Bearer from-plugin"), "{seen}");
@@ -426,8 +433,7 @@ fn respond_with_file_serves_ranges_head_and_a_gib_with_bounded_memory() {
     let big = std::fs::File::create(data.path().join("big.bin")).unwrap();
     big.set_len(1 << 30).unwrap();
     let extra = format!("dirs = {{ \"/data\" = {:?} }}", data.path());
-    let (_dir, path) = sandbox_config("serve", &extra);
-    let proxy = Proxlet::start(&["--config", path.to_str().unwrap()]);
+    let (_dir, proxy) = sandbox_proxy("serve", &extra, &[]);
 
     let got = curl(
         &proxy,
@@ -480,8 +486,7 @@ fn store_writes_exactly_the_body_and_an_abort_leaves_no_file() {
     let origin = Origin::http();
     let data = tempfile::tempdir().unwrap();
     let extra = format!("dirs = {{ \"/data\" = {:?} }}", data.path());
-    let (_dir, path) = sandbox_config("store", &extra);
-    let proxy = Proxlet::start(&["--config", path.to_str().unwrap()]);
+    let (_dir, proxy) = sandbox_proxy("store", &extra, &[]);
 
     let got = curl(&proxy, &[&origin.url("/bytes/300000")]);
     assert_eq!(got.body, proxlet_tests::pattern(300_000));
@@ -526,8 +531,7 @@ fn store_writes_exactly_the_body_and_an_abort_leaves_no_file() {
 fn body_hooks_see_decoded_bodies_and_replace_them() {
     let origin = https_origin();
     let ca = upstream_ca(&origin);
-    let (_dir, path) = sandbox_config("teh", "");
-    let proxy = Proxlet::start(&["--config", path.to_str().unwrap(), "--upstream-ca", &ca]);
+    let (_dir, proxy) = sandbox_proxy("teh", "", &["--upstream-ca", &ca]);
     // Without --compressed curl would show the raw bytes: the host must have
     // decoded the gzip body and dropped Content-Encoding.
     let got = curl(&proxy, &["-D", "/dev/stderr", &origin.url("/gzip")]);
@@ -544,8 +548,11 @@ fn body_hooks_see_decoded_bodies_and_replace_them() {
         got.stderr
     );
 
-    let (_dir, path) = sandbox_config("upper", "limits = { max_body_mb = 1 }");
-    let proxy = Proxlet::start(&["--config", path.to_str().unwrap(), "--upstream-ca", &ca]);
+    let (_dir, proxy) = sandbox_proxy(
+        "upper",
+        "limits = { max_body_mb = 1 }",
+        &["--upstream-ca", &ca],
+    );
     let got = curl(
         &proxy,
         &["--data-binary", "quiet body", &origin.url("/echo")],
