@@ -18,7 +18,7 @@ use notify::{RecursiveMode, Watcher};
 use super::{chain::Slot, Chain, LoadedPlugin, PluginEngine, PluginSpec};
 
 /// Quiet time after the last file event before a reload starts.
-const DEBOUNCE: Duration = Duration::from_millis(100);
+const DEBOUNCE: Duration = Duration::from_millis(50);
 
 /// Re-reads the plugin specs from the config file.
 pub type Resolver = Box<dyn Fn() -> Result<Vec<PluginSpec>, String> + Send + Sync>;
