@@ -9,4 +9,4 @@ wasmtime::component::bindgen!({
 });
 
 pub use exports::proxlet::plugin::{error_hooks, lifecycle, request_hooks, response_hooks};
-pub use proxlet::plugin::types;
+pub use self::proxlet::plugin::types;
