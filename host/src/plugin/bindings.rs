@@ -8,5 +8,5 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use exports::proxlet::plugin::{error_hooks, lifecycle, request_hooks, response_hooks};
 pub use self::proxlet::plugin::types;
+pub use exports::proxlet::plugin::{error_hooks, lifecycle, request_hooks, response_hooks};
