@@ -64,45 +64,46 @@ pub(crate) async fn handle(
 
     // 3. on-request: plugins whose prefilter matches decide first.
     let plugins = proxy.plugins.load().for_flow(&parts.method, &parts.uri);
-    let flow = FlowInfo {
+    // Built only when a plugin will see the flow: no per-request cost otherwise.
+    let flow = (!plugins.is_empty()).then(|| FlowInfo {
         id: record.id,
         client: conn.client.to_string(),
         intercepted_tls: conn.tunnel.is_some(),
-    };
-    let decision = if plugins.is_empty() {
-        RequestDecision::Continue
-    } else {
-        plugins
-            .on_request(&flow, &mut parts, &mut body, &mut notes)
-            .await
+    });
+    let decision = match &flow {
+        Some(flow) => {
+            plugins
+                .on_request(flow, &mut parts, &mut body, &mut notes)
+                .await
+        }
+        None => RequestDecision::Continue,
     };
 
     let response = match decision {
         RequestDecision::Respond(response) => response,
         RequestDecision::Continue => {
             // What on-response and on-error plugins see of the request.
-            let sent = (!plugins.is_empty()).then(|| SentRequest {
-                method: parts.method.clone(),
-                uri: parts.uri.clone(),
-                headers: parts.headers.clone(),
+            let sent = flow.map(|flow| {
+                let request = SentRequest {
+                    method: parts.method.clone(),
+                    uri: parts.uri.clone(),
+                    headers: parts.headers.clone(),
+                };
+                (flow, request)
             });
             // 4. Upstream.
             headers::remove_hop_by_hop(&mut parts.headers);
             headers::remove_redundant_host(&mut parts.headers, &parts.uri);
             // hyper-util picks HTTP/1.1 or HTTP/2 per pooled connection from 1.1.
             parts.version = Version::HTTP_11;
-            match proxy
-                .upstream
-                .send(Request::from_parts(parts, boxed(body)))
-                .await
-            {
+            match proxy.upstream.send(Request::from_parts(parts, body)).await {
                 // 5. on-response.
                 Ok(response) => {
                     record.upstream_version = Some(response.version());
                     let response = response.map(boxed);
                     match &sent {
-                        Some(sent) if plugins.wants(Hooks::ON_RESPONSE) => {
-                            plugins.on_response(&flow, sent, response, &mut notes).await
+                        Some((flow, sent)) if plugins.wants(Hooks::ON_RESPONSE) => {
+                            plugins.on_response(flow, sent, response, &mut notes).await
                         }
                         _ => response,
                     }
@@ -111,9 +112,9 @@ pub(crate) async fn handle(
                     tracing::debug!(flow = record.id, "upstream failed: {}", error.reason);
                     notes.push(error.reason.clone());
                     let answered = match &sent {
-                        Some(sent) if plugins.wants(Hooks::ON_ERROR) => {
+                        Some((flow, sent)) if plugins.wants(Hooks::ON_ERROR) => {
                             plugins
-                                .on_error(&flow, sent, &error.to_plugin(), &mut notes)
+                                .on_error(flow, sent, &error.to_plugin(), &mut notes)
                                 .await
                         }
                         _ => None,
