@@ -319,14 +319,18 @@ async fn request_body(
     notes: &mut Vec<String>,
 ) -> Option<Response<Body>> {
     let name = &plugin.spec.name;
-    let limit = plugin.spec.limits.max_body_bytes;
-    let raw = match collect_limited(std::mem::replace(body, full(Bytes::new())), limit).await {
-        Collected::Complete(raw) => raw,
-        Collected::TooLarge(rest) => {
+    if !plugin.hooks.contains(Hooks::ON_REQUEST_BODY) {
+        tracing::warn!("plugin {name} asked for the request body but has no on-request-body hook");
+        return None;
+    }
+    let decoded = match buffer(plugin, body, &parts.headers).await {
+        Buffered::Decoded(decoded) => decoded,
+        Buffered::TooLarge(rest) => {
             // Let the client finish sending (up to a bound) so it reads the
             // 413 instead of a reset stream.
             tokio::spawn(drain(rest, DRAIN_LIMIT));
             notes.push(format!("{name}=body-too-large"));
+            let limit = plugin.spec.limits.max_body_bytes;
             tracing::warn!(
                 "request body is over the {limit} byte limit of plugin {name}: answering 413"
             );
@@ -338,21 +342,15 @@ async fn request_body(
                 ),
             ));
         }
-        Collected::Failed(e) => {
+        Buffered::Failed(e) => {
             return Some(text_response(
                 StatusCode::BAD_REQUEST,
                 format!("proxlet: reading the request body failed: {e}"),
             ))
         }
-    };
-    *body = full(raw.clone());
-    if !plugin.hooks.contains(Hooks::ON_REQUEST_BODY) {
-        tracing::warn!("plugin {name} asked for the request body but has no on-request-body hook");
-        return None;
-    }
-    let decoded = match encoding::decode(content_encoding(&parts.headers), &raw, limit) {
-        Ok(decoded) => decoded,
-        Err(e) => return failure(plugin, format!("plugin {name}: request body: {e}"), notes),
+        Buffered::Undecodable(e) => {
+            return failure(plugin, format!("plugin {name}: request body: {e}"), notes)
+        }
     };
     let head = heads::request_head(parts, plugin.spec.credentials);
     match plugin.on_request_body(flow, &head, decoded).await {
@@ -384,34 +382,31 @@ async fn response_body(
     notes: &mut Vec<String>,
 ) -> Option<Response<Body>> {
     let name = &plugin.spec.name;
-    let limit = plugin.spec.limits.max_body_bytes;
-    let raw = match collect_limited(std::mem::replace(body, full(Bytes::new())), limit).await {
-        Collected::Complete(raw) => raw,
-        Collected::TooLarge(rest) => {
-            *body = rest;
-            let reason = format!(
-                "the response body exceeds the {} MiB limit of plugin {name}",
-                limit >> 20
-            );
-            return failure(plugin, reason, notes);
-        }
-        Collected::Failed(e) => {
-            return Some(text_response(
-                StatusCode::BAD_GATEWAY,
-                format!("proxlet: reading the upstream body failed: {e}"),
-            ))
-        }
-    };
-    *body = full(raw.clone());
     if !plugin.hooks.contains(Hooks::ON_RESPONSE_BODY) {
         tracing::warn!(
             "plugin {name} asked for the response body but has no on-response-body hook"
         );
         return None;
     }
-    let decoded = match encoding::decode(content_encoding(&parts.headers), &raw, limit) {
-        Ok(decoded) => decoded,
-        Err(e) => return failure(plugin, format!("plugin {name}: response body: {e}"), notes),
+    let decoded = match buffer(plugin, body, &parts.headers).await {
+        Buffered::Decoded(decoded) => decoded,
+        Buffered::TooLarge(rest) => {
+            *body = rest;
+            let reason = format!(
+                "the response body exceeds the {} MiB limit of plugin {name}",
+                plugin.spec.limits.max_body_bytes >> 20
+            );
+            return failure(plugin, reason, notes);
+        }
+        Buffered::Failed(e) => {
+            return Some(text_response(
+                StatusCode::BAD_GATEWAY,
+                format!("proxlet: reading the upstream body failed: {e}"),
+            ))
+        }
+        Buffered::Undecodable(e) => {
+            return failure(plugin, format!("plugin {name}: response body: {e}"), notes)
+        }
     };
     let head = heads::response_head(parts, plugin.spec.credentials);
     match plugin.on_response_body(flow, request, &head, decoded).await {
@@ -441,6 +436,36 @@ async fn drain(mut body: Body, limit: u64) {
             },
             () = &mut deadline => return,
         }
+    }
+}
+
+/// A body read into memory for a body hook.
+enum Buffered {
+    /// The decoded body; the message keeps the raw bytes as its body.
+    Decoded(Vec<u8>),
+    /// Over the plugin's limit: the body as it was.
+    TooLarge(Body),
+    /// The body failed while being read.
+    Failed(String),
+    /// Read, but its Content-Encoding could not be decoded within the limit.
+    Undecodable(String),
+}
+
+/// Reads `body` up to the plugin's `max_body_bytes`, puts the raw bytes back
+/// as the message body, and decodes them per `headers`' Content-Encoding.
+async fn buffer(plugin: &LoadedPlugin, body: &mut Body, headers: &HeaderMap) -> Buffered {
+    let limit = plugin.spec.limits.max_body_bytes;
+    match collect_limited(std::mem::replace(body, full(Bytes::new())), limit).await {
+        Collected::Complete(raw) => {
+            let decoded = encoding::decode(content_encoding(headers), &raw, limit);
+            *body = full(raw);
+            match decoded {
+                Ok(decoded) => Buffered::Decoded(decoded),
+                Err(e) => Buffered::Undecodable(e),
+            }
+        }
+        Collected::TooLarge(rest) => Buffered::TooLarge(rest),
+        Collected::Failed(e) => Buffered::Failed(e),
     }
 }
 
