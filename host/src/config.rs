@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::{
     cli::RunArgs,
     error::{Error, Result},
-    plugin::PluginSpec,
+    plugin::{builtin, PluginSpec},
 };
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -202,7 +202,12 @@ impl Settings {
             .map(Path::to_owned)
             .unwrap_or_default();
 
-        let plugins = plugin_chain(args, &file, &base)?;
+        let cache_dir = args
+            .cache_dir
+            .clone()
+            .or(file.cache_dir.as_ref().map(|p| base.join(p)))
+            .unwrap_or_else(|| DEFAULT_CACHE_DIR.into());
+        let plugins = plugin_chain(args, &file, &base, &cache_dir)?;
 
         let mode = args
             .mode
@@ -282,11 +287,7 @@ impl Settings {
         Ok(Self {
             listen,
             home,
-            cache_dir: args
-                .cache_dir
-                .clone()
-                .or(file.cache_dir.map(|p| base.join(p)))
-                .unwrap_or_else(|| DEFAULT_CACHE_DIR.into()),
+            cache_dir,
             upstream_ca,
             insecure_upstream: args.insecure_upstream || file.insecure_upstream.unwrap_or(false),
             ignore_hosts,
@@ -297,37 +298,50 @@ impl Settings {
     }
 }
 
-/// Built-in plugin names (embedded first-party plugins).
-pub const BUILTIN_PLUGINS: [&str; 4] = ["cache", "error-links", "pypi-slash", "replace"];
+/// The chain when neither `--plugin` nor `[[plugin]]` names one: the
+/// caching stack.
+pub const DEFAULT_CHAIN: [&str; 3] = ["pypi-slash", "error-links", "cache"];
 
 /// The chain: `--plugin` specs replace the file's `[[plugin]]` entries;
-/// `--plugin none` means no plugins.
-fn plugin_chain(args: &RunArgs, file: &FileConfig, base: &Path) -> Result<Vec<PluginSpec>> {
+/// `--plugin none` means no plugins; neither gives [`DEFAULT_CHAIN`].
+fn plugin_chain(
+    args: &RunArgs,
+    file: &FileConfig,
+    base: &Path,
+    cache_dir: &Path,
+) -> Result<Vec<PluginSpec>> {
     let invalid = |reason: String| Error::InvalidPlugin { reason };
-    let unavailable = |name: &str| {
-        invalid(format!(
-            "built-in plugin \"{name}\" is not available in this build yet: give a .wasm path instead"
-        ))
+    let named = |names: &mut dyn Iterator<Item = &str>| {
+        names
+            .map(|name| match builtin::component(name) {
+                Some(_) => builtin::spec(name, None, base, cache_dir),
+                None => Ok(PluginSpec::from_path(PathBuf::from(name))),
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(invalid)
     };
     if !args.plugins.is_empty() {
-        let mut specs = Vec::new();
-        for spec in args.plugins.iter().filter(|p| p.as_str() != "none") {
-            if BUILTIN_PLUGINS.contains(&spec.as_str()) {
-                return Err(unavailable(spec));
-            }
-            specs.push(PluginSpec::from_path(PathBuf::from(spec)));
-        }
-        return Ok(specs);
+        return named(
+            &mut args
+                .plugins
+                .iter()
+                .map(String::as_str)
+                .filter(|p| *p != "none"),
+        );
+    }
+    if file.plugins.is_empty() {
+        return named(&mut DEFAULT_CHAIN.into_iter());
     }
     file.plugins
         .iter()
-        .map(|entry| {
-            if entry.path.is_none() && BUILTIN_PLUGINS.contains(&entry.name.as_str()) {
-                return Err(unavailable(&entry.name));
-            }
-            PluginSpec::from_entry(entry, base).map_err(invalid)
-        })
-        .collect()
+        .map(
+            |entry| match (&entry.path, builtin::component(&entry.name)) {
+                (None, Some(_)) => builtin::spec(&entry.name, Some(entry), base, cache_dir),
+                _ => PluginSpec::from_entry(entry, base),
+            },
+        )
+        .collect::<std::result::Result<_, _>>()
+        .map_err(invalid)
 }
 
 #[cfg(test)]

@@ -77,12 +77,20 @@ impl Proxlet {
     }
 
     /// Starts proxlet with `args` and `home`; on failure returns what it printed.
+    /// Unless `args` choose plugins (`--plugin`, `--config`), none run; the
+    /// cache dir of built-in plugins defaults to `<home>/proxlet-cache`.
     pub fn start_with_home(home: &Path, args: &[&str]) -> Result<Self, String> {
-        let mut child = command()
+        let mut command = command();
+        command
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--home")
             .arg(home)
+            .env("PROXLET_CACHE_DIR", home.join("proxlet-cache"));
+        if !args.iter().any(|a| *a == "--plugin" || *a == "--config") {
+            command.arg("--plugin").arg("none");
+        }
+        let mut child = command
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

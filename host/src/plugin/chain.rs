@@ -15,6 +15,7 @@ use super::{
         ResponseBodyAction, ResponseHead, UpstreamError,
     },
     engine::PluginEngine,
+    fill::{self, FillLease},
     heads,
     instance::LoadedPlugin,
     spec::PluginSpec,
@@ -23,6 +24,10 @@ use crate::proxy::{
     body::{boxed, collect_limited, full, text_response, Body, Collected},
     encoding, files,
 };
+
+/// How often a flow waits for other flows filling the same key before it
+/// fetches on its own.
+const MAX_FILL_WAITS: u32 = 3;
 
 /// One position of the chain; its plugin can be swapped by a reload.
 pub struct Slot {
@@ -122,19 +127,36 @@ impl FlowPlugins {
         self.with_hook(hook).next().is_some()
     }
 
-    /// Runs `on-request` of each plugin in order.
+    /// Runs `on-request` of each plugin in order. Leases of `fill` go to
+    /// `leases`, to be held until the response is done.
     pub async fn on_request(
         &self,
         flow: &FlowInfo,
         parts: &mut http::request::Parts,
         body: &mut Body,
         notes: &mut Vec<String>,
+        leases: &mut Vec<FillLease>,
     ) -> RequestDecision {
         for plugin in self.with_hook(Hooks::ON_REQUEST) {
             let credentials = plugin.spec.credentials;
-            let head = heads::request_head(parts, credentials);
-            let action = plugin.on_request(flow, &head).await;
             let name = &plugin.spec.name;
+            let mut waits = 0;
+            let action = loop {
+                let head = heads::request_head(parts, credentials);
+                match plugin.on_request(flow, &head).await {
+                    Ok(RequestAction::Fill(fill)) if waits < MAX_FILL_WAITS => {
+                        if let Some(lease) = fill::acquire(name, &fill.key).await {
+                            leases.push(lease);
+                            break Ok(RequestAction::Continue(fill.head));
+                        }
+                        waits += 1;
+                        notes.push(format!("{name}=waited"));
+                    }
+                    // Still busy after several waits: fetch without a lease.
+                    Ok(RequestAction::Fill(fill)) => break Ok(RequestAction::Continue(fill.head)),
+                    other => break other,
+                }
+            };
             let edit = match action {
                 Err(reason) => match failure(plugin, reason, notes) {
                     Some(response) => return RequestDecision::Respond(response),
@@ -158,22 +180,19 @@ impl FlowPlugins {
                     tokio::time::sleep(std::time::Duration::from_millis(delay.ms.into())).await;
                     delay.head
                 }
-                Ok(RequestAction::NeedBody) => {
+                Ok(RequestAction::NeedBody(edit)) => {
+                    if let Some(response) = edit_request(plugin, parts, edit, notes) {
+                        return RequestDecision::Respond(response);
+                    }
                     if let Some(response) = request_body(plugin, flow, parts, body, notes).await {
                         return RequestDecision::Respond(response);
                     }
                     None
                 }
+                Ok(RequestAction::Fill(_)) => unreachable!("fill is resolved above"),
             };
-            if let Some(head) = edit {
-                if let Err(reason) = heads::apply_request(parts, head, credentials) {
-                    let reason = format!("plugin {name} returned a bad request head: {reason}");
-                    if let Some(response) = failure(plugin, reason, notes) {
-                        return RequestDecision::Respond(response);
-                    }
-                } else {
-                    notes.push(format!("{name}=edit"));
-                }
+            if let Some(response) = edit_request(plugin, parts, edit, notes) {
+                return RequestDecision::Respond(response);
             }
         }
         RequestDecision::Continue
@@ -223,7 +242,22 @@ impl FlowPlugins {
                             .get(http::header::CONTENT_LENGTH)
                             .and_then(|v| v.to_str().ok())
                             .and_then(|v| v.parse().ok());
-                        body = match files::Tee::new(body, dest, expected, flow.id) {
+                        let sidecar = match store.sidecar {
+                            None => None,
+                            Some(sidecar) => {
+                                match files::resolve_guest_path(&plugin.spec.dirs, &sidecar.path) {
+                                    Some(path) => Some((path, sidecar.contents)),
+                                    None => {
+                                        tracing::warn!(
+                                        "plugin {name}: sidecar {:?} is outside its granted dirs",
+                                        sidecar.path
+                                    );
+                                        None
+                                    }
+                                }
+                            }
+                        };
+                        body = match files::Tee::new(body, dest, expected, flow.id, sidecar) {
                             Ok(tee) => {
                                 notes.push(format!("{name}=store"));
                                 boxed(tee)
@@ -247,7 +281,10 @@ impl FlowPlugins {
                         None
                     }
                 }
-                Ok(ResponseAction::NeedBody) => {
+                Ok(ResponseAction::NeedBody(edit)) => {
+                    if let Some(response) = edit_response(plugin, &mut parts, edit, notes) {
+                        return response;
+                    }
                     let request_head = request.head(credentials);
                     let outcome =
                         response_body(plugin, flow, &request_head, &mut parts, &mut body, notes);
@@ -257,17 +294,8 @@ impl FlowPlugins {
                     None
                 }
             };
-            if let Some(head) = edit {
-                match heads::apply_response(&mut parts, head, credentials) {
-                    Ok(()) => notes.push(format!("{name}=edit")),
-                    Err(reason) => {
-                        let reason =
-                            format!("plugin {name} returned a bad response head: {reason}");
-                        if let Some(response) = failure(plugin, reason, notes) {
-                            return response;
-                        }
-                    }
-                }
+            if let Some(response) = edit_response(plugin, &mut parts, edit, notes) {
+                return response;
             }
         }
         Response::from_parts(parts, body)
@@ -306,6 +334,48 @@ impl FlowPlugins {
             }
         }
         None
+    }
+}
+
+/// Applies a plugin's edited request head; a bad one is a plugin failure.
+fn edit_request(
+    plugin: &LoadedPlugin,
+    parts: &mut http::request::Parts,
+    edit: Option<types::RequestHead>,
+    notes: &mut Vec<String>,
+) -> Option<Response<Body>> {
+    let name = &plugin.spec.name;
+    match heads::apply_request(parts, edit?, plugin.spec.credentials) {
+        Ok(()) => {
+            notes.push(format!("{name}=edit"));
+            None
+        }
+        Err(reason) => failure(
+            plugin,
+            format!("plugin {name} returned a bad request head: {reason}"),
+            notes,
+        ),
+    }
+}
+
+/// Applies a plugin's edited response head; a bad one is a plugin failure.
+fn edit_response(
+    plugin: &LoadedPlugin,
+    parts: &mut http::response::Parts,
+    edit: Option<ResponseHead>,
+    notes: &mut Vec<String>,
+) -> Option<Response<Body>> {
+    let name = &plugin.spec.name;
+    match heads::apply_response(parts, edit?, plugin.spec.credentials) {
+        Ok(()) => {
+            notes.push(format!("{name}=edit"));
+            None
+        }
+        Err(reason) => failure(
+            plugin,
+            format!("plugin {name} returned a bad response head: {reason}"),
+            notes,
+        ),
     }
 }
 

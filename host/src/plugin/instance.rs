@@ -70,13 +70,25 @@ impl LoadedPlugin {
     /// plugin of `spec`. The error is one sentence naming the file.
     pub async fn load(engine: &Arc<PluginEngine>, spec: Arc<PluginSpec>) -> Result<Self, String> {
         let path = spec.path.clone();
+        let builtin = spec.builtin;
         let compiler = engine.clone();
         // Reading and compiling is heavy (seconds for large components): off
         // the async workers.
+        let dirs = spec.dirs.clone();
         let linked = tokio::task::spawn_blocking(move || {
-            let bytes = std::fs::read(&path).map_err(|e| {
-                format!("cannot read plugin {path:?}: {e} (check --plugin or [[plugin]].path)")
-            })?;
+            if builtin.is_some() {
+                // The cache dir of built-in plugins is theirs to create.
+                for (_, dir) in &dirs {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                }
+            }
+            let bytes = match builtin {
+                Some(bytes) => std::borrow::Cow::Borrowed(bytes),
+                None => std::borrow::Cow::Owned(std::fs::read(&path).map_err(|e| {
+                    format!("cannot read plugin {path:?}: {e} (check --plugin or [[plugin]].path)")
+                })?),
+            };
             link(&compiler, &bytes, &path)
         })
         .await

@@ -3,8 +3,10 @@
 //! through, and hot reload when a plugin file changes.
 
 mod bindings;
+pub mod builtin;
 mod chain;
 mod engine;
+mod fill;
 mod heads;
 mod instance;
 mod reload;
@@ -13,6 +15,7 @@ mod spec;
 pub use bindings::types::{ErrorKind, FlowInfo, Hooks, UpstreamError};
 pub use chain::{Chain, FlowPlugins, RequestDecision, SentRequest};
 pub use engine::PluginEngine;
+pub use fill::FillLease;
 pub use instance::LoadedPlugin;
 pub use reload::{watch, Resolver};
 pub use spec::{Limits, Matcher, PluginSpec};

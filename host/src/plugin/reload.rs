@@ -47,6 +47,7 @@ pub fn watch(
         .load()
         .slots
         .iter()
+        .filter(|s| s.spec.builtin.is_none())
         .map(|s| absolute(&s.spec.path))
         .collect();
     files.extend(config.iter().map(|(path, _)| path.clone()));
@@ -151,7 +152,11 @@ async fn reload_config(
         names.join(", "),
         started.elapsed().as_millis()
     );
-    let files = slots.iter().map(|s| absolute(&s.spec.path)).collect();
+    let files = slots
+        .iter()
+        .filter(|s| s.spec.builtin.is_none())
+        .map(|s| absolute(&s.spec.path))
+        .collect();
     chain.store(Arc::new(Chain { slots }));
     Some(files)
 }

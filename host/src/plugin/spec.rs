@@ -13,7 +13,10 @@ pub const DEFAULT_MAX_BODY_MB: u64 = 16;
 #[derive(Debug, Clone)]
 pub struct PluginSpec {
     pub name: Arc<str>,
+    /// The component file; `builtin:NAME` for embedded plugins.
     pub path: PathBuf,
+    /// The component of an embedded plugin (no file, never reloaded).
+    pub builtin: Option<&'static [u8]>,
     /// The `config` table as JSON, passed to `init`.
     pub config_json: String,
     /// Granted directories: guest path, host path.
@@ -72,6 +75,7 @@ impl PluginSpec {
         Self {
             name: name.into(),
             path,
+            builtin: None,
             config_json: "{}".into(),
             dirs: Vec::new(),
             limits: Limits::default(),
@@ -85,18 +89,31 @@ impl PluginSpec {
     pub fn from_entry(entry: &PluginEntry, base: &std::path::Path) -> Result<Self, String> {
         let name = entry.name.as_str();
         let path = entry.path.as_ref().ok_or_else(|| {
-            format!("[[plugin]] \"{name}\" has no path (built-in plugins are not available yet)")
+            format!(
+                "[[plugin]] \"{name}\" has no path and is not a built-in plugin ({})",
+                super::builtin::NAMES.join(", ")
+            )
         })?;
         let mut spec = Self::from_path(base.join(path));
         spec.name = name.into();
+        spec.configure(entry, base)?;
+        Ok(spec)
+    }
+
+    /// Applies the settings of a `[[plugin]]` entry (all but the source).
+    pub fn configure(&mut self, entry: &PluginEntry, base: &std::path::Path) -> Result<(), String> {
+        let spec = self;
+        let name = entry.name.as_str();
         if let Some(config) = &entry.config {
             spec.config_json = serde_json::to_string(config).map_err(|e| e.to_string())?;
         }
         if let Some(dirs) = &entry.dirs {
-            spec.dirs = dirs
-                .iter()
-                .map(|(guest, host)| (guest.clone(), base.join(host)))
-                .collect();
+            spec.dirs
+                .retain(|(guest, _)| !dirs.contains_key(guest.as_str()));
+            spec.dirs.extend(
+                dirs.iter()
+                    .map(|(guest, host)| (guest.clone(), base.join(host))),
+            );
         }
         if let Some(limits) = &entry.limits {
             for (key, value) in limits {
@@ -137,7 +154,7 @@ impl PluginSpec {
         if let Some(table) = &entry.matcher {
             spec.matcher = matcher(name, table)?;
         }
-        Ok(spec)
+        Ok(())
     }
 }
 

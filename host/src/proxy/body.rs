@@ -52,6 +52,8 @@ pub struct FlowRecord {
     pub started: Instant,
     /// Why proxlet answered itself, if it did.
     pub note: Option<String>,
+    /// `fill` leases, released when the flow's response is done.
+    pub leases: Vec<crate::plugin::FillLease>,
 }
 
 impl FlowRecord {

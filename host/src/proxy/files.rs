@@ -228,6 +228,8 @@ pub struct Tee<B> {
     dest: PathBuf,
     written: u64,
     expected: Option<u64>,
+    /// Written after the body was stored, only then.
+    sidecar: Option<(PathBuf, Vec<u8>)>,
 }
 
 impl<B> Tee<B> {
@@ -237,6 +239,7 @@ impl<B> Tee<B> {
         dest: PathBuf,
         expected: Option<u64>,
         flow: u64,
+        sidecar: Option<(PathBuf, Vec<u8>)>,
     ) -> Result<Self, (B, String)> {
         let dir = dest.parent().map(Path::to_owned).unwrap_or_default();
         let name = dest
@@ -258,6 +261,7 @@ impl<B> Tee<B> {
                 dest,
                 written: 0,
                 expected,
+                sidecar,
             }),
             Err(e) => Err((inner, format!("cannot store into {}: {e}", dest.display()))),
         }
@@ -281,8 +285,27 @@ impl<B> Tee<B> {
         if let Err(e) = std::fs::rename(&self.temp, &self.dest) {
             let _ = std::fs::remove_file(&self.temp);
             tracing::error!("cannot store {}: {e}", self.dest.display());
+            return;
+        }
+        if let Some((path, contents)) = self.sidecar.take() {
+            if let Err(e) = write_atomically(&path, &contents) {
+                tracing::error!("cannot write {}: {e}", path.display());
+            }
         }
     }
+}
+
+/// Writes `contents` to a temp file beside `path`, then renames it over `path`.
+pub fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let temp = dir.join(format!(".{name}.proxlet-{}.tmp", std::process::id()));
+    std::fs::write(&temp, contents)
+        .and_then(|()| std::fs::rename(&temp, path))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&temp);
+        })
 }
 
 impl<B> HttpBody for Tee<B>

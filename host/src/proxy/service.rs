@@ -28,6 +28,7 @@ pub(crate) async fn handle(
         status: StatusCode::OK,
         started: Instant::now(),
         note: None,
+        leases: Vec::new(),
     };
 
     // 1. CONNECT opens a tunnel, intercepted or not (connect.rs).
@@ -73,7 +74,7 @@ pub(crate) async fn handle(
     let decision = match &flow {
         Some(flow) => {
             plugins
-                .on_request(flow, &mut parts, &mut body, &mut notes)
+                .on_request(flow, &mut parts, &mut body, &mut notes, &mut record.leases)
                 .await
         }
         None => RequestDecision::Continue,

@@ -25,13 +25,19 @@ pub mod bindings {
     });
 }
 
+pub mod accept;
+pub mod cachepath;
+#[cfg(feature = "filter")]
+pub mod filter;
+
 use std::{any::Any, cell::RefCell};
 
 use bindings::exports::proxlet::plugin::{error_hooks, lifecycle, request_hooks, response_hooks};
 pub use bindings::proxlet::plugin::host::log as host_log;
 pub use bindings::proxlet::plugin::types::{
-    Body, Delay, ErrorKind, FlowInfo, Headers, Hooks, Level, RequestAction, RequestBodyAction,
-    RequestHead, Response, ResponseAction, ResponseBodyAction, ResponseHead, Store, UpstreamError,
+    Body, Delay, ErrorKind, Fill, FlowInfo, Headers, Hooks, Level, RequestAction,
+    RequestBodyAction, RequestHead, Response, ResponseAction, ResponseBodyAction, ResponseHead,
+    Sidecar, Store, UpstreamError,
 };
 
 /// A plugin. `new` runs once per instance with the JSON config; the hooks
@@ -91,9 +97,15 @@ thread_local! {
 }
 
 fn with<P: Plugin, R>(default: R, f: impl FnOnce(&mut P) -> R) -> R {
-    STATE.with(|state| match state.borrow_mut().as_mut().and_then(|b| b.downcast_mut::<P>()) {
-        Some(plugin) => f(plugin),
-        None => default,
+    STATE.with(|state| {
+        match state
+            .borrow_mut()
+            .as_mut()
+            .and_then(|b| b.downcast_mut::<P>())
+        {
+            Some(plugin) => f(plugin),
+            None => default,
+        }
     })
 }
 
@@ -111,17 +123,23 @@ impl<P: Plugin> lifecycle::Guest for Exports<P> {
 
 impl<P: Plugin> request_hooks::Guest for Exports<P> {
     fn on_request(flow: FlowInfo, head: RequestHead) -> RequestAction {
-        with::<P, _>(RequestAction::Continue(None), |p| p.on_request(&flow, &head))
+        with::<P, _>(RequestAction::Continue(None), |p| {
+            p.on_request(&flow, &head)
+        })
     }
 
     fn on_request_body(flow: FlowInfo, head: RequestHead, body: Vec<u8>) -> RequestBodyAction {
-        with::<P, _>(RequestBodyAction::Continue, |p| p.on_request_body(&flow, &head, body))
+        with::<P, _>(RequestBodyAction::Continue, |p| {
+            p.on_request_body(&flow, &head, body)
+        })
     }
 }
 
 impl<P: Plugin> response_hooks::Guest for Exports<P> {
     fn on_response(flow: FlowInfo, request: RequestHead, response: ResponseHead) -> ResponseAction {
-        with::<P, _>(ResponseAction::Continue(None), |p| p.on_response(&flow, &request, &response))
+        with::<P, _>(ResponseAction::Continue(None), |p| {
+            p.on_response(&flow, &request, &response)
+        })
     }
 
     fn on_response_body(
@@ -185,4 +203,34 @@ pub fn url_parts(url: &str) -> Option<(&str, &str, Option<u16>, &str)> {
         _ => (authority, None),
     };
     Some((scheme, host, port, if path.is_empty() { "/" } else { path }))
+}
+
+/// A response of `status` with `headers` and a text body.
+pub fn text_response(status: u16, headers: Headers, text: &str) -> Response {
+    let mut headers = headers;
+    if header(&headers, "content-type").is_none() {
+        headers.push(("content-type".into(), b"text/plain; charset=utf-8".to_vec()));
+    }
+    Response {
+        head: ResponseHead { status, headers },
+        body: Body::Bytes(text.as_bytes().to_vec()),
+    }
+}
+
+/// Whether header `name` is present.
+pub fn has_header(headers: &Headers, name: &str) -> bool {
+    headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
+}
+
+/// The comma-separated tokens of every `name` field, trimmed and lowercase
+/// (e.g. `Vary`, `Cache-Control` directives).
+pub fn header_tokens(headers: &Headers, name: &str) -> Vec<String> {
+    headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
 }

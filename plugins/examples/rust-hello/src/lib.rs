@@ -20,7 +20,12 @@ impl Plugin for Hello {
         Ok(Hello { greeting })
     }
 
-    fn on_response(&mut self, _: &FlowInfo, _: &RequestHead, response: &ResponseHead) -> ResponseAction {
+    fn on_response(
+        &mut self,
+        _: &FlowInfo,
+        _: &RequestHead,
+        response: &ResponseHead,
+    ) -> ResponseAction {
         let mut head = response.clone();
         proxlet_plugin::set_header(&mut head.headers, "x-hello", &self.greeting);
         ResponseAction::Continue(Some(head))

@@ -98,7 +98,11 @@ impl Plugin for Sandbox {
                     .headers
                     .iter()
                     .any(|(n, _)| n == "authorization" || n == "cookie");
-                set_header(&mut edited.headers, "x-saw-credentials", if saw { "yes" } else { "no" });
+                set_header(
+                    &mut edited.headers,
+                    "x-saw-credentials",
+                    if saw { "yes" } else { "no" },
+                );
                 set_header(&mut edited.headers, "authorization", "Bearer from-plugin");
                 RequestAction::Continue(Some(edited))
             }
@@ -109,7 +113,7 @@ impl Plugin for Sandbox {
                 },
                 body: Body::File(data_path(&head.url)),
             }),
-            "upper" => RequestAction::NeedBody,
+            "upper" => RequestAction::NeedBody(None),
             "net" => {
                 let connect = match std::net::TcpStream::connect(self.target.as_str()) {
                     Ok(_) => "connect: connected".to_owned(),
@@ -125,7 +129,12 @@ impl Plugin for Sandbox {
         }
     }
 
-    fn on_request_body(&mut self, _: &FlowInfo, _: &RequestHead, body: Vec<u8>) -> RequestBodyAction {
+    fn on_request_body(
+        &mut self,
+        _: &FlowInfo,
+        _: &RequestHead,
+        body: Vec<u8>,
+    ) -> RequestBodyAction {
         RequestBodyAction::Replace(body.to_ascii_uppercase())
     }
 
@@ -140,12 +149,18 @@ impl Plugin for Sandbox {
         ResponseBodyAction::Replace(text.into_bytes())
     }
 
-    fn on_response(&mut self, _: &FlowInfo, request: &RequestHead, _: &ResponseHead) -> ResponseAction {
+    fn on_response(
+        &mut self,
+        _: &FlowInfo,
+        request: &RequestHead,
+        _: &ResponseHead,
+    ) -> ResponseAction {
         match self.mode.as_str() {
-            "teh" => ResponseAction::NeedBody,
+            "teh" => ResponseAction::NeedBody(None),
             "store" => ResponseAction::Store(Store {
                 path: data_path(&request.url),
                 head: None,
+                sidecar: None,
             }),
             _ => ResponseAction::Continue(None),
         }

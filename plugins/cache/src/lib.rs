@@ -1,0 +1,538 @@
+//! The `cache` plugin: responses as plain files under the cache dir, laid out
+//! by URL (see `proxlet_plugin::cachepath`), served by the host on a hit,
+//! fetched once and stored atomically on a miss. Metadata (type, validators,
+//! the Vary'd request headers, when it was stored) lives in a hidden sidecar
+//! tree and is optional: a hand-dropped file is served as it is.
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use proxlet_plugin::{
+    accept, cachepath, has_header, header, header_tokens, log, remove_header, set_header,
+    text_response, Body, Fill, FlowInfo, Headers, Hooks, Level, Plugin, RequestAction, RequestHead,
+    Response, ResponseAction, ResponseHead, Sidecar, Store, UpstreamError,
+};
+use serde::{Deserialize, Serialize};
+
+/// Configuration (the `[plugin.config]` table).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct Config {
+    /// The cache directory as the plugin sees it.
+    dir: String,
+    /// Never contact the upstream: a miss is a 504.
+    offline: bool,
+    /// Store responses marked `Cache-Control: no-store` or `private` too.
+    cache_anything: bool,
+    /// Share responses to requests that carried `Authorization`.
+    share_authorized: bool,
+    /// Entries matching one of these are revalidated after their TTL;
+    /// everything else is fresh forever.
+    revalidate: Vec<RuleConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let rule = |url: Option<&str>, kind: Option<&str>| RuleConfig {
+            url: url.map(str::to_owned),
+            content_type: kind.map(str::to_owned),
+            ttl: "10m".into(),
+        };
+        Self {
+            dir: "/cache".into(),
+            offline: false,
+            cache_anything: false,
+            share_authorized: false,
+            revalidate: vec![
+                // PyPI simple pages (PEP 503/691).
+                rule(Some("/simple/"), None),
+                // npm packuments: a JSON document at /name or /@scope%2fname.
+                rule(
+                    Some(r"^https?://[^/]+/(@[^/]+%2[fF])?[^/@?][^/?]*$"),
+                    Some("json"),
+                ),
+                // apt indexes; by-hash and pool files never change.
+                rule(
+                    Some(r"/dists/[^/]+/(InRelease|Release|Release\.gpg)$"),
+                    None,
+                ),
+                rule(
+                    Some(
+                        r"/dists/.+/(Packages|Sources|Contents-[^/]+|Translation-[^/]+)(\.(gz|xz|bz2|lz4|zst))?$",
+                    ),
+                    None,
+                ),
+            ],
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleConfig {
+    /// Regex on the URL.
+    url: Option<String>,
+    /// Substring of the stored Content-Type.
+    #[serde(rename = "type")]
+    content_type: Option<String>,
+    /// Time an entry stays fresh, e.g. "10m", "1h", "0".
+    ttl: String,
+}
+
+struct Rule {
+    url: Option<regex_lite::Regex>,
+    content_type: Option<String>,
+    ttl: Duration,
+}
+
+/// What the sidecar tree holds for one URL.
+#[derive(Default, Serialize, Deserialize)]
+struct Meta {
+    url: String,
+    /// The stored representations (several when the URL varies by Accept).
+    #[serde(default)]
+    variants: Vec<Variant>,
+    /// A permanent redirect the URL answered, replayed without a file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    redirect: Option<Redirect>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct Variant {
+    /// The file, relative to the cache dir.
+    file: String,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    content_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    etag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_modified: Option<String>,
+    /// Unix seconds when stored or last revalidated.
+    stored: u64,
+    /// Whether the response varied by Accept.
+    #[serde(default)]
+    by_accept: bool,
+    /// Other Vary'd request headers and their values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    vary: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Redirect {
+    status: u16,
+    location: String,
+}
+
+/// Request headers that would make the upstream answer something other than
+/// the whole current representation.
+const CONDITIONAL: [&str; 5] = [
+    "if-none-match",
+    "if-modified-since",
+    "if-match",
+    "if-unmodified-since",
+    "if-range",
+];
+
+struct Cache {
+    config: Config,
+    rules: Vec<Rule>,
+}
+
+/// A stored entry chosen for a request.
+struct Hit {
+    rel: String,
+    variant: Option<Variant>,
+}
+
+impl Plugin for Cache {
+    const HOOKS: Hooks = Hooks::ON_REQUEST
+        .union(Hooks::ON_RESPONSE)
+        .union(Hooks::ON_ERROR);
+
+    fn new(config: &str) -> Result<Self, String> {
+        let config: Config =
+            serde_json::from_str(config).map_err(|e| format!("cache config: {e}"))?;
+        let rules = config
+            .revalidate
+            .iter()
+            .map(|r| {
+                Ok(Rule {
+                    url: r
+                        .url
+                        .as_deref()
+                        .map(regex_lite::Regex::new)
+                        .transpose()
+                        .map_err(|e| format!("cache config: revalidate.url: {e}"))?,
+                    content_type: r.content_type.clone(),
+                    ttl: parse_duration(&r.ttl).ok_or_else(|| {
+                        format!(
+                            "cache config: revalidate.ttl {:?} is not a duration like 10m",
+                            r.ttl
+                        )
+                    })?,
+                })
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Self { config, rules })
+    }
+
+    fn on_request(&mut self, _: &FlowInfo, head: &RequestHead) -> RequestAction {
+        if !matches!(head.method.as_str(), "GET" | "HEAD") || self.private(head) {
+            return RequestAction::Continue(None);
+        }
+        let rel = match cachepath::url_to_path(&head.url) {
+            Ok(rel) => rel,
+            Err(e) => {
+                log(Level::Info, &format!("not caching {}: {e}", head.url));
+                return RequestAction::Continue(None);
+            }
+        };
+        let meta = self.read_meta(&rel);
+        if let Some(redirect) = meta.as_ref().and_then(|m| m.redirect.as_ref()) {
+            return RequestAction::Respond(text_response(
+                redirect.status,
+                vec![
+                    ("location".into(), redirect.location.clone().into_bytes()),
+                    ("x-proxlet".into(), b"cache;hit".to_vec()),
+                ],
+                "",
+            ));
+        }
+        let hit = self.choose(&rel, meta.as_ref(), &head.headers);
+        if let Some(hit) = &hit {
+            if self.config.offline || self.fresh(&head.url, hit) {
+                return RequestAction::Respond(self.serve(hit, "cache;hit"));
+            }
+        }
+        if self.config.offline {
+            return RequestAction::Respond(text_response(
+                504,
+                vec![("x-proxlet".into(), b"cache;offline-miss".to_vec())],
+                &format!(
+                    "proxlet cache: offline, and {} is not in the cache ({}/{rel})\n",
+                    head.url, self.config.dir
+                ),
+            ));
+        }
+        if head.method != "GET" {
+            return RequestAction::Continue(None);
+        }
+        // Fetch the whole, current, unencoded representation, once.
+        let mut edited = head.clone();
+        for name in CONDITIONAL.iter().chain(&["range"]) {
+            remove_header(&mut edited.headers, name);
+        }
+        set_header(&mut edited.headers, "accept-encoding", "identity");
+        if let Some(variant) = hit.and_then(|h| h.variant) {
+            if let Some(etag) = &variant.etag {
+                set_header(&mut edited.headers, "if-none-match", etag);
+            }
+            if let Some(date) = &variant.last_modified {
+                set_header(&mut edited.headers, "if-modified-since", date);
+            }
+        }
+        RequestAction::Fill(Fill {
+            key: rel,
+            head: Some(edited),
+        })
+    }
+
+    fn on_response(
+        &mut self,
+        _: &FlowInfo,
+        request: &RequestHead,
+        response: &ResponseHead,
+    ) -> ResponseAction {
+        if request.method != "GET" || self.private(request) {
+            return ResponseAction::Continue(None);
+        }
+        let Ok(rel) = cachepath::url_to_path(&request.url) else {
+            return ResponseAction::Continue(None);
+        };
+        match response.status {
+            304 if CONDITIONAL.iter().any(|h| has_header(&request.headers, h)) => {
+                self.revalidated(&rel, request)
+            }
+            301 | 308 => {
+                self.record_redirect(&rel, request, response);
+                ResponseAction::Continue(None)
+            }
+            200 => self.store(rel, request, response),
+            _ => ResponseAction::Continue(None),
+        }
+    }
+
+    fn on_error(
+        &mut self,
+        _: &FlowInfo,
+        request: &RequestHead,
+        error: &UpstreamError,
+    ) -> Option<Response> {
+        let rel = cachepath::url_to_path(&request.url).ok()?;
+        let meta = self.read_meta(&rel);
+        let hit = self.choose(&rel, meta.as_ref(), &request.headers)?;
+        log(
+            Level::Warn,
+            &format!(
+                "serving a stale copy of {}: the upstream failed ({})",
+                request.url, error.message
+            ),
+        );
+        Some(self.serve(&hit, "cache;stale"))
+    }
+}
+
+impl Cache {
+    fn guest(&self, rel: &str) -> String {
+        format!("{}/{rel}", self.config.dir)
+    }
+
+    /// A request carrying credentials is not shared unless configured.
+    fn private(&self, head: &RequestHead) -> bool {
+        !self.config.share_authorized && has_header(&head.headers, "authorization")
+    }
+
+    fn read_meta(&self, rel: &str) -> Option<Meta> {
+        let text = std::fs::read(self.guest(&cachepath::meta_path(rel))).ok()?;
+        match serde_json::from_slice(&text) {
+            Ok(meta) => Some(meta),
+            Err(e) => {
+                log(
+                    Level::Warn,
+                    &format!("ignoring broken metadata of {rel}: {e}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn write_meta(&self, rel: &str, meta: &Meta) {
+        let path = self.guest(&cachepath::meta_path(rel));
+        let written = std::path::Path::new(&path)
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&path, meta_json(meta)));
+        if let Err(e) = written {
+            log(Level::Error, &format!("cannot write {path}: {e}"));
+        }
+    }
+
+    fn is_file(&self, rel: &str) -> bool {
+        std::fs::metadata(self.guest(rel)).is_ok_and(|m| m.is_file())
+    }
+
+    /// The stored entry that answers this request: a variant whose type the
+    /// client accepts and whose Vary'd headers match, best quality first;
+    /// without metadata, a plain file at the path.
+    fn choose(&self, rel: &str, meta: Option<&Meta>, headers: &Headers) -> Option<Hit> {
+        let variants = meta.map(|m| m.variants.as_slice()).unwrap_or_default();
+        if variants.is_empty() {
+            return self.is_file(rel).then(|| Hit {
+                rel: rel.to_owned(),
+                variant: None,
+            });
+        }
+        let accept = header(headers, "accept");
+        variants
+            .iter()
+            .filter(|v| {
+                v.vary
+                    .iter()
+                    .all(|(name, value)| header(headers, name).unwrap_or_default() == value)
+            })
+            .map(|v| {
+                let q = match (&v.content_type, v.by_accept) {
+                    (Some(kind), true) => accept::quality(accept, kind),
+                    _ => 1.0,
+                };
+                (q, v)
+            })
+            .filter(|(q, v)| *q > 0.0 && self.is_file(&v.file))
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, v)| Hit {
+                rel: v.file.clone(),
+                variant: Some(v.clone()),
+            })
+    }
+
+    /// Fresh unless a revalidate rule matches and its TTL has passed. A
+    /// hand-dropped file (no metadata) is always fresh.
+    fn fresh(&self, url: &str, hit: &Hit) -> bool {
+        let Some(variant) = &hit.variant else {
+            return true;
+        };
+        let kind = variant.content_type.as_deref().unwrap_or_default();
+        let rule = self.rules.iter().find(|r| {
+            r.url.as_ref().is_none_or(|re| re.is_match(url))
+                && r.content_type.as_deref().is_none_or(|t| kind.contains(t))
+        });
+        match rule {
+            None => true,
+            Some(rule) => now().saturating_sub(variant.stored) < rule.ttl.as_secs(),
+        }
+    }
+
+    /// The host serves the file (Content-Length, HEAD, Range).
+    fn serve(&self, hit: &Hit, outcome: &str) -> Response {
+        let mut headers: Headers = vec![("x-proxlet".into(), outcome.as_bytes().to_vec())];
+        if let Some(variant) = &hit.variant {
+            let fields = [
+                ("content-type", &variant.content_type),
+                ("etag", &variant.etag),
+                ("last-modified", &variant.last_modified),
+            ];
+            for (name, value) in fields {
+                if let Some(value) = value {
+                    headers.push((name.into(), value.clone().into_bytes()));
+                }
+            }
+            if variant.by_accept || !variant.vary.is_empty() {
+                let mut vary: Vec<&str> = variant.vary.keys().map(String::as_str).collect();
+                if variant.by_accept {
+                    vary.push("accept");
+                }
+                headers.push(("vary".into(), vary.join(", ").into_bytes()));
+            }
+        }
+        Response {
+            head: ResponseHead {
+                status: 200,
+                headers,
+            },
+            body: Body::File(self.guest(&hit.rel)),
+        }
+    }
+
+    /// Our conditional request was answered 304: the stored copy is current.
+    fn revalidated(&self, rel: &str, request: &RequestHead) -> ResponseAction {
+        let mut meta = self.read_meta(rel).unwrap_or_default();
+        let Some(hit) = self.choose(rel, Some(&meta), &request.headers) else {
+            return ResponseAction::Continue(None);
+        };
+        if let Some(variant) = meta.variants.iter_mut().find(|v| v.file == hit.rel) {
+            variant.stored = now();
+        }
+        self.write_meta(rel, &meta);
+        ResponseAction::Replace(self.serve(&hit, "cache;revalidated"))
+    }
+
+    /// A permanent same-origin redirect is kept as metadata, never as a file
+    /// (`simple/foo` would collide with the directory `simple/foo/`).
+    fn record_redirect(&self, rel: &str, request: &RequestHead, response: &ResponseHead) {
+        let Some(location) = header(&response.headers, "location") else {
+            return;
+        };
+        let mut meta = self.read_meta(rel).unwrap_or_default();
+        meta.url = request.url.clone();
+        meta.redirect = Some(Redirect {
+            status: response.status,
+            location: location.to_owned(),
+        });
+        self.write_meta(rel, &meta);
+    }
+
+    /// A 200 to a GET: store it unless it says not to, under a name that
+    /// records its type when it varies by Accept.
+    fn store(&self, rel: String, request: &RequestHead, response: &ResponseHead) -> ResponseAction {
+        let control = header_tokens(&response.headers, "cache-control");
+        let vary = header_tokens(&response.headers, "vary");
+        let refused = if !self.config.cache_anything
+            && control.iter().any(|d| d == "no-store" || d == "private")
+        {
+            Some("Cache-Control forbids it")
+        } else if vary.iter().any(|v| v == "*") {
+            Some("it varies by everything (Vary: *)")
+        } else if has_header(&response.headers, "content-range") {
+            Some("it is partial")
+        } else if has_header(&response.headers, "content-encoding")
+            && header(&response.headers, "content-encoding") != Some("identity")
+        {
+            Some("the upstream ignored Accept-Encoding: identity")
+        } else {
+            None
+        };
+        if let Some(reason) = refused {
+            log(
+                Level::Debug,
+                &format!("not storing {}: {reason}", request.url),
+            );
+            return ResponseAction::Continue(None);
+        }
+
+        let content_type = header(&response.headers, "content-type").map(str::to_owned);
+        let by_accept = vary.iter().any(|v| v == "accept");
+        let file = match &content_type {
+            Some(kind) if by_accept && accept::media_type(kind) != "text/html" => {
+                cachepath::variant_path(&rel, &accept::type_token(kind))
+            }
+            _ => rel.clone(),
+        };
+        let variant = Variant {
+            file: file.clone(),
+            content_type,
+            etag: header(&response.headers, "etag").map(str::to_owned),
+            last_modified: header(&response.headers, "last-modified").map(str::to_owned),
+            stored: now(),
+            by_accept,
+            vary: vary
+                .iter()
+                .filter(|v| !matches!(v.as_str(), "accept" | "accept-encoding"))
+                .map(|v| {
+                    let value = header(&request.headers, v).unwrap_or_default();
+                    (v.clone(), value.to_owned())
+                })
+                .collect(),
+        };
+        let mut meta = self.read_meta(&rel).unwrap_or_default();
+        meta.url = request.url.clone();
+        meta.redirect = None;
+        meta.variants
+            .retain(|v| by_accept && v.by_accept && v.file != file);
+        meta.variants.push(variant);
+
+        let mut head = response.clone();
+        set_header(&mut head.headers, "x-proxlet", "cache;miss");
+        ResponseAction::Store(Store {
+            path: self.guest(&file),
+            head: Some(head),
+            sidecar: Some(Sidecar {
+                path: self.guest(&cachepath::meta_path(&rel)),
+                contents: meta_json(&meta),
+            }),
+        })
+    }
+}
+
+fn meta_json(meta: &Meta) -> Vec<u8> {
+    let mut json = serde_json::to_vec_pretty(meta).unwrap_or_default();
+    json.push(b'\n');
+    json
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// "90", "90s", "10m", "2h", "1d".
+fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let seconds = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return None,
+    };
+    Some(Duration::from_secs(seconds))
+}
+
+proxlet_plugin::export!(Cache);
