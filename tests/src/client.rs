@@ -26,6 +26,10 @@ pub struct Curl {
     pub http_version: String,
     pub body: Vec<u8>,
     pub size_download: u64,
+    /// Seconds the transfer took.
+    pub time_total: f64,
+    /// The `X-Proxlet` response header (what a built-in plugin did), or "".
+    pub x_proxlet: String,
     /// curl's own messages (errors), without the `-w` line.
     pub stderr: String,
     pub success: bool,
@@ -50,7 +54,7 @@ pub fn curl_with(proxy: Option<&Proxlet>, ca: &Path, args: &[&str]) -> Curl {
         .arg(ca)
         .args([
             "-w",
-            "%{stderr}\n@@ %{http_code} %{http_version} %{size_download}\n",
+            "%{stderr}\n@@ %{http_code} %{http_version} %{size_download} %{time_total} %header{x-proxlet}\n",
         ]);
     if let Some(proxy) = proxy {
         command.arg("-x").arg(proxy.url());
@@ -78,6 +82,8 @@ pub fn curl_with(proxy: Option<&Proxlet>, ca: &Path, args: &[&str]) -> Curl {
         status: stats.next().and_then(|s| s.parse().ok()).unwrap_or(0),
         http_version: stats.next().unwrap_or("0").to_owned(),
         size_download: stats.next().and_then(|s| s.parse().ok()).unwrap_or(0),
+        time_total: stats.next().and_then(|s| s.parse().ok()).unwrap_or(0.0),
+        x_proxlet: stats.next().unwrap_or_default().to_owned(),
         body: output.stdout,
         stderr: messages.trim().to_owned(),
         success: output.status.success(),

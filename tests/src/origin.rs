@@ -10,6 +10,8 @@
 //! - `/count`: the number of request body bytes received
 //! - `/version`: the HTTP version the origin saw
 //! - `/gzip`: a gzip-encoded English text ([`GZIP_TEXT`])
+//! - documents added with [`Origin::put`] (negotiated by `Accept`, with
+//!   ETag/If-None-Match and 301s to the slashed path)
 
 use std::{
     collections::HashMap,
@@ -46,10 +48,15 @@ pub fn pattern(n: usize) -> Vec<u8> {
     (0..n as u64).map(pattern_byte).collect()
 }
 
+/// Documents served at exact paths (compared percent-decoded), each with
+/// one or more representations chosen by `Accept`.
+pub type Documents = Arc<Mutex<HashMap<String, Vec<(String, Bytes)>>>>;
+
 pub struct Origin {
     pub addr: SocketAddr,
     pub ca: Option<Arc<TestCa>>,
     hits: Arc<Mutex<HashMap<String, usize>>>,
+    docs: Documents,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -65,20 +72,62 @@ impl Origin {
     }
 
     fn start(ca: Option<Arc<TestCa>>) -> Self {
+        let mut origin = Self {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            ca,
+            hits: Default::default(),
+            docs: Default::default(),
+            runtime: None,
+        };
+        origin.serve();
+        origin
+    }
+
+    /// Serves `representations` (content type, body) at `path`: with more
+    /// than one, `Accept` picks and the response says `Vary: Accept`. A
+    /// request for `path` without its trailing `/` is redirected (301).
+    pub fn put(&self, path: &str, representations: Vec<(&str, Vec<u8>)>) {
+        let representations = representations
+            .into_iter()
+            .map(|(kind, body)| (kind.to_owned(), Bytes::from(body)))
+            .collect();
+        self.docs
+            .lock()
+            .unwrap()
+            .insert(path.to_owned(), representations);
+    }
+
+    /// Stops serving: the port refuses connections until [`Origin::restart`].
+    pub fn stop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+        // Let the runtime's threads close the listener.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    /// Serves again on the same address.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.serve();
+    }
+
+    fn serve(&mut self) {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .unwrap();
         // Bound with std so starting an origin works inside async tests too.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = std::net::TcpListener::bind(self.addr).unwrap();
         listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let hits = Arc::new(Mutex::new(HashMap::new()));
-        let acceptor = ca
+        self.addr = listener.local_addr().unwrap();
+        let acceptor = self
+            .ca
             .as_ref()
             .map(|ca| tokio_rustls::TlsAcceptor::from(Arc::new(ca.server_config())));
-        let counter = hits.clone();
+        let counter = self.hits.clone();
+        let docs = self.docs.clone();
         runtime.spawn(async move {
             let listener = TcpListener::from_std(listener).unwrap();
             loop {
@@ -88,8 +137,11 @@ impl Origin {
                 let _ = stream.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let hits = counter.clone();
+                let docs = docs.clone();
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| route(req, hits.clone()));
+                    let service = hyper::service::service_fn(move |req| {
+                        route(req, hits.clone(), docs.clone())
+                    });
                     let builder = auto::Builder::new(TokioExecutor::new());
                     match acceptor {
                         Some(acceptor) => {
@@ -106,12 +158,7 @@ impl Origin {
                 });
             }
         });
-        Self {
-            addr,
-            ca,
-            hits,
-            runtime: Some(runtime),
-        }
+        self.runtime = Some(runtime);
     }
 
     /// `scheme://127.0.0.1:PORT` + `path`.
@@ -142,12 +189,108 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<OriginBody> {
     response
 }
 
+/// `%XX` decoded (lossy), for matching document paths.
+fn decode(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).and_then(|b| hex(*b)),
+            bytes.get(i + 2).and_then(|b| hex(*b)),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The representation `accept` likes best (first listed wins ties).
+fn negotiate<'a>(accept: &str, representations: &'a [(String, Bytes)]) -> &'a (String, Bytes) {
+    let quality = |kind: &str| {
+        accept
+            .split(',')
+            .filter_map(|range| {
+                let mut parts = range.split(';');
+                let name = parts.next()?.trim();
+                let q = parts
+                    .find_map(|p| p.trim().strip_prefix("q=")?.parse::<f32>().ok())
+                    .unwrap_or(1.0);
+                (name == kind || name == "*/*").then_some(q)
+            })
+            .fold(0.0f32, f32::max)
+    };
+    representations
+        .iter()
+        .rev()
+        .max_by(|a, b| quality(&a.0).total_cmp(&quality(&b.0)))
+        .unwrap()
+}
+
+fn document(req: &Request<Incoming>, docs: &Documents) -> Option<Response<OriginBody>> {
+    let path = decode(req.uri().path());
+    let docs = docs.lock().unwrap();
+    let Some(representations) = docs.get(&path) else {
+        let slashed = format!("{path}/");
+        return docs.contains_key(&slashed).then(|| {
+            let mut response = text(StatusCode::MOVED_PERMANENTLY, "");
+            response
+                .headers_mut()
+                .insert(http::header::LOCATION, slashed.parse().unwrap());
+            response
+        });
+    };
+    let accept = req
+        .headers()
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("*/*");
+    let (kind, body) = negotiate(accept, representations);
+    let etag = format!(
+        "\"{:x}-{}\"",
+        body.len(),
+        body.iter().map(|b| *b as u64).sum::<u64>()
+    );
+    if req
+        .headers()
+        .get(http::header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+    {
+        let mut response = text(StatusCode::NOT_MODIFIED, "");
+        response
+            .headers_mut()
+            .insert(http::header::ETAG, etag.parse().unwrap());
+        return Some(response);
+    }
+    let mut response = text(StatusCode::OK, body.clone());
+    let headers = response.headers_mut();
+    headers.insert(http::header::CONTENT_TYPE, kind.parse().unwrap());
+    headers.insert(http::header::ETAG, etag.parse().unwrap());
+    if representations.len() > 1 {
+        headers.insert(http::header::VARY, "Accept".parse().unwrap());
+    }
+    Some(response)
+}
+
 async fn route(
     req: Request<Incoming>,
     hits: Arc<Mutex<HashMap<String, usize>>>,
+    docs: Documents,
 ) -> Result<Response<OriginBody>, Infallible> {
     let path = req.uri().path().to_owned();
     *hits.lock().unwrap().entry(path.clone()).or_default() += 1;
+    if let Some(response) = document(&req, &docs) {
+        return Ok(response);
+    }
     let mut segments = path.trim_start_matches('/').splitn(2, '/');
     let first = segments.next().unwrap_or("");
     let arg = segments.next().unwrap_or("");

@@ -81,16 +81,28 @@ impl Proxlet {
     /// cache dir of built-in plugins defaults to `<home>/proxlet-cache`.
     pub fn start_with_home(home: &Path, args: &[&str]) -> Result<Self, String> {
         let mut command = command();
-        command
+        command.env("PROXLET_CACHE_DIR", home.join("proxlet-cache"));
+        if !args.iter().any(|a| *a == "--plugin" || *a == "--config") {
+            command.arg("--plugin").arg("none");
+        }
+        Self::spawn(command, home, args)
+    }
+
+    /// Starts proxlet in `dir` with only `--listen` and `--home` added: the
+    /// defaults a user gets (the default plugin chain, `./proxlet-cache`).
+    pub fn start_in(dir: &Path, args: &[&str]) -> Self {
+        let home = dir.join("home");
+        let mut command = command();
+        command.current_dir(dir);
+        Self::spawn(command, &home, args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn spawn(mut command: Command, home: &Path, args: &[&str]) -> Result<Self, String> {
+        let mut child = command
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--home")
             .arg(home)
-            .env("PROXLET_CACHE_DIR", home.join("proxlet-cache"));
-        if !args.iter().any(|a| *a == "--plugin" || *a == "--config") {
-            command.arg("--plugin").arg("none");
-        }
-        let mut child = command
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
