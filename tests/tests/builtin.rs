@@ -465,3 +465,33 @@ fn the_default_run_caches_into_proxlet_cache_in_the_working_directory() {
     ));
     assert_eq!(std::fs::read(file).unwrap(), pattern(1000));
 }
+
+#[test]
+fn a_url_that_is_also_a_directory_keeps_both_files() {
+    let origin = https_origin();
+    origin.put(
+        "/pkg",
+        vec![("application/json", b"{\"name\":\"pkg\"}".to_vec())],
+    );
+    origin.put(
+        "/pkg/-/pkg-1.0.tgz",
+        vec![("application/octet-stream", b"tarball".to_vec())],
+    );
+    let setup = Setup::new(&origin, STACK);
+    let get = |path: &str| curl(&setup.proxy, &[&origin.url(path)]);
+    assert_eq!(get("/pkg").x_proxlet, "cache;miss");
+    assert_eq!(get("/pkg/-/pkg-1.0.tgz").x_proxlet, "cache;miss");
+    let packument = get("/pkg");
+    assert_eq!(
+        (packument.x_proxlet.as_str(), packument.text().as_str()),
+        ("cache;hit", "{\"name\":\"pkg\"}")
+    );
+    assert_eq!(get("/pkg/-/pkg-1.0.tgz").text(), "tarball");
+    let dir = setup.host_dir(&origin);
+    assert!(dir.join("pkg/#file").is_file());
+    assert!(dir.join("pkg/-/pkg-1.0.tgz").is_file());
+    assert_eq!(
+        (origin.hits("/pkg"), origin.hits("/pkg/-/pkg-1.0.tgz")),
+        (1, 1)
+    );
+}

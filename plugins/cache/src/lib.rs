@@ -323,16 +323,58 @@ impl Cache {
         std::fs::metadata(self.guest(rel)).is_ok_and(|m| m.is_file())
     }
 
+    /// The stored file of `rel`: `rel` itself, or `rel/#file` once `rel`
+    /// became a directory.
+    fn locate(&self, rel: &str) -> Option<String> {
+        match std::fs::metadata(self.guest(rel)) {
+            Ok(m) if m.is_file() => Some(rel.to_owned()),
+            Ok(m) if m.is_dir() => {
+                let inner = cachepath::dir_file_path(rel);
+                self.is_file(&inner).then_some(inner)
+            }
+            _ => None,
+        }
+    }
+
+    /// Where a new body for `rel` goes. A file standing where `rel` needs a
+    /// directory moves into that directory as `#file`; a directory at `rel`
+    /// takes the body as `rel/#file`.
+    fn destination(&self, rel: &str) -> String {
+        let mut end = 0;
+        while let Some(i) = rel[end..].find('/') {
+            end += i;
+            let ancestor = &rel[..end];
+            end += 1;
+            if ancestor.contains('/') && self.is_file(ancestor) {
+                let (from, to) = (
+                    self.guest(ancestor),
+                    self.guest(&cachepath::dir_file_path(ancestor)),
+                );
+                let moving = format!("{from}.proxlet-moving");
+                let moved = std::fs::rename(&from, &moving)
+                    .and_then(|()| std::fs::create_dir(&from))
+                    .and_then(|()| std::fs::rename(&moving, &to));
+                if let Err(e) = moved {
+                    log(
+                        Level::Error,
+                        &format!("cannot move {from} into the directory it must become: {e}"),
+                    );
+                }
+            }
+        }
+        match std::fs::metadata(self.guest(rel)) {
+            Ok(m) if m.is_dir() => cachepath::dir_file_path(rel),
+            _ => rel.to_owned(),
+        }
+    }
+
     /// The stored entry that answers this request: a variant whose type the
     /// client accepts and whose Vary'd headers match, best quality first;
     /// without metadata, a plain file at the path.
     fn choose(&self, rel: &str, meta: Option<&Meta>, headers: &Headers) -> Option<Hit> {
         let variants = meta.map(|m| m.variants.as_slice()).unwrap_or_default();
         if variants.is_empty() {
-            return self.is_file(rel).then(|| Hit {
-                rel: rel.to_owned(),
-                variant: None,
-            });
+            return self.locate(rel).map(|rel| Hit { rel, variant: None });
         }
         let accept = header(headers, "accept");
         variants
@@ -349,10 +391,11 @@ impl Cache {
                 };
                 (q, v)
             })
-            .filter(|(q, v)| *q > 0.0 && self.is_file(&v.file))
+            .filter(|(q, _)| *q > 0.0)
+            .filter_map(|(q, v)| Some((q, v, self.locate(&v.file)?)))
             .max_by(|a, b| a.0.total_cmp(&b.0))
-            .map(|(_, v)| Hit {
-                rel: v.file.clone(),
+            .map(|(_, v, rel)| Hit {
+                rel,
                 variant: Some(v.clone()),
             })
     }
@@ -411,7 +454,8 @@ impl Cache {
         let Some(hit) = self.choose(rel, Some(&meta), &request.headers) else {
             return ResponseAction::Continue(None);
         };
-        if let Some(variant) = meta.variants.iter_mut().find(|v| v.file == hit.rel) {
+        let located = |v: &Variant| self.locate(&v.file).as_deref() == Some(hit.rel.as_str());
+        if let Some(variant) = meta.variants.iter_mut().find(|v| located(v)) {
             variant.stored = now();
         }
         self.write_meta(rel, &meta);
@@ -469,6 +513,7 @@ impl Cache {
             }
             _ => rel.clone(),
         };
+        let destination = self.destination(&file);
         let variant = Variant {
             file: file.clone(),
             content_type,
@@ -495,7 +540,7 @@ impl Cache {
         let mut head = response.clone();
         set_header(&mut head.headers, "x-proxlet", "cache;miss");
         ResponseAction::Store(Store {
-            path: self.guest(&file),
+            path: self.guest(&destination),
             head: Some(head),
             sidecar: Some(Sidecar {
                 path: self.guest(&cachepath::meta_path(&rel)),

@@ -12,8 +12,10 @@
 //!   non-UTF-8 and names over 255 bytes are refused.
 //!
 //! `#` never appears in a mapped name, so `NAME#…` is free for the files a
-//! cache keeps beside `NAME` (type variants), and [`META_DIR`] (a name no
-//! host has) holds metadata without disturbing the hand-editable tree.
+//! cache keeps beside `NAME` (type variants), `NAME/#file` holds the file of
+//! a URL whose path is also a directory (npm's `/pkg` beside `/pkg/-/…`),
+//! and [`META_DIR`] (a name no host has) holds metadata without disturbing
+//! the hand-editable tree.
 
 use std::fmt;
 
@@ -25,6 +27,9 @@ pub const MAX_PATH: usize = 3072;
 pub const INDEX: &str = "index.html";
 /// Top-level directory of the metadata tree (hosts never start with `.`).
 pub const META_DIR: &str = ".proxlet-meta";
+/// The name, inside a directory, of the file for the URL that names the
+/// directory itself: `/pkg` when `/pkg/-/pkg-1.0.tgz` made `pkg` a directory.
+pub const DIR_FILE: &str = "#file";
 
 /// Why a URL has no cache path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,6 +152,11 @@ pub fn path_to_url(path: &str, scheme: &str) -> Result<String, PathError> {
 /// answer at a URL that also answers HTML).
 pub fn variant_path(path: &str, token: &str) -> String {
     format!("{path}#{token}")
+}
+
+/// Where the file of `path` lives once `path` is a directory.
+pub fn dir_file_path(path: &str) -> String {
+    format!("{path}/{DIR_FILE}")
 }
 
 /// The metadata file of `path` in the hidden tree.
