@@ -495,3 +495,89 @@ fn a_url_that_is_also_a_directory_keeps_both_files() {
         (1, 1)
     );
 }
+
+#[test]
+fn authorized_responses_are_not_shared() {
+    let origin = https_origin();
+    let setup = Setup::new(&origin, STACK);
+    let url = origin.url("/bytes/64");
+    for _ in 0..2 {
+        let got = curl(&setup.proxy, &["-H", "Authorization: Bearer secret", &url]);
+        assert_eq!((got.status, got.x_proxlet.as_str()), (200, ""));
+    }
+    assert_eq!(origin.hits("/bytes/64"), 2);
+    assert!(!setup.host_dir(&origin).join("bytes/64").exists());
+}
+
+/// A 1 MiB tmpfs mounted at `dir` for the test's lifetime (needs root, as
+/// CI runs).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "mounting a tmpfs at {} needs root",
+            dir.display()
+        );
+        Self(dir.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_tmpfs_cache_works_and_a_full_one_degrades_to_pass_through() {
+    let origin = https_origin();
+    let dir = tempfile::tempdir().unwrap();
+    let tmpfs = Tmpfs::mount(&dir.path().join("cache"));
+    let proxy = Setup::start(dir.path(), &origin, STACK).unwrap();
+    let setup = Setup { dir, proxy };
+    let small = curl(&setup.proxy, &[&origin.url("/bytes/1000")]);
+    assert_eq!(small.x_proxlet, "cache;miss");
+    assert_eq!(
+        curl(&setup.proxy, &[&origin.url("/bytes/1000")]).x_proxlet,
+        "cache;hit"
+    );
+
+    let big = curl(&setup.proxy, &[&origin.url("/bytes/3000000")]);
+    assert_eq!(
+        (big.status, big.body.len()),
+        (200, 3_000_000),
+        "{}",
+        big.stderr
+    );
+    assert_eq!(big.body, pattern(3_000_000));
+    assert!(
+        setup
+            .proxy
+            .wait_for_log("No space left on device", Duration::from_secs(2)),
+        "{}",
+        setup.proxy.log()
+    );
+    let host = setup.host_dir(&origin).join("bytes");
+    let left: Vec<_> = std::fs::read_dir(&host)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(left, ["1000"], "no partial file stays");
+    assert_eq!(
+        curl(&setup.proxy, &[&origin.url("/bytes/1000")]).x_proxlet,
+        "cache;hit"
+    );
+    // Unmount before the temporary dir goes.
+    let Setup { dir, proxy } = setup;
+    drop(proxy);
+    drop(tmpfs);
+    drop(dir);
+}
