@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# HTTPS 1 KiB GETs on loopback: direct to nginx vs through proxlet (no plugins),
-# keep-alive, 16 connections. proxlet is pinned to core 0, nginx and the load
+# HTTPS GETs on loopback, keep-alive, 16 connections: direct to nginx vs
+# through proxlet (no plugin, the Rust example plugin, cache hits of 1 KiB and
+# 1 MiB files), a 100 MiB download, and pip install wall time through the
+# cache (cold, warm, offline). proxlet is pinned to core 0, nginx and the load
 # generator (oha, installed here if missing) to core 1.
 #   bench/load.sh [SECONDS]        results are printed as a markdown table
 set -euo pipefail
@@ -28,6 +30,7 @@ openssl x509 -req -in "$work/origin.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key
   -CAcreateserial -days 2 -extfile "$work/ext" -out "$work/origin.pem" 2>/dev/null
 mkdir -p "$work/www"; chmod 755 "$work/www"
 head -c 1024 /dev/urandom > "$work/www/1k"
+head -c $((1024 * 1024)) /dev/urandom > "$work/www/1m"
 head -c $((100 * 1024 * 1024)) /dev/urandom > "$work/www/100m"
 chmod 644 "$work/www/"*
 
@@ -79,10 +82,19 @@ start_proxlet 18081 --plugin "$hello"
 run "proxlet + rust-hello plugin https 1 KiB" --insecure -x http://127.0.0.1:18081 https://127.0.0.1:18443/1k
 hello_rss=$(grep VmHWM /proc/$proxlet_pid/status | awk '{print $2, $3}')
 kill $proxlet_pid
-start_proxlet 18080
+start_proxlet 18082 --plugin cache --cache-dir "$work/cache"
+for f in 1k 1m; do
+  curl -s -x http://127.0.0.1:18082 --cacert "$work/home/ca.pem" -o /dev/null https://127.0.0.1:18443/$f   # fill
+done
+run "proxlet cache hit https 1 KiB" --insecure -x http://127.0.0.1:18082 https://127.0.0.1:18443/1k
+run "proxlet cache hit https 1 MiB" --insecure -x http://127.0.0.1:18082 https://127.0.0.1:18443/1m
+cache_rss=$(grep VmHWM /proc/$proxlet_pid/status | awk '{print $2, $3}')
+kill $proxlet_pid
+run "direct https 1 MiB" --insecure https://127.0.0.1:18443/1m
+start_proxlet 18080 --plugin none
 run "proxlet https 1 KiB" --insecure -x http://127.0.0.1:18080 https://127.0.0.1:18443/1k
 echo
-echo "proxlet peak RSS: $(grep VmHWM /proc/$proxlet_pid/status | awk '{print $2, $3}') (with rust-hello: $hello_rss)"
+echo "proxlet peak RSS: $(grep VmHWM /proc/$proxlet_pid/status | awk '{print $2, $3}') (with rust-hello: $hello_rss; cache hits: $cache_rss)"
 
 # 100 MiB download through proxlet, single stream, curl on core 1.
 for proto in --http1.1 --http2; do
@@ -96,3 +108,35 @@ curl -s --cacert "$work/ca.pem" -o /dev/null https://127.0.0.1:18443/100m
 direct_end=$(date +%s.%N)
 python3 -c "print(f'100 MiB download direct: {$bytes/($direct_end-$direct_start)/1e6:.0f} MB/s')"
 echo "proxlet peak RSS after download: $(grep VmHWM /proc/$proxlet_pid/status | awk '{print $2, $3}')"
+
+# pip install of the test package set (tests/fixtures/packages.py: pkg-a
+# depending on pkg-b) from nginx through the caching stack.
+python3 tests/fixtures/packages.py "$work/pkgs" https://127.0.0.1:18443/ >/dev/null
+while IFS=$'\t' read -r path kind file; do
+  case "$kind" in
+    application/vnd.pypi.simple.v1+json) continue ;;
+    text/html) dest="$work/www${path}index.html" ;;
+    *) dest="$work/www$path" ;;
+  esac
+  mkdir -p "$(dirname "$dest")"; chmod -R a+rX "$work/www"
+  cp "$work/pkgs/$file" "$dest"; chmod 644 "$dest"
+done < "$work/pkgs/manifest"
+printf '[[plugin]]\nname = "pypi-slash"\n[[plugin]]\nname = "error-links"\n[[plugin]]\nname = "cache"\nconfig = { offline = true }\n' > "$work/offline.toml"
+pip_install() {
+  local port=$1 target=$2
+  local start=$(date +%s.%N)
+  env -u REQUESTS_CA_BUNDLE -u CURL_CA_BUNDLE -u PIP_FIND_LINKS -u PIP_CERT PIP_CONFIG_FILE=/dev/null \
+    taskset -c 1 python3 -m pip install -q --no-cache-dir --disable-pip-version-check \
+    --index-url https://127.0.0.1:18443/simple/ --proxy http://127.0.0.1:$port \
+    --cert "$work/home/ca.pem" --target "$target" pkg-a
+  local end=$(date +%s.%N)
+  python3 -c "print(f'{$end - $start:.2f} s')"
+}
+start_proxlet 18090 --cache-dir "$work/pipcache"
+cold=$(pip_install 18090 "$work/t1")
+warm=$(pip_install 18090 "$work/t2")
+kill $proxlet_pid
+nginx -s stop -c "$work/nginx.conf" 2>/dev/null || kill "$(cat "$work/nginx.pid")"
+start_proxlet 18091 --cache-dir "$work/pipcache" --config "$work/offline.toml"
+offline=$(pip_install 18091 "$work/t3")
+echo "pip install pkg-a (+pkg-b) through proxlet's cache: cold $cold, warm $warm, offline (nginx stopped) $offline"

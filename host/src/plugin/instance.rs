@@ -146,6 +146,9 @@ impl LoadedPlugin {
         // No environment, arguments, sockets or name lookups: only the
         // granted directories, clocks, random and stderr (guest panics).
         wasi.inherit_stderr();
+        // Plugin file access is small reads and stats of page-cached files:
+        // run it on the calling worker instead of a blocking-pool round trip.
+        wasi.allow_blocking_current_thread(true);
         for (guest, host) in &spec.dirs {
             wasi.preopened_dir(host, guest, FsPerms::ReadWrite)
                 .map_err(|e| format!("cannot grant directory {host:?} as {guest:?}: {e}"))?;

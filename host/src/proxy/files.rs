@@ -16,7 +16,9 @@ use tokio::io::{AsyncRead, AsyncSeekExt, ReadBuf};
 
 use super::body::{boxed, text_response, Body, BoxError};
 
-const CHUNK: usize = 64 * 1024;
+const CHUNK: usize = 256 * 1024;
+/// Files up to this size are read inline in one go.
+const INLINE_READ: u64 = 256 * 1024;
 
 /// Maps a guest path to the host path under the plugin's granted dirs
 /// (`(guest, host)` pairs). `..`, relative paths and NUL are refused.
@@ -106,10 +108,11 @@ pub async fn serve_file(
     status: StatusCode,
     mut headers: HeaderMap,
 ) -> Result<Response<Body>, String> {
-    let mut file = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let meta = file.metadata().await.map_err(|e| e.to_string())?;
+    // open + fstat of a page-cached inode take microseconds: done inline,
+    // as nginx does, rather than through the blocking pool.
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
     if !meta.is_file() {
         return Err(format!("{} is not a regular file", path.display()));
     }
@@ -151,7 +154,14 @@ pub async fn serve_file(
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
     let body = if *method == Method::HEAD {
         boxed(http_body_util::Empty::new())
+    } else if count <= INLINE_READ {
+        // Small files (most cache hits): one read, one frame.
+        let mut buf = vec![0; count as usize];
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, start)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        boxed(http_body_util::Full::new(Bytes::from(buf)))
     } else {
+        let mut file = tokio::fs::File::from_std(file);
         if start > 0 {
             file.seek(std::io::SeekFrom::Start(start))
                 .await
@@ -169,7 +179,7 @@ pub async fn serve_file(
     Ok(response)
 }
 
-/// A file streamed in 64 KiB frames with a known length.
+/// A file streamed in 256 KiB reads (on tokio's blocking pool) with a known length.
 struct FileBody {
     file: tokio::fs::File,
     remaining: u64,
