@@ -70,6 +70,12 @@ pub struct RunArgs {
     )]
     pub plugins: Vec<String>,
 
+    /// Directory of plugin components (`*.wasm`), appended to the chain in
+    /// name order and watched: new files load, changed ones reload, deleted
+    /// ones unload.
+    #[arg(long, env = "PROXLET_PLUGIN_DIR", value_name = "DIR")]
+    pub plugin_dir: Option<PathBuf>,
+
     /// Directory the built-in plugins cache into [default: ./proxlet-cache].
     #[arg(long, env = "PROXLET_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,

@@ -43,6 +43,8 @@ pub struct FileConfig {
     pub allow_remote: Option<bool>,
     /// Proxy mode (`--mode`); only "regular".
     pub mode: Option<String>,
+    /// Watched directory of plugin components (`--plugin-dir`).
+    pub plugin_dir: Option<PathBuf>,
     /// Plugin chain, in order.
     #[serde(default, rename = "plugin")]
     pub plugins: Vec<PluginEntry>,
@@ -174,8 +176,10 @@ pub struct Settings {
     pub ignore_hosts: Vec<HostPattern>,
     pub upstream_timeout: Duration,
     pub shutdown_grace: Duration,
-    /// The plugin chain, in order.
+    /// The plugin chain, in order (`plugin_dir`'s components last).
     pub plugins: Vec<PluginSpec>,
+    /// The watched directory of plugin components.
+    pub plugin_dir: Option<PathBuf>,
 }
 
 /// `--home`, then `PROXLET_HOME` (both via clap), then `~/.proxlet`.
@@ -207,7 +211,14 @@ impl Settings {
             .clone()
             .or(file.cache_dir.as_ref().map(|p| base.join(p)))
             .unwrap_or_else(|| DEFAULT_CACHE_DIR.into());
-        let plugins = plugin_chain(args, &file, &base, &cache_dir)?;
+        let mut plugins = plugin_chain(args, &file, &base, &cache_dir)?;
+        let plugin_dir = args
+            .plugin_dir
+            .clone()
+            .or(file.plugin_dir.as_ref().map(|p| base.join(p)));
+        if let Some(dir) = &plugin_dir {
+            plugins.extend(dir_plugins(dir)?);
+        }
 
         let mode = args
             .mode
@@ -294,6 +305,7 @@ impl Settings {
             upstream_timeout,
             shutdown_grace,
             plugins,
+            plugin_dir,
         })
     }
 }
@@ -342,6 +354,32 @@ fn plugin_chain(
         )
         .collect::<std::result::Result<_, _>>()
         .map_err(invalid)
+}
+
+/// The `*.wasm` files of `dir` in name order, each a plugin named by its
+/// file stem. The directory is created when missing.
+fn dir_plugins(dir: &Path) -> Result<Vec<PluginSpec>> {
+    let invalid = |e: std::io::Error| Error::InvalidPlugin {
+        reason: format!("--plugin-dir {}: {e}", dir.display()),
+    };
+    std::fs::create_dir_all(dir).map_err(invalid)?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(invalid)?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| is_plugin_file(path))
+        .collect();
+    files.sort();
+    Ok(files.into_iter().map(PluginSpec::from_path).collect())
+}
+
+/// A component file in a plugin dir (not a dotfile an editor or copier
+/// writes first).
+pub fn is_plugin_file(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "wasm")
+        && !path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        && path.is_file()
 }
 
 #[cfg(test)]

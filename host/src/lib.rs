@@ -91,7 +91,7 @@ fn run_proxy(mut settings: Settings, args: RunArgs) -> Result<()> {
 /// file, when its `[[plugin]]` entries define the chain) for hot reload.
 async fn load_plugins(settings: &Settings, args: &RunArgs) -> Result<Arc<ArcSwap<plugin::Chain>>> {
     let config_chain = args.config.clone().filter(|_| args.plugins.is_empty());
-    if settings.plugins.is_empty() && config_chain.is_none() {
+    if settings.plugins.is_empty() && config_chain.is_none() && settings.plugin_dir.is_none() {
         tracing::info!("no plugins: running as a plain intercepting proxy");
         return Ok(Arc::new(ArcSwap::from_pointee(plugin::Chain::default())));
     }
@@ -101,16 +101,17 @@ async fn load_plugins(settings: &Settings, args: &RunArgs) -> Result<Arc<ArcSwap
         .await
         .map_err(Error::PluginLoad)?;
     let chain = Arc::new(ArcSwap::from_pointee(chain));
-    let resolver = config_chain.map(|path| {
-        let (args, home) = (args.clone(), settings.home.clone());
-        let resolve: plugin::Resolver = Box::new(move || {
-            Settings::resolve(&args, home.clone())
-                .map(|s| s.plugins)
-                .map_err(|e| e.to_string())
-        });
-        (path, resolve)
+    let triggers = plugin::Triggers {
+        config: config_chain,
+        dir: settings.plugin_dir.clone(),
+    };
+    let (args, home) = (args.clone(), settings.home.clone());
+    let resolve: plugin::Resolver = Box::new(move || {
+        Settings::resolve(&args, home.clone())
+            .map(|s| s.plugins)
+            .map_err(|e| e.to_string())
     });
-    plugin::watch(chain.clone(), engine, resolver).map_err(Error::PluginLoad)?;
+    plugin::watch(chain.clone(), engine, triggers, resolve).map_err(Error::PluginLoad)?;
     Ok(chain)
 }
 

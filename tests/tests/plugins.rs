@@ -604,7 +604,7 @@ fn editing_the_config_swaps_the_chain_and_a_broken_edit_keeps_it() {
 
     std::fs::write(&path, format!("{}\nsurprise = 1\n", hello("third"))).unwrap();
     assert!(
-        proxy.wait_for_log("cannot reload config", Duration::from_secs(3)),
+        proxy.wait_for_log("cannot reload the plugin chain", Duration::from_secs(3)),
         "{}",
         proxy.log()
     );
@@ -660,4 +660,48 @@ fn a_restart_reuses_compiled_code_from_the_cache() {
         "{}",
         second.log()
     );
+}
+
+#[test]
+fn a_plugin_dir_loads_new_files_reloads_changed_ones_and_unloads_deleted_ones() {
+    let origin = Origin::http();
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    let proxy = Proxlet::start(&[
+        "--plugin",
+        "none",
+        "--plugin-dir",
+        plugins.to_str().unwrap(),
+    ]);
+    let url = origin.url("/bytes/8");
+    assert_eq!(hello_header(&proxy, &url), (200, None));
+
+    let file = plugins.join("hello.wasm");
+    replace_by_rename(&file, &guest("rust_hello.wasm"));
+    let limit = Duration::from_secs(10);
+    assert!(
+        wait_for_header(&proxy, &url, "world", limit).is_some(),
+        "{}",
+        proxy.log()
+    );
+
+    replace_by_rename(&file, &guest("rust_hello_reloaded.wasm"));
+    assert!(
+        wait_for_header(&proxy, &url, "reloaded", limit).is_some(),
+        "{}",
+        proxy.log()
+    );
+
+    // A broken file is refused with a message; the chain keeps serving.
+    std::fs::write(plugins.join("broken.wasm"), b"not a component").unwrap();
+    assert!(proxy.wait_for_log("broken.wasm", limit), "{}", proxy.log());
+    assert_eq!(hello_header(&proxy, &url).1.as_deref(), Some("reloaded"));
+    std::fs::remove_file(plugins.join("broken.wasm")).unwrap();
+
+    std::fs::remove_file(&file).unwrap();
+    let started = Instant::now();
+    while hello_header(&proxy, &url).1.is_some() && started.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(hello_header(&proxy, &url), (200, None), "{}", proxy.log());
 }

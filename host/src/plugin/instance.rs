@@ -365,6 +365,7 @@ fn link(engine: &PluginEngine, bytes: &[u8], path: &Path) -> Result<Linked, Stri
     let (component, hash, cached) = engine
         .compile(bytes)
         .map_err(|e| format!("{path:?} is not a usable WebAssembly component: {e}"))?;
+    check_wit_version(engine, &component, path)?;
     let misfit = |e: wasmtime::Error| {
         format!(
             "{path:?} does not fit the proxlet:plugin world: {}",
@@ -386,7 +387,71 @@ fn link(engine: &PluginEngine, bytes: &[u8], path: &Path) -> Result<Linked, Stri
     })
 }
 
+/// The version of `wit/` this host implements.
+pub const WIT_VERSION: &str = "0.1.0";
+
+/// What must match for a plugin to fit: the major version, or `0.MINOR`
+/// before 1.0 (semver: minor releases of 0.x may break).
+fn compatibility(version: &str) -> &str {
+    let mut parts = version.splitn(3, '.');
+    let major = parts.next().unwrap_or_default();
+    match (major, parts.next()) {
+        ("0", Some(minor)) => &version[..major.len() + 1 + minor.len()],
+        _ => major,
+    }
+}
+
+/// Refuses a component whose `proxlet:plugin` imports or exports name an
+/// incompatible version, naming both, before linking would fail obscurely.
+fn check_wit_version(
+    engine: &PluginEngine,
+    component: &wasmtime::component::Component,
+    path: &Path,
+) -> Result<(), String> {
+    let ty = component.component_type();
+    let names = ty
+        .imports(&engine.engine)
+        .map(|(name, _)| name)
+        .chain(ty.exports(&engine.engine).map(|(name, _)| name));
+    for name in names {
+        let Some(version) = name
+            .strip_prefix("proxlet:plugin/")
+            .and_then(|rest| rest.split_once('@'))
+            .map(|(_, version)| version)
+        else {
+            continue;
+        };
+        if compatibility(version) != compatibility(WIT_VERSION) {
+            return Err(format!(
+                "{path:?} was built for proxlet:plugin@{version}, but this proxlet implements proxlet:plugin@{WIT_VERSION}: rebuild the plugin against this proxlet's wit/ (compatible versions: {}.x)",
+                compatibility(WIT_VERSION)
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Epoch ticks for `limit`, at least one.
 fn ticks(limit: std::time::Duration) -> u64 {
     (limit.as_micros() / TICK.as_micros()).max(1) as u64 + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_version_is_the_wit_package_version() {
+        let world = include_str!("../../../wit/world.wit");
+        assert!(world.contains(&format!("package proxlet:plugin@{WIT_VERSION};")));
+    }
+
+    #[test]
+    fn compatibility_follows_semver() {
+        assert_eq!(compatibility("0.1.0"), "0.1");
+        assert_eq!(compatibility("0.1.7"), "0.1");
+        assert_eq!(compatibility("0.2.0"), "0.2");
+        assert_eq!(compatibility("1.4.2"), "1");
+        assert_eq!(compatibility("2.0.0"), "2");
+    }
 }

@@ -17,7 +17,7 @@ pub use chain::{Chain, FlowPlugins, RequestDecision, SentRequest};
 pub use engine::PluginEngine;
 pub use fill::FillLease;
 pub use instance::LoadedPlugin;
-pub use reload::{watch, Resolver};
+pub use reload::{watch, Resolver, Triggers};
 pub use spec::{Limits, Matcher, PluginSpec};
 
 /// The plugin runtime could not start.

@@ -23,12 +23,33 @@ const DEBOUNCE: Duration = Duration::from_millis(50);
 /// Re-reads the plugin specs from the config file.
 pub type Resolver = Box<dyn Fn() -> Result<Vec<PluginSpec>, String> + Send + Sync>;
 
-/// Watches the plugin files of `chain` and, when given, the config file
-/// whose `[[plugin]]` entries `resolve` re-reads. Runs until the process ends.
+/// What makes the whole chain be re-read (by the resolver) rather than one
+/// plugin reloaded.
+pub struct Triggers {
+    /// The config file whose `[[plugin]]` entries define the chain.
+    pub config: Option<PathBuf>,
+    /// The `--plugin-dir` whose `*.wasm` files join the chain.
+    pub dir: Option<PathBuf>,
+}
+
+impl Triggers {
+    fn fire<'a>(&self, changed: &'a BTreeSet<PathBuf>) -> Option<&'a Path> {
+        changed.iter().find_map(|path| {
+            let in_dir = self.dir.as_deref().is_some_and(|dir| {
+                path.parent() == Some(dir) && path.extension().is_some_and(|e| e == "wasm")
+            });
+            (self.config.as_deref() == Some(path.as_path()) || in_dir).then_some(path.as_path())
+        })
+    }
+}
+
+/// Watches the plugin files of `chain` and the `triggers`, on which the
+/// chain `resolve` gives replaces it. Runs until the process ends.
 pub fn watch(
     chain: Arc<ArcSwap<Chain>>,
     engine: Arc<PluginEngine>,
-    config: Option<(PathBuf, Resolver)>,
+    triggers: Triggers,
+    resolve: Resolver,
 ) -> Result<(), String> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -41,7 +62,10 @@ pub fn watch(
         }
     })
     .map_err(|e| format!("cannot watch plugin files: {e}"))?;
-    let config = config.map(|(path, resolve)| (absolute(&path), resolve));
+    let triggers = Triggers {
+        config: triggers.config.map(|p| absolute(&p)),
+        dir: triggers.dir.map(|d| d.canonicalize().unwrap_or(d)),
+    };
     let mut watched = BTreeSet::new();
     let mut files: Vec<PathBuf> = chain
         .load()
@@ -50,7 +74,8 @@ pub fn watch(
         .filter(|s| s.spec.builtin.is_none())
         .map(|s| absolute(&s.spec.path))
         .collect();
-    files.extend(config.iter().map(|(path, _)| path.clone()));
+    files.extend(triggers.config.clone());
+    files.extend(triggers.dir.as_ref().map(|d| d.join("*.wasm")));
     watch_dirs(&mut watcher, &mut watched, &files)?;
 
     tokio::spawn(async move {
@@ -65,8 +90,9 @@ pub fn watch(
                     Err(_) => break,
                 }
             }
-            if let Some((path, resolve)) = config.as_ref().filter(|(p, _)| changed.contains(p)) {
-                if let Some(files) = reload_config(&chain, &engine, path, resolve, &changed).await {
+            if let Some(path) = triggers.fire(&changed) {
+                if let Some(files) = reload_config(&chain, &engine, path, &resolve, &changed).await
+                {
                     if let Err(e) = watch_dirs(&mut watcher, &mut watched, &files) {
                         tracing::error!("{e}");
                     }
@@ -113,7 +139,7 @@ async fn reload_config(
         Ok(specs) => specs,
         Err(e) => {
             tracing::error!(
-                "cannot reload config {}: {e}; the previous plugin chain keeps serving",
+                "cannot reload the plugin chain after {} changed: {e}; the previous chain keeps serving",
                 path.display()
             );
             return None;
@@ -133,7 +159,7 @@ async fn reload_config(
                 Ok(plugin) => Arc::new(plugin),
                 Err(e) => {
                     tracing::error!(
-                        "cannot reload config {}: {e}; the previous plugin chain keeps serving",
+                        "cannot reload the plugin chain after {} changed: {e}; the previous chain keeps serving",
                         path.display()
                     );
                     return None;
@@ -147,7 +173,7 @@ async fn reload_config(
     }
     let names: Vec<&str> = slots.iter().map(|s| &*s.spec.name).collect();
     tracing::info!(
-        "reloaded config {}: chain [{}] in {} ms",
+        "reloaded the plugin chain after {} changed: [{}] in {} ms",
         path.display(),
         names.join(", "),
         started.elapsed().as_millis()

@@ -1,0 +1,306 @@
+//! Plugins in Python (componentize-py) and JavaScript (componentize-js),
+//! built from `plugins/examples/` sources: the rule acts on traffic, an
+//! edited and rebuilt plugin is swapped in while requests keep succeeding,
+//! and an exception in a hook is logged and handled per `on_error`.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use proxlet_tests::{curl, Origin, Proxlet};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// `componentize-py` from PATH or from python3's scripts directory.
+fn componentize_py() -> PathBuf {
+    if let Ok(path) = which("componentize-py") {
+        return path;
+    }
+    let scripts = Command::new("python3")
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('scripts'))",
+        ])
+        .output()
+        .expect("python3 runs");
+    let path =
+        PathBuf::from(String::from_utf8_lossy(&scripts.stdout).trim()).join("componentize-py");
+    assert!(
+        path.is_file(),
+        "componentize-py is not installed: pip install componentize-py==0.25.1 (.ci/run does)"
+    );
+    path
+}
+
+fn which(program: &str) -> Result<PathBuf, ()> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+        .ok_or(())
+}
+
+#[derive(Clone, Copy)]
+enum Lang {
+    Python,
+    Js,
+}
+
+impl Lang {
+    fn example(self) -> PathBuf {
+        repo().join(match self {
+            Lang::Python => "plugins/examples/python",
+            Lang::Js => "plugins/examples/js",
+        })
+    }
+
+    fn source(self) -> &'static str {
+        match self {
+            Lang::Python => "app.py",
+            Lang::Js => "app.js",
+        }
+    }
+
+    /// Builds the plugin source in `dir` into `out`.
+    fn build(self, dir: &Path, out: &Path) {
+        let wit = repo().join("wit");
+        let output = match self {
+            Lang::Python => Command::new(componentize_py())
+                .current_dir(dir)
+                .arg("-d")
+                .arg(&wit)
+                .args(["-w", "plugin", "componentize", "app", "-o"])
+                .arg(out)
+                .output(),
+            Lang::Js => {
+                let example = self.example();
+                assert!(
+                    example.join("node_modules/@bytecodealliance/componentize-js").is_dir(),
+                    "componentize-js is not installed: npm ci --prefix plugins/examples/js (.ci/run does)"
+                );
+                Command::new("node")
+                    .arg(example.join("build.mjs"))
+                    .arg(dir.join("app.js"))
+                    .arg(&wit)
+                    .arg(out)
+                    .output()
+            }
+        }
+        .expect("run the plugin build");
+        assert!(
+            output.status.success(),
+            "building {} failed:\n{}\n{}",
+            dir.display(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Edits the source in `dir`: `from` → `to`.
+    fn edit(self, dir: &Path, from: &str, to: &str) {
+        let path = dir.join(self.source());
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "{from:?} is not in {}", path.display());
+        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+    }
+}
+
+/// Copies the example's sources (not its build outputs) into a fresh dir.
+fn copy_example(lang: Lang) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(lang.example()).unwrap() {
+        let path = entry.unwrap().path();
+        let is_source = path
+            .extension()
+            .is_some_and(|e| e == "py" || e == "js" || e == "mjs");
+        if is_source {
+            std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    dir
+}
+
+fn edit_rebuild_and_raise(lang: Lang, default_value: &str, raise: (&str, &str), message: &str) {
+    let origin = Origin::http();
+    for path in ["/data.json", "/boom.json"] {
+        origin.put(path, vec![("application/json", b"{\"a\": 1}".to_vec())]);
+    }
+    let src = copy_example(lang);
+    let out = tempfile::tempdir().unwrap();
+    let plugin = out.path().join("plugin.wasm");
+    let started = Instant::now();
+    lang.build(src.path(), &plugin);
+    eprintln!("built in {:?}", started.elapsed());
+
+    let config = out.path().join("proxlet.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[plugin]]\nname = \"example\"\npath = {plugin:?}\nlimits = {{ call_ms = 2000 }}\n"
+        ),
+    )
+    .unwrap();
+    let proxy = Proxlet::start(&["--config", config.to_str().unwrap()]);
+    let url = origin.url("/data.json");
+    let first = curl(&proxy, &[&url]);
+    assert_eq!(first.status, 200, "{first:?}\n{}", proxy.log());
+    assert!(
+        first.text().contains(default_value),
+        "{}\n{}",
+        first.text(),
+        proxy.log()
+    );
+
+    // Requests keep flowing while the source is edited, rebuilt and saved.
+    // The new version also throws for URLs containing "boom".
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let load = std::thread::spawn({
+        let (stop, failures, url) = (stop.clone(), failures.clone(), url.clone());
+        let proxy_url = proxy.url();
+        move || {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) && n < 100_000 {
+                let ok = Command::new("curl")
+                    .args([
+                        "-sS",
+                        "-o",
+                        "/dev/null",
+                        "-w",
+                        "%{http_code}",
+                        "-x",
+                        &proxy_url,
+                        &url,
+                    ])
+                    .output()
+                    .is_ok_and(|o| o.stdout == b"200");
+                if !ok {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+                n += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    });
+    lang.edit(src.path(), default_value, "edited value");
+    lang.edit(src.path(), raise.0, raise.1);
+    let next = out.path().join("next.wasm");
+    lang.build(src.path(), &next);
+    std::fs::rename(&next, &plugin).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !curl(&proxy, &[&url]).text().contains("edited value") {
+        assert!(
+            Instant::now() < deadline,
+            "the new version never served:\n{}",
+            proxy.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::Relaxed);
+    load.join().unwrap();
+    assert_eq!(failures.load(Ordering::Relaxed), 0, "{}", proxy.log());
+    assert!(
+        proxy.log().contains("reloaded plugin example"),
+        "{}",
+        proxy.log()
+    );
+
+    // An exception in the hook: logged with its message, and fail-open
+    // passes the response on unchanged.
+    let boom = curl(&proxy, &[&origin.url("/boom.json")]);
+    assert_eq!(
+        (boom.status, boom.text().as_str()),
+        (200, "{\"a\": 1}"),
+        "{}",
+        proxy.log()
+    );
+    assert!(
+        proxy.wait_for_log(message, Duration::from_secs(5)),
+        "{}",
+        proxy.log()
+    );
+    assert!(proxy.log().contains("fail-open"), "{}", proxy.log());
+    // The plugin keeps working for other flows.
+    assert!(curl(&proxy, &[&url]).text().contains("edited value"));
+}
+
+#[test]
+fn python_plugin_acts_reloads_and_reports_exceptions() {
+    edit_rebuild_and_raise(
+        Lang::Python,
+        "was here",
+        (
+            "data = flow.response.json()",
+            "if \"boom\" in flow.request.url:\n            raise ValueError(\"boom from python\")\n        data = flow.response.json()",
+        ),
+        "boom from python",
+    );
+}
+
+#[test]
+fn javascript_plugin_acts_reloads_and_reports_exceptions() {
+    edit_rebuild_and_raise(
+        Lang::Js,
+        "js was here",
+        (
+            "const data = JSON.parse",
+            "if (request.url.includes('boom')) throw new Error('boom from js');\n    const data = JSON.parse",
+        ),
+        "boom from js",
+    );
+}
+
+#[test]
+fn a_plugin_built_for_another_wit_version_is_refused_naming_both() {
+    let wit = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(repo().join("wit")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "wit") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let future = text.replace("proxlet:plugin@0.1.0", "proxlet:plugin@0.2.0");
+            std::fs::write(wit.path().join(path.file_name().unwrap()), future).unwrap();
+        }
+    }
+    let src = copy_example(Lang::Python);
+    let out = src.path().join("future.wasm");
+    let built = Command::new(componentize_py())
+        .current_dir(src.path())
+        .arg("-d")
+        .arg(wit.path())
+        .args(["-w", "plugin", "componentize", "app", "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let checked = proxlet_tests::proxlet::command()
+        .arg("check")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&checked.stderr);
+    assert!(!checked.status.success());
+    assert!(
+        stderr.contains("built for proxlet:plugin@0.2.0"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("implements proxlet:plugin@0.1.0"),
+        "{stderr}"
+    );
+}
