@@ -26,6 +26,14 @@ pub struct Cli {
 pub enum Command {
     /// Run the proxy (the default when no command is given).
     Run(RunArgs),
+    /// Create a ready-to-build plugin directory NAME from a template.
+    New {
+        /// Directory (and plugin) name.
+        name: PathBuf,
+        /// Language of the template.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: crate::scaffold::Lang,
+    },
     /// Load a plugin component and report its hooks, or why it does not fit.
     Check {
         /// The plugin component (.wasm).

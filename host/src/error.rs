@@ -53,6 +53,9 @@ pub enum Error {
     #[error("{0}")]
     PluginLoad(String),
 
+    #[error("proxlet new: {0}")]
+    Scaffold(String),
+
     #[error("{0}")]
     Io(#[from] io::Error),
 }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod plugin;
 pub mod proxy;
+pub mod scaffold;
 pub mod tls;
 
 use std::sync::Arc;
@@ -29,6 +30,11 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Err(reason) => Err(Error::PluginLoad(reason)),
         },
+        Some(Command::New { name, lang }) => {
+            let next = scaffold::create(&name, lang).map_err(Error::Scaffold)?;
+            print!("{next}");
+            Ok(())
+        }
         Some(Command::Run(args)) => run_proxy(Settings::resolve(&args, home.clone())?, args),
         None => run_proxy(Settings::resolve(&cli.run, home)?, cli.run),
     }

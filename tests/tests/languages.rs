@@ -304,3 +304,70 @@ fn a_plugin_built_for_another_wit_version_is_refused_naming_both() {
         "{stderr}"
     );
 }
+
+/// `proxlet new` for `lang`, built with its own build.sh, then loaded.
+fn scaffold_builds_and_loads(lang: &str, envs: &[(&str, &std::ffi::OsStr)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("my-{lang}");
+    let created = proxlet_tests::proxlet::command()
+        .current_dir(dir.path())
+        .args(["new", &name, "--lang", lang])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&created.stdout);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let build = format!("{name}/build.sh");
+    assert!(printed.contains(&build), "{printed}");
+    assert!(
+        printed.contains(&format!("--plugin {name}/{name}.wasm")),
+        "{printed}"
+    );
+
+    let mut command = Command::new("bash");
+    command.current_dir(dir.path()).arg(&build);
+    if lang == "python" {
+        let bin = componentize_py();
+        let path = format!(
+            "{}:{}",
+            bin.parent().unwrap().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        command.env("PATH", path);
+    }
+    let built = command.envs(envs.iter().copied()).output().unwrap();
+    assert!(
+        built.status.success(),
+        "{build} failed:\n{}\n{}",
+        String::from_utf8_lossy(&built.stdout),
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let wasm = dir.path().join(&name).join(format!("{name}.wasm"));
+    let checked = proxlet_tests::proxlet::command()
+        .arg("check")
+        .arg(&wasm)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&checked.stdout);
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert!(report.contains("a proxlet plugin"), "{report}");
+    assert!(report.contains("on-response"), "{report}");
+}
+
+#[test]
+fn proxlet_new_scaffolds_plugins_that_build_and_load() {
+    // The Rust scaffold shares the guests' target dir, so its dependencies
+    // are already built.
+    let guests = repo().join("target/wasm-guests");
+    scaffold_builds_and_loads("rust", &[("CARGO_TARGET_DIR", guests.as_os_str())]);
+    scaffold_builds_and_loads("python", &[]);
+    // npm reuses what .ci/run's `npm ci` put in its cache.
+    scaffold_builds_and_loads("js", &[("npm_config_prefer_offline", "true".as_ref())]);
+}
