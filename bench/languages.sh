@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Plugins in Rust, Python (componentize-py) and JavaScript (componentize-js):
+# component size, compile time cold and from the compiled-code cache, reload
+# latency (file saved → new version serving; cold and cached), and HTTPS
+# 1 KiB keep-alive req/s with each plugin vs none, from which the cost of a
+# hook call follows. proxlet on core 0; nginx, oha, curl on core 1.
+#   bench/languages.sh [SECONDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-10}
+conc=${CONC:-16}
+
+command -v nginx >/dev/null || { apt-get update -qq; apt-get install -y -qq nginx-light; }
+command -v oha >/dev/null || cargo install oha --locked
+command -v componentize-py >/dev/null || python3 -m pip install -q componentize-py==0.25.1
+[ -d plugins/examples/js/node_modules ] || (cd plugins/examples/js && npm ci --no-audit --no-fund)
+cargo build --release --quiet --bin proxlet
+. bench/lib.sh
+# Load times are INFO lines of proxlet::plugin; the access log stays off.
+export BENCH_LOG=warn,proxlet::plugin=info
+
+# Two versions of each plugin: v1 as in the repository, v2 saying "v2".
+mkdir -p "$work/v1" "$work/v2" "$work/src"
+for v in v1 v2; do
+  greeting=$([ $v = v2 ] && echo v2 || echo world)
+  (cd plugins && PROXLET_HELLO_GREETING=$greeting cargo build --release --quiet --target wasm32-wasip2 -p rust-hello)
+  cp plugins/target/wasm32-wasip2/release/rust_hello.wasm "$work/$v/rust.wasm"
+done
+plugins/examples/python/build.sh "$work/v1/python.wasm" >/dev/null
+cp plugins/examples/python/*.py "$work/src/"
+sed -i 's/"was here"/"v2"/' "$work/src/app.py"
+(cd "$work/src" && componentize-py -d "$OLDPWD/wit" -w plugin componentize app -o "$work/v2/python.wasm" >/dev/null)
+node plugins/examples/js/build.mjs plugins/examples/js/app.js wit "$work/v1/js.wasm" >/dev/null
+sed "s/'js was here'/'v2'/" plugins/examples/js/app.js > "$work/src/app.js"
+node plugins/examples/js/build.mjs "$work/src/app.js" wit "$work/v2/js.wasm" >/dev/null
+
+# ms in the last "loaded plugin" line of a proxlet log.
+load_ms() { grep -o 'loaded plugin .* in [0-9]* ms' "$1" | tail -1 | grep -o '[0-9]* ms$'; }
+
+# Does the plugin in front of port $1 show version $2 (v1/v2)?
+shows() {
+  local out
+  out=$(taskset -c 1 curl -s -D - -x "http://127.0.0.1:$1" --cacert "$work/home-$lang/ca.pem" https://127.0.0.1:18443/data.json)
+  case "$lang:$2" in
+    rust:v1) grep -q 'x-hello: world' <<<"$out" ;;
+    rust:v2) grep -q 'x-hello: v2' <<<"$out" ;;
+    python:v1) grep -q '"was here"' <<<"$out" ;;
+    js:v1) grep -q '"js was here"' <<<"$out" ;;
+    *:v2) grep -q '"v2"' <<<"$out" ;;
+  esac
+}
+
+# Milliseconds from saving $2 (rename over the watched file) to version $3 serving.
+reload_ms() {
+  local port=$1 file=$2 version=$3 start end
+  cp "$work/$version/$lang.wasm" "$work/watch/.$lang.tmp"
+  start=$(date +%s%N)
+  mv "$work/watch/.$lang.tmp" "$work/watch/$lang.wasm"
+  for _ in $(seq 6000); do shows "$port" "$version" && break; sleep 0.005; done
+  end=$(date +%s%N)
+  echo $(( (end - start) / 1000000 ))
+}
+
+echo "| plugin | size | compile cold | from cache | reload cold | reload cached | req/s 1 KiB | p99 ms | µs/request over none | peak RSS |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+PROXLET_BENCH_HOME=$work/home-none start_proxlet 18100 --plugin none
+none=$(taskset -c 1 oha --no-tui --output-format json -z "${secs}s" -c "$conc" --insecure -x http://127.0.0.1:18100 https://127.0.0.1:18443/1k)
+none_rps=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["summary"]["requestsPerSec"])' "$none")
+kill $proxlet_pid
+echo "| none | — | — | — | — | — | $(printf %.0f "$none_rps") | $(python3 -c 'import json,sys; print(round(json.loads(sys.argv[1])["latencyPercentiles"]["p99"]*1000,2))' "$none") | — | |"
+
+port=18101
+mkdir -p "$work/watch"
+for lang in rust python js; do
+  export PROXLET_BENCH_HOME=$work/home-$lang
+  cp "$work/v1/$lang.wasm" "$work/watch/$lang.wasm"
+  start_proxlet $port --plugin "$work/watch/$lang.wasm"
+  for _ in $(seq 600); do grep -q "listening on" "$work/proxlet-$port.log" && break; sleep 0.1; done
+  cold=$(load_ms "$work/proxlet-$port.log"); kill $proxlet_pid; wait $proxlet_pid 2>/dev/null || true
+  port=$((port + 1))
+  start_proxlet $port --plugin "$work/watch/$lang.wasm"
+  cached=$(load_ms "$work/proxlet-$port.log")
+  result=$(taskset -c 1 oha --no-tui --output-format json -z "${secs}s" -c "$conc" --insecure -x http://127.0.0.1:$port https://127.0.0.1:18443/1k)
+  read -r rps p99 <<<"$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["summary"]["requestsPerSec"], round(d["latencyPercentiles"]["p99"]*1000,2))' "$result")"
+  rss=$(grep VmHWM /proc/$proxlet_pid/status | awk '{print $2/1024 " MiB"}')
+  reload_cold=$(reload_ms $port "$work/watch/$lang.wasm" v2)
+  reload_cached=$(reload_ms $port "$work/watch/$lang.wasm" v1)
+  kill $proxlet_pid; wait $proxlet_pid 2>/dev/null || true
+  port=$((port + 1))
+  size=$(du -h "$work/v1/$lang.wasm" | cut -f1)
+  extra=$(python3 -c "print(round((1/$rps - 1/$none_rps)*1e6, 1))")
+  echo "| $lang | $size | $cold | $cached | ${reload_cold} ms | ${reload_cached} ms | $(printf %.0f "$rps") | $p99 | $extra | $rss |"
+done
+echo
+echo "Reload times include the 50 ms debounce and the polling client (5 ms steps)."
