@@ -114,6 +114,16 @@ pub struct RunArgs {
     #[arg(long, env = "PROXLET_UPSTREAM_TIMEOUT", value_name = "DURATION")]
     pub upstream_timeout: Option<String>,
 
+    /// Time a client gets to send a complete request head, and the longest a
+    /// keep-alive connection may sit idle between requests [default: 30s].
+    #[arg(long, env = "PROXLET_CLIENT_TIMEOUT", value_name = "DURATION")]
+    pub client_timeout: Option<String>,
+
+    /// Most client connections served at once; more are closed with a warning
+    /// [default: half the open-file limit].
+    #[arg(long, env = "PROXLET_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+
     /// Time in-flight flows get to finish after SIGINT/SIGTERM [default: 10s].
     #[arg(long, env = "PROXLET_SHUTDOWN_GRACE", value_name = "DURATION")]
     pub shutdown_grace: Option<String>,

@@ -20,6 +20,33 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_CACHE_DIR: &str = "./proxlet-cache";
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Half the open-file limit (each intercepted flow holds a client and an
+/// upstream socket), after raising the soft limit to the hard one as nginx's
+/// `worker_rlimit_nofile` would.
+fn default_max_connections() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write `limit`.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 512;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max.min(1 << 20),
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    ((limit.rlim_cur / 2) as usize).clamp(64, 100_000)
+}
 
 /// The config file. Every key is optional; unknown keys are errors.
 #[derive(Debug, Default, Deserialize)]
@@ -39,6 +66,10 @@ pub struct FileConfig {
     pub upstream_timeout: Option<String>,
     /// Time in-flight flows get after SIGINT/SIGTERM (`--shutdown-grace`).
     pub shutdown_grace: Option<String>,
+    /// Request-head and keep-alive idle timeout (`--client-timeout`).
+    pub client_timeout: Option<String>,
+    /// Most client connections at once (`--max-connections`).
+    pub max_connections: Option<usize>,
     /// Allow a listen address other machines can reach (`--allow-remote`).
     pub allow_remote: Option<bool>,
     /// Proxy mode (`--mode`); only "regular".
@@ -176,6 +207,8 @@ pub struct Settings {
     pub ignore_hosts: Vec<HostPattern>,
     pub upstream_timeout: Duration,
     pub shutdown_grace: Duration,
+    pub client_timeout: Duration,
+    pub max_connections: usize,
     /// The plugin chain, in order (`plugin_dir`'s components last).
     pub plugins: Vec<PluginSpec>,
     /// The watched directory of plugin components.
@@ -275,6 +308,23 @@ impl Settings {
             file.shutdown_grace,
             DEFAULT_SHUTDOWN_GRACE,
         )?;
+        let client_timeout = duration(
+            "--client-timeout",
+            &args.client_timeout,
+            file.client_timeout,
+            DEFAULT_CLIENT_TIMEOUT,
+        )?;
+        let max_connections = match args.max_connections.or(file.max_connections) {
+            Some(0) => {
+                return Err(Error::InvalidOption {
+                    option: "--max-connections",
+                    value: "0".into(),
+                    reason: "must be at least 1".into(),
+                })
+            }
+            Some(n) => n,
+            None => default_max_connections(),
+        };
 
         let upstream_ca = if args.upstream_ca.is_empty() {
             file.upstream_ca
@@ -304,6 +354,8 @@ impl Settings {
             ignore_hosts,
             upstream_timeout,
             shutdown_grace,
+            client_timeout,
+            max_connections,
             plugins,
             plugin_dir,
         })

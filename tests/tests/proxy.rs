@@ -456,3 +456,84 @@ fn sigterm_lets_the_in_flight_request_finish() {
     assert!(status.success(), "{status}");
     assert_eq!(request.join().unwrap(), "slow");
 }
+
+/// Sends `head` one byte every 200 ms until the peer closes; how long that took.
+async fn trickle<S>(mut stream: S, head: &[u8]) -> Option<Duration>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let started = std::time::Instant::now();
+    for byte in head.iter().cycle().take(200) {
+        if stream.write_all(&[*byte]).await.is_err() {
+            return Some(started.elapsed());
+        }
+        let mut buf = [0u8; 256];
+        match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            _ => {}
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_request_heads_are_cut_at_the_client_timeout_also_inside_tunnels() {
+    let origin = https_origin();
+    let proxy = proxlet_for(&origin, &["--client-timeout", "1s"]);
+    let head = b"GET http://127.0.0.1:1/ HTTP/1.1\r\nHost: 127.0.0.1:1\r\nX-Slow: aaaaaaaaaaaaaaaa";
+
+    let plain = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let closed = trickle(plain, head)
+        .await
+        .expect("the slow client is closed");
+    assert!(closed < Duration::from_secs(10), "{closed:?}");
+
+    let tunnel = client::connect_tunnel(proxy.addr, origin.addr).await;
+    let config = proxlet_tests::test_ca::client_config(&proxy.ca_path(), &[b"http/1.1"]);
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = rustls::pki_types::ServerName::IpAddress(origin.addr.ip().into());
+    let tls = connector.connect(name, tunnel).await.unwrap();
+    let closed = trickle(tls, &head[..])
+        .await
+        .expect("the slow client in the tunnel is closed");
+    assert!(closed < Duration::from_secs(10), "{closed:?}");
+
+    assert!(
+        proxy.wait_for_log("--client-timeout", Duration::from_secs(2)),
+        "{}",
+        proxy.log()
+    );
+    // Other clients are served throughout.
+    assert_eq!(curl(&proxy, &[&origin.url("/bytes/10")]).status, 200);
+}
+
+#[test]
+fn connections_over_the_limit_are_closed_with_a_warning() {
+    let origin = https_origin();
+    let proxy = proxlet_for(&origin, &["--max-connections", "2"]);
+    let held: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(proxy.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut extra = TcpStream::connect(proxy.addr).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = extra.write_all(b"GET http://127.0.0.1:1/ HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut buf = [0u8; 64];
+    assert_eq!(
+        extra.read(&mut buf).unwrap_or(0),
+        0,
+        "the third connection is closed"
+    );
+    assert!(
+        proxy.wait_for_log("connection limit reached (2 open", Duration::from_secs(2)),
+        "{}",
+        proxy.log()
+    );
+
+    drop(held);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(curl(&proxy, &[&origin.url("/bytes/10")]).status, 200);
+}

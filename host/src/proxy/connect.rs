@@ -48,6 +48,7 @@ pub(crate) fn handle_connect(
     };
     let ignored = proxy.is_ignored(authority.host(), port);
     let on_upgrade = hyper::upgrade::on(request);
+    let (client, timeout) = (conn.client, proxy.settings.client_timeout);
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
@@ -65,7 +66,7 @@ pub(crate) fn handle_connect(
             }
         };
         if let Err(e) = result {
-            tracing::debug!("CONNECT {authority}: {e}");
+            super::listener::log_client_error(client, e.as_ref(), timeout);
         }
     });
     let mut response = Response::new(boxed(http_body_util::Empty::new()));
@@ -134,6 +135,7 @@ async fn intercept(
         .map_err(|_| "TLS handshake timed out")?
         .map_err(|e| format!("TLS handshake with client failed: {e}"))?;
 
+    let proxy_timeout = proxy.settings.client_timeout;
     let inner = Arc::new(ConnInfo {
         client: conn.client,
         tunnel: Some(authority),
@@ -143,7 +145,11 @@ async fn intercept(
         super::service::handle(proxy.clone(), inner.clone(), request)
     });
     let stop = conn.stop.clone();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(proxy_timeout);
     let connection = builder.serve_connection(TokioIo::new(tls), service);
     super::listener::until_stopped(connection, stop, |c| c.graceful_shutdown()).await?;
     Ok(())

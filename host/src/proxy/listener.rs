@@ -13,8 +13,15 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Futu
     // Every connection and tunnel holds a receiver; shutdown is done when
     // all are dropped.
     let (stop, stopped) = watch::channel(());
+    let settings = &proxy.settings;
     let mut http1 = hyper::server::conn::http1::Builder::new();
-    http1.timer(hyper_util::rt::TokioTimer::new());
+    // Bounds both the time to send a request head (slowloris) and the idle
+    // time between keep-alive requests.
+    http1
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(settings.client_timeout);
+    let slots = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
+    let mut last_refusal: Option<std::time::Instant> = None;
     tokio::pin!(shutdown);
     loop {
         let (stream, client) = tokio::select! {
@@ -28,6 +35,18 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Futu
                 }
             },
             () = &mut shutdown => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // One line a second at most: a flood must not flood the log too.
+            if last_refusal.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1)) {
+                tracing::warn!(
+                    "connection limit reached ({} open, --max-connections): closing new connections such as {client}",
+                    settings.max_connections
+                );
+                last_refusal = Some(std::time::Instant::now());
+            }
+            drop(stream);
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let conn = Arc::new(ConnInfo {
@@ -45,10 +64,12 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Futu
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
         let watched = until_stopped(connection, stopped.clone(), |c| c.graceful_shutdown());
+        let timeout = settings.client_timeout;
         tokio::spawn(async move {
             if let Err(e) = watched.await {
-                tracing::debug!("client {client}: {e}");
+                log_client_error(client, &e, timeout);
             }
+            drop(slot);
         });
     }
     drop(listener);
@@ -61,6 +82,25 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Futu
     );
     if tokio::time::timeout(grace, stop.closed()).await.is_err() {
         tracing::warn!("grace period over: closing the remaining flows");
+    }
+}
+
+/// Logs why a client connection ended badly: a timeout gets a line saying
+/// which limit, anything else (resets, garbage) is debug noise.
+pub(crate) fn log_client_error(
+    client: std::net::SocketAddr,
+    error: &(dyn std::error::Error + 'static),
+    timeout: std::time::Duration,
+) {
+    let timed_out = error
+        .downcast_ref::<hyper::Error>()
+        .is_some_and(hyper::Error::is_timeout);
+    if timed_out {
+        tracing::info!(
+            "client {client}: closed after {timeout:?} without a complete request head or a new request (--client-timeout)"
+        );
+    } else {
+        tracing::debug!("client {client}: {error}");
     }
 }
 
