@@ -28,6 +28,8 @@ error_log $work/nginx-error.log;
 events { worker_connections 4096; }
 http {
   access_log off;
+  types { application/json json; text/html html; }
+  default_type application/octet-stream;
   keepalive_requests 1000000;
   server {
     listen 127.0.0.1:18443 ssl http2;
