@@ -257,7 +257,7 @@ impl FlowPlugins {
                                 }
                             }
                         };
-                        body = match files::Tee::new(body, dest, expected, flow.id, sidecar) {
+                        body = match files::Tee::new(body, dest, expected, sidecar) {
                             Ok(tee) => {
                                 notes.push(format!("{name}=store"));
                                 boxed(tee)

@@ -2,11 +2,7 @@
 //! `host` interface), the epoch ticker behind call deadlines, and the on-disk
 //! cache of compiled components keyed by content hash.
 
-use std::{
-    path::{Path, PathBuf},
-    sync::Arc,
-    time::Duration,
-};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use sha2::{Digest, Sha256};
 use wasmtime::{
@@ -143,17 +139,11 @@ impl PluginEngine {
         let component = Component::from_binary(&self.engine, bytes).map_err(|e| describe(&e))?;
         if let Some(path) = cached {
             if let Ok(compiled) = component.serialize() {
-                let _ = write_atomically(&path, &compiled);
+                let _ = crate::proxy::files::write_atomically(&path, &compiled);
             }
         }
         Ok((component, hash, false))
     }
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
 }
 
 pub fn hex(bytes: &[u8]) -> String {

@@ -248,15 +248,10 @@ impl<B> Tee<B> {
         inner: B,
         dest: PathBuf,
         expected: Option<u64>,
-        flow: u64,
         sidecar: Option<(PathBuf, Vec<u8>)>,
     ) -> Result<Self, (B, String)> {
         let dir = dest.parent().map(Path::to_owned).unwrap_or_default();
-        let name = dest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let temp = dir.join(format!(".{name}.proxlet-{}-{flow}.tmp", std::process::id()));
+        let temp = temp_beside(&dest);
         let opened = std::fs::create_dir_all(&dir).and_then(|()| {
             std::fs::OpenOptions::new()
                 .write(true)
@@ -305,12 +300,20 @@ impl<B> Tee<B> {
     }
 }
 
+/// A hidden temp file in `path`'s directory, unique in this process, so
+/// renaming it over `path` is atomic and never races another writer.
+fn temp_beside(path: &Path) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    dir.join(format!(".{name}.proxlet-{}-{n}.tmp", std::process::id()))
+}
+
 /// Writes `contents` to a temp file beside `path`, then renames it over `path`.
 pub fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let temp = dir.join(format!(".{name}.proxlet-{}.tmp", std::process::id()));
+    std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
+    let temp = temp_beside(path);
     std::fs::write(&temp, contents)
         .and_then(|()| std::fs::rename(&temp, path))
         .inspect_err(|_| {
