@@ -1,4 +1,4 @@
-//! `proxlet new NAME --lang rust|python|js`: a ready-to-build plugin
+//! `proxlet new NAME --lang rust|python|js|c`: a ready-to-build plugin
 //! directory made from the examples, with the WIT files (and, for Rust, the
 //! SDK) copied in, so it builds anywhere without this repository.
 
@@ -12,6 +12,7 @@ pub enum Lang {
     Rust,
     Python,
     Js,
+    C,
 }
 
 const WIT: [(&str, &str); 7] = [
@@ -143,6 +144,17 @@ pub fn create(dir: &Path, lang: Lang) -> Result<String, String> {
             files.push(("build.sh".into(), fill(JS_BUILD)));
             files.push((".gitignore".into(), "node_modules/\n*.wasm\n".into()));
         }
+        Lang::C => {
+            files.push((
+                "app.c".into(),
+                include_str!("../../plugins/examples/c/app.c").to_owned(),
+            ));
+            let build = include_str!("../../plugins/examples/c/build.sh")
+                .replace("$here/../../../wit", "$here/wit")
+                .replace("inject-error.wasm", &format!("{name}.wasm"));
+            files.push(("build.sh".into(), build));
+            files.push((".gitignore".into(), "gen/\n*.wasm\n".into()));
+        }
     }
     for (relative, text) in &files {
         let path = dir.join(relative);
@@ -160,6 +172,7 @@ pub fn create(dir: &Path, lang: Lang) -> Result<String, String> {
         Lang::Rust => "Rust",
         Lang::Python => "Python",
         Lang::Js => "JavaScript",
+        Lang::C => "C",
     };
     Ok(format!(
         "created {language} plugin {name} in {shown}\nnext:\n  {shown}/build.sh\n  proxlet --plugin {shown}/{name}.wasm      # or copy it into a --plugin-dir\n"

@@ -1,5 +1,5 @@
-//! Plugins in Python (componentize-py) and JavaScript (componentize-js),
-//! built from `plugins/examples/` sources: the rule acts on traffic, an
+//! Plugins in Python (componentize-py), JavaScript (componentize-js) and C
+//! (wit-bindgen + clang + wasm-tools), built from `plugins/examples/` sources: the rule acts on traffic, an
 //! edited and rebuilt plugin is swapped in while requests keep succeeding,
 //! and an exception in a hook is logged and handled per `on_error`.
 
@@ -56,6 +56,7 @@ fn which(program: &str) -> Result<PathBuf, ()> {
 enum Lang {
     Python,
     Js,
+    C,
 }
 
 impl Lang {
@@ -63,6 +64,7 @@ impl Lang {
         repo().join(match self {
             Lang::Python => "plugins/examples/python",
             Lang::Js => "plugins/examples/js",
+            Lang::C => "plugins/examples/c",
         })
     }
 
@@ -70,6 +72,7 @@ impl Lang {
         match self {
             Lang::Python => "app.py",
             Lang::Js => "app.js",
+            Lang::C => "app.c",
         }
     }
 
@@ -97,6 +100,11 @@ impl Lang {
                     .arg(out)
                     .output()
             }
+            Lang::C => Command::new("bash")
+                .arg(dir.join("build.sh"))
+                .arg(out)
+                .env("PROXLET_WIT", &wit)
+                .output(),
         }
         .expect("run the plugin build");
         assert!(
@@ -124,7 +132,7 @@ fn copy_example(lang: Lang) -> tempfile::TempDir {
         let path = entry.unwrap().path();
         let is_source = path
             .extension()
-            .is_some_and(|e| e == "py" || e == "js" || e == "mjs");
+            .is_some_and(|e| ["py", "js", "mjs", "c", "sh"].iter().any(|x| e == *x));
         if is_source {
             std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
         }
@@ -132,9 +140,32 @@ fn copy_example(lang: Lang) -> tempfile::TempDir {
     dir
 }
 
-fn edit_rebuild_and_raise(lang: Lang, default_value: &str, raise: (&str, &str), message: &str) {
+/// One language's example: what `/data.json` looks like through it, and the
+/// source edit that makes it fail for `/boom.json`.
+struct Case {
+    lang: Lang,
+    /// The `config` table of the plugin.
+    config: &'static str,
+    /// Status and a body part of `/data.json` through the plugin.
+    status: u16,
+    default_value: &'static str,
+    /// Source `from` → `to` making the hook fail for URLs with "boom".
+    raise: (&'static str, &'static str),
+    /// What the log then says.
+    message: &'static str,
+}
+
+fn edit_rebuild_and_raise(case: Case) {
+    let Case {
+        lang,
+        config: plugin_config,
+        status,
+        default_value,
+        raise,
+        message,
+    } = case;
     let origin = Origin::http();
-    for path in ["/data.json", "/boom.json"] {
+    for path in ["/data.json", "/boom.json", "/other.json"] {
         origin.put(path, vec![("application/json", b"{\"a\": 1}".to_vec())]);
     }
     let src = copy_example(lang);
@@ -148,14 +179,14 @@ fn edit_rebuild_and_raise(lang: Lang, default_value: &str, raise: (&str, &str), 
     std::fs::write(
         &config,
         format!(
-            "[[plugin]]\nname = \"example\"\npath = {plugin:?}\nlimits = {{ call_ms = 2000 }}\n"
+            "[[plugin]]\nname = \"example\"\npath = {plugin:?}\nconfig = {plugin_config}\nlimits = {{ call_ms = 2000 }}\n"
         ),
     )
     .unwrap();
     let proxy = Proxlet::start(&["--config", config.to_str().unwrap()]);
     let url = origin.url("/data.json");
     let first = curl(&proxy, &[&url]);
-    assert_eq!(first.status, 200, "{first:?}\n{}", proxy.log());
+    assert_eq!(first.status, status, "{first:?}\n{}", proxy.log());
     assert!(
         first.text().contains(default_value),
         "{}\n{}",
@@ -164,11 +195,12 @@ fn edit_rebuild_and_raise(lang: Lang, default_value: &str, raise: (&str, &str), 
     );
 
     // Requests keep flowing while the source is edited, rebuilt and saved.
-    // The new version also throws for URLs containing "boom".
+    // The new version also fails for URLs containing "boom".
     let stop = Arc::new(AtomicBool::new(false));
     let failures = Arc::new(AtomicUsize::new(0));
     let load = std::thread::spawn({
-        let (stop, failures, url) = (stop.clone(), failures.clone(), url.clone());
+        let (stop, failures) = (stop.clone(), failures.clone());
+        let url = origin.url("/other.json");
         let proxy_url = proxy.url();
         move || {
             let mut n = 0;
@@ -238,28 +270,49 @@ fn edit_rebuild_and_raise(lang: Lang, default_value: &str, raise: (&str, &str), 
 
 #[test]
 fn python_plugin_acts_reloads_and_reports_exceptions() {
-    edit_rebuild_and_raise(
-        Lang::Python,
-        "was here",
-        (
+    edit_rebuild_and_raise(Case {
+        lang: Lang::Python,
+        config: "{}",
+        status: 200,
+        default_value: "was here",
+        raise: (
             "data = flow.response.json()",
             "if \"boom\" in flow.request.url:\n            raise ValueError(\"boom from python\")\n        data = flow.response.json()",
         ),
-        "boom from python",
-    );
+        message: "boom from python",
+    });
 }
 
 #[test]
 fn javascript_plugin_acts_reloads_and_reports_exceptions() {
-    edit_rebuild_and_raise(
-        Lang::Js,
-        "js was here",
-        (
+    edit_rebuild_and_raise(Case {
+        lang: Lang::Js,
+        config: "{}",
+        status: 200,
+        default_value: "js was here",
+        raise: (
             "const data = JSON.parse",
             "if (request.url.includes('boom')) throw new Error('boom from js');\n    const data = JSON.parse",
         ),
-        "boom from js",
-    );
+        message: "boom from js",
+    });
+}
+
+#[test]
+fn c_plugin_acts_reloads_and_reports_traps() {
+    // C has no exceptions: the edited version traps (as a failed assert or
+    // a wild pointer would), which the host reports the same way.
+    edit_rebuild_and_raise(Case {
+        lang: Lang::C,
+        config: "{ match = \"/data.json\", status = 503 }",
+        status: 503,
+        default_value: "by the c example",
+        raise: (
+            "  if (!strstr(url, match)) {",
+            "  if (strstr(url, \"boom\")) __builtin_trap();\n  if (!strstr(url, match)) {",
+        ),
+        message: "unreachable",
+    });
 }
 
 #[test]
@@ -358,7 +411,7 @@ fn scaffold_builds_and_loads(lang: &str, envs: &[(&str, &std::ffi::OsStr)]) {
         String::from_utf8_lossy(&checked.stderr)
     );
     assert!(report.contains("a proxlet plugin"), "{report}");
-    assert!(report.contains("on-response"), "{report}");
+    assert!(report.contains("hooks: on-"), "{report}");
 }
 
 #[test]
@@ -370,4 +423,5 @@ fn proxlet_new_scaffolds_plugins_that_build_and_load() {
     scaffold_builds_and_loads("python", &[]);
     // npm reuses what .ci/run's `npm ci` put in its cache.
     scaffold_builds_and_loads("js", &[("npm_config_prefer_offline", "true".as_ref())]);
+    scaffold_builds_and_loads("c", &[]);
 }

@@ -42,6 +42,7 @@ impl bindings::proxlet::plugin::host::Host for State {
     fn log(&mut self, level: bindings::types::Level, message: String) {
         use bindings::types::Level;
         let plugin = &*self.plugin;
+        let message = log_safe(&message);
         match level {
             Level::Trace => tracing::trace!(target: "proxlet::plugin", plugin, "{message}"),
             Level::Debug => tracing::debug!(target: "proxlet::plugin", plugin, "{message}"),
@@ -50,6 +51,37 @@ impl bindings::proxlet::plugin::host::Host for State {
             Level::Error => tracing::error!(target: "proxlet::plugin", plugin, "{message}"),
         }
     }
+}
+
+/// The longest plugin log message kept whole.
+const LOG_MESSAGE_MAX: usize = 8 * 1024;
+
+/// A plugin's log message as one log line: trailing whitespace dropped,
+/// control characters (a forged second line, terminal escapes) escaped,
+/// and cut at [`LOG_MESSAGE_MAX`] bytes.
+fn log_safe(message: &str) -> std::borrow::Cow<'_, str> {
+    let message = message.trim_end();
+    let clean =
+        message.len() <= LOG_MESSAGE_MAX && !message.chars().any(|c| c.is_control() && c != '\t');
+    if clean {
+        return message.into();
+    }
+    let mut end = message.len().min(LOG_MESSAGE_MAX);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut line = String::with_capacity(end + 32);
+    for c in message[..end].chars() {
+        if c.is_control() && c != '\t' {
+            line.extend(c.escape_default());
+        } else {
+            line.push(c);
+        }
+    }
+    if end < message.len() {
+        line.push_str(&format!(" …({} bytes more)", message.len() - end));
+    }
+    line.into()
 }
 
 pub struct PluginEngine {
@@ -167,4 +199,22 @@ pub fn describe(error: &wasmtime::Error) -> String {
         return "unknown failure".to_owned();
     }
     parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_log_messages_stay_one_line() {
+        assert_eq!(log_safe("plain\tline\n"), "plain\tline");
+        assert_eq!(
+            log_safe("a\n2026-01-01 INFO forged\x1b[2J"),
+            "a\\n2026-01-01 INFO forged\\u{1b}[2J"
+        );
+        let long = "é".repeat(LOG_MESSAGE_MAX);
+        let cut = log_safe(&long);
+        assert!(cut.starts_with("éé"));
+        assert!(cut.ends_with(&format!(" …({} bytes more)", LOG_MESSAGE_MAX)));
+    }
 }
