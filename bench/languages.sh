@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Plugins in Rust, Python (componentize-py) and JavaScript (componentize-js):
+# Plugins in Rust, Python (componentize-py), JavaScript (componentize-js) and
+# C (wit-bindgen + clang + wasm-tools, see plugins/examples/c/README.md):
 # component size, compile time cold and from the compiled-code cache, reload
 # latency (file saved → new version serving; cold and cached), and HTTPS
 # 1 KiB keep-alive req/s with each plugin vs none, from which the cost of a
@@ -33,19 +34,26 @@ sed -i 's/"was here"/"v2"/' "$work/src/app.py"
 node plugins/examples/js/build.mjs plugins/examples/js/app.js wit "$work/v1/js.wasm" >/dev/null
 sed "s/'js was here'/'v2'/" plugins/examples/js/app.js > "$work/src/app.js"
 node plugins/examples/js/build.mjs "$work/src/app.js" wit "$work/v2/js.wasm" >/dev/null
+plugins/examples/c/build.sh "$work/v1/c.wasm" >/dev/null 2>&1
+mkdir -p "$work/c-src" && cp plugins/examples/c/{app.c,build.sh} "$work/c-src/"
+sed -i 's/ by the c example/ by the v2 c example/' "$work/c-src/app.c"
+PROXLET_WIT=$PWD/wit "$work/c-src/build.sh" "$work/v2/c.wasm" >/dev/null 2>&1
 
 # ms in the last "loaded plugin" line of a proxlet log.
 load_ms() { grep -o 'loaded plugin .* in [0-9]* ms' "$1" | tail -1 | grep -o '[0-9]* ms$'; }
 
 # Does the plugin in front of port $1 show version $2 (v1/v2)?
 shows() {
-  local out
-  out=$(taskset -c 1 curl -s -D - -x "http://127.0.0.1:$1" --cacert "$work/home-$lang/ca.pem" https://127.0.0.1:18443/data.json)
+  local out path=/data.json
+  [ "$lang" = c ] && path=/inject-error/
+  out=$(taskset -c 1 curl -s -D - -x "http://127.0.0.1:$1" --cacert "$work/home-$lang/ca.pem" "https://127.0.0.1:18443$path")
   case "$lang:$2" in
     rust:v1) grep -q 'x-hello: world' <<<"$out" ;;
     rust:v2) grep -q 'x-hello: v2' <<<"$out" ;;
     python:v1) grep -q '"was here"' <<<"$out" ;;
     js:v1) grep -q '"js was here"' <<<"$out" ;;
+    c:v1) grep -q ' by the c example' <<<"$out" ;;
+    c:v2) grep -q ' by the v2 c example' <<<"$out" ;;
     *:v2) grep -q '"v2"' <<<"$out" ;;
   esac
 }
@@ -71,7 +79,7 @@ echo "| none | — | — | — | — | — | $(printf %.0f "$none_rps") | $(pyth
 
 port=18101
 mkdir -p "$work/watch"
-for lang in rust python js; do
+for lang in rust python js c; do
   export PROXLET_BENCH_HOME=$work/home-$lang
   cp "$work/v1/$lang.wasm" "$work/watch/$lang.wasm"
   start_proxlet $port --plugin "$work/watch/$lang.wasm"

@@ -1,6 +1,7 @@
 # Shared by the bench scripts (sourced, with `set -euo pipefail` and the
 # repository root as working directory): a work dir, a throwaway CA, nginx
-# with TLS on 127.0.0.1:18443 serving $work/www (1k, 1m, 100m and data.json)
+# with TLS on 127.0.0.1:18443 and plain HTTP on 127.0.0.1:18480 serving
+# $work/www (1k, 1m, 100m and data.json)
 # pinned to core 1, and helpers to start proxlet on core 0 and run oha.
 work=$(mktemp -d)
 chmod 755 "$work"   # nginx workers read the files
@@ -33,6 +34,7 @@ http {
   keepalive_requests 1000000;
   server {
     listen 127.0.0.1:18443 ssl http2;
+    listen 127.0.0.1:18480;
     ssl_certificate $work/origin.pem;
     ssl_certificate_key $work/origin.key;
     root $work/www;

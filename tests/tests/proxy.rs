@@ -313,6 +313,28 @@ fn malformed_and_aborted_requests_leave_the_proxy_serving() {
     let answer = raw_exchange(&proxy, connect.as_bytes());
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 
+    // A client that shuts down its sending side after the request (`nc -N`)
+    // still gets the whole response.
+    let plain = Origin::http();
+    let mut stream = TcpStream::connect(proxy.addr).unwrap();
+    let head = format!(
+        "GET {} HTTP/1.1\r\nHost: x\r\n\r\n",
+        plain.url("/bytes/3000")
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(answer.ends_with(&pattern(3000)), "{}", proxy.log());
+
     // A client that leaves in the middle of its upload.
     let mut stream = TcpStream::connect(proxy.addr).unwrap();
     let head = format!(

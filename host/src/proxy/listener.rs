@@ -19,7 +19,10 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Futu
     // time between keep-alive requests.
     http1
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(settings.client_timeout);
+        .header_read_timeout(settings.client_timeout)
+        // A client may shut down its sending side after the request
+        // (`nc -N`, scripts) and still gets its response.
+        .half_close(true);
     let slots = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
     let mut last_refusal: Option<std::time::Instant> = None;
     tokio::pin!(shutdown);

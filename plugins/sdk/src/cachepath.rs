@@ -46,6 +46,8 @@ pub enum PathError {
     BadEscape,
     /// A name over [`MAX_NAME`] bytes or a path over [`MAX_PATH`].
     TooLong,
+    /// A path no URL maps to (e.g. a `?` inside a directory name).
+    NotCanonical,
 }
 
 impl fmt::Display for PathError {
@@ -57,6 +59,7 @@ impl fmt::Display for PathError {
             Self::EmptySegment => "the path has an empty segment",
             Self::BadEscape => "the path has NUL, a malformed %-escape or non-UTF-8 bytes",
             Self::TooLong => "a path component is too long",
+            Self::NotCanonical => "no URL maps to this path",
         })
     }
 }
@@ -113,7 +116,9 @@ pub fn url_to_path(url: &str) -> Result<String, PathError> {
 }
 
 /// The URL (with `scheme`) a relative cache path stands for; the inverse of
-/// [`url_to_path`] up to URL normalisation (`url_to_path(path_to_url(p)) == p`).
+/// [`url_to_path`] up to URL normalisation: whenever it answers,
+/// `url_to_path(path_to_url(p)) == p`, and a path that no URL maps to (a
+/// hand-made name the cache would never write) is refused.
 pub fn path_to_url(path: &str, scheme: &str) -> Result<String, PathError> {
     let (host, rest) = path.split_once('/').ok_or(PathError::BadHost)?;
     let authority = match host.rsplit_once('_') {
@@ -144,6 +149,9 @@ pub fn path_to_url(path: &str, scheme: &str) -> Result<String, PathError> {
             url.push('?');
             url.push_str(&percent_decode(query)?);
         }
+    }
+    if url_to_path(&url)? != path {
+        return Err(PathError::NotCanonical);
     }
     Ok(url)
 }
@@ -317,6 +325,8 @@ mod tests {
         assert_eq!(url_to_path("https://h/100%25").unwrap(), "h/100%25");
         assert_eq!(url_to_path("https://h/%3F%23").unwrap(), "h/%3F%23");
         assert_eq!(path_to_url("h/a b", "http").unwrap(), "http://h/a%20b");
+        // A `?` inside a directory name: no URL is cached there.
+        assert_eq!(path_to_url("h/b?c/d", "http"), Err(PathError::NotCanonical));
     }
 
     #[test]
