@@ -49,7 +49,8 @@ start_proxlet() {
   RUST_LOG=${BENCH_LOG:-warn} taskset -c 0 ./target/release/proxlet --listen 127.0.0.1:$port --home "${PROXLET_BENCH_HOME:-$work/home}" \
     --upstream-ca "$work/ca.pem" "$@" 2>"$work/proxlet-$port.log" &
   proxlet_pid=$!
-  for _ in $(seq 100); do grep -q "listening on" "$work/proxlet-$port.log" && break; sleep 0.1; done
+  # Up to two minutes: a large plugin compiles before proxlet listens.
+  for _ in $(seq 1200); do grep -q "listening on" "$work/proxlet-$port.log" && break; sleep 0.1; done
 }
 
 # oha prints JSON; rps, p50/p99 in ms.

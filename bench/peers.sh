@@ -43,8 +43,9 @@ hello=plugins/target/wasm32-wasip2/release/rust_hello.wasm
 export BENCH_LOG=warn
 python_plugin=$work/json-field.wasm
 plugins/examples/python/build.sh "$python_plugin" >/dev/null
-# Compile it once so every proxlet start below loads it from the cache.
-PROXLET_BENCH_HOME=$work/home start_proxlet 18299 --plugin "$python_plugin"; kill $proxlet_pid
+# Compile it once (start_proxlet waits until proxlet listens), so every
+# start below loads it from the compiled-code cache.
+start_proxlet 18299 --plugin "$python_plugin"; kill $proxlet_pid
 
 # A CA for the peers (proxlet makes its own in its home).
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \

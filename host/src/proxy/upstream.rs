@@ -63,7 +63,12 @@ impl Upstream {
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
-            .http2_adaptive_window(true)
+            // Fixed HTTP/2 windows bound what an upstream may send ahead of a
+            // slower client: 1 MiB per stream (adaptive windows grow to
+            // 16 MiB, all of it buffered here), 8 MiB per connection so
+            // parallel downloads from one registry still fill a fast link.
+            .http2_initial_stream_window_size(1024 * 1024)
+            .http2_initial_connection_window_size(8 * 1024 * 1024)
             .build(https);
         Self { client, timeout }
     }

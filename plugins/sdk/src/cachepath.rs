@@ -102,7 +102,7 @@ pub fn url_to_path(url: &str) -> Result<String, PathError> {
         if i == last {
             if let Some(query) = query {
                 out.push('?');
-                escape_query(query, &mut out);
+                escape_query(query, &mut out)?;
             }
         }
         if out.len() - start > MAX_NAME {
@@ -252,13 +252,17 @@ fn escape_name(decoded: &str, out: &mut String) {
 }
 
 /// A raw query inside a file name.
-fn escape_query(query: &str, out: &mut String) {
+/// A query as it is kept in a file name; control characters (never valid
+/// in a URL, and not decodable back) are refused.
+fn escape_query(query: &str, out: &mut String) -> Result<(), PathError> {
     for c in query.chars() {
         match c {
-            '%' | '/' | '#' | '\u{0}'..='\u{1f}' | '\u{7f}' => push_escaped(c as u8, out),
+            '\u{0}'..='\u{1f}' | '\u{7f}' => return Err(PathError::BadEscape),
+            '%' | '/' | '#' => push_escaped(c as u8, out),
             c => out.push(c),
         }
     }
+    Ok(())
 }
 
 /// A decoded segment as it is written in a URL path (RFC 3986 pchar).
@@ -337,6 +341,7 @@ mod tests {
             ("https://h/./a", PathError::DotSegment),
             ("https://h/a//b", PathError::EmptySegment),
             ("https://h/a%00b", PathError::BadEscape),
+            ("https://h/a?q=\0", PathError::BadEscape),
             ("https://h/a%zz", PathError::BadEscape),
             ("https://h/%ff", PathError::BadEscape),
             ("ftp://h/a", PathError::NotHttp),
