@@ -125,9 +125,9 @@ pub fn path_to_url(path: &str, scheme: &str) -> Result<String, PathError> {
         Some((name, port))
             if !name.is_empty() && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) =>
         {
-            format!("{name}:{port}")
+            format!("{}:{port}", name.replace("%5F", "_"))
         }
-        _ => host.to_owned(),
+        _ => host.replace("%5F", "_"),
     };
     let mut url = format!("{scheme}://{authority}");
     let segments: Vec<&str> = rest.split('/').collect();
@@ -190,6 +190,9 @@ fn host_dir(authority: &str, default_port: u16) -> Result<String, PathError> {
     if !valid || host.len() > MAX_NAME - 6 {
         return Err(PathError::BadHost);
     }
+    // `_` separates the port, so one in the name is escaped: host `a_44`
+    // and `a:44` must not share a directory.
+    let host = host.replace('_', "%5F");
     Ok(match port {
         Some(port) if port != default_port => format!("{host}_{port}"),
         _ => host,
@@ -329,6 +332,11 @@ mod tests {
         assert_eq!(url_to_path("https://h/100%25").unwrap(), "h/100%25");
         assert_eq!(url_to_path("https://h/%3F%23").unwrap(), "h/%3F%23");
         assert_eq!(path_to_url("h/a b", "http").unwrap(), "http://h/a%20b");
+        // An `_` in a host is escaped: it would read as the port separator.
+        assert_eq!(url_to_path("http://a_44/").unwrap(), "a%5F44/index.html");
+        assert_eq!(url_to_path("http://a:44/").unwrap(), "a_44/index.html");
+        assert_eq!(path_to_url("a%5F44/x", "http").unwrap(), "http://a_44/x");
+        assert_eq!(path_to_url("a%5Fb_8080/x", "http").unwrap(), "http://a_b:8080/x");
         // A `?` inside a directory name: no URL is cached there.
         assert_eq!(path_to_url("h/b?c/d", "http"), Err(PathError::NotCanonical));
     }

@@ -140,8 +140,8 @@ impl Parser<'_> {
     }
 
     fn skip_space(&mut self) {
-        while self.peek().is_some_and(char::is_whitespace) {
-            self.pos += 1;
+        while let Some(c) = self.peek().filter(|c| c.is_whitespace()) {
+            self.pos += c.len_utf8();
         }
     }
 
@@ -356,5 +356,8 @@ mod tests {
         assert!(Filter::parse("~u (").is_err());
         assert!(Filter::parse("").is_err());
         assert!(Filter::parse("~u a |").is_err());
+        // Non-ASCII white space (a pasted no-break space) is white space.
+        assert!(Filter::parse("\u{a0}~u a\u{a0}").is_ok());
+        assert_eq!(Filter::parse(" \u{a0}(").unwrap_err().position, 4);
     }
 }
