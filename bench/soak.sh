@@ -64,10 +64,10 @@ deadline=$(( $(date +%s) + secs ))
 # 1. Cache traffic: hits over 200 files, and a slow stream of misses (new
 #    query strings, each stored as a new file).
 taskset -c 1 oha --no-tui --output-format json -z "${secs}s" -c 8 --insecure -x "$proxy" \
-  --rand-regex-url 'https://127\.0\.0\.1:18443/f/[01][0-9][0-9]' > "$work/hits.json" &
+  --rand-regex-url 'https://127.0.0.1:18443/f/[01][0-9][0-9]' > "$work/hits.json" &
 hits=$!
 taskset -c 1 oha --no-tui --output-format json -z "${secs}s" -c 2 -q 20 --insecure -x "$proxy" \
-  --rand-regex-url 'https://127\.0\.0\.1:18443/1k\?m=[0-9]{8}' > "$work/misses.json" &
+  --rand-regex-url 'https://127.0.0.1:18443/1k\?m=[0-9]{8}' > "$work/misses.json" &
 misses=$!
 # 2. Clients killed mid-download (through the cache: nothing partial may land).
 (
@@ -78,7 +78,7 @@ misses=$!
     n=$((n + 1)); sleep 0.2
   done
   echo "$n" > "$work/aborts"
-) &
+) 2>/dev/null &
 aborts=$!
 # 3. Upstream resets mid-body.
 (
@@ -118,6 +118,8 @@ bad = sum(v for k, v in codes.items() if not k.startswith("2"))
 # oha cuts the requests in flight when its time is up: not proxy failures.
 cut = sum(v for k, v in errors.items() if "aborted due to deadline" in k)
 print(ok, bad, sum(errors.values()) - cut, round(d["summary"]["requestsPerSec"]))
+if bad or sum(errors.values()) - cut:
+    print("statuses", codes, "errors", errors, file=sys.stderr)
 PY
 }
 read -r hit_ok hit_bad hit_err hit_rps <<<"$(summary "$work/hits.json")"
