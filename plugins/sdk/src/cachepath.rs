@@ -336,7 +336,10 @@ mod tests {
         assert_eq!(url_to_path("http://a_44/").unwrap(), "a%5F44/index.html");
         assert_eq!(url_to_path("http://a:44/").unwrap(), "a_44/index.html");
         assert_eq!(path_to_url("a%5F44/x", "http").unwrap(), "http://a_44/x");
-        assert_eq!(path_to_url("a%5Fb_8080/x", "http").unwrap(), "http://a_b:8080/x");
+        assert_eq!(
+            path_to_url("a%5Fb_8080/x", "http").unwrap(),
+            "http://a_b:8080/x"
+        );
         // A `?` inside a directory name: no URL is cached there.
         assert_eq!(path_to_url("h/b?c/d", "http"), Err(PathError::NotCanonical));
     }
