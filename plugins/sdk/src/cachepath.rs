@@ -182,11 +182,23 @@ fn host_dir(authority: &str, default_port: u16) -> Result<String, PathError> {
         _ => (authority, None),
     };
     let host = host.to_ascii_lowercase();
-    let valid = !host.is_empty()
-        && !host.starts_with('.')
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._[]:".contains(&b));
+    // A name, or an IPv6 literal in brackets: a `:` anywhere else (`z:6:80`)
+    // would read back as a port.
+    let valid = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(ip) => {
+            !ip.is_empty()
+                && ip
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b":.".contains(&b))
+        }
+        None => {
+            !host.is_empty()
+                && !host.starts_with('.')
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+        }
+    };
     if !valid || host.len() > MAX_NAME - 6 {
         return Err(PathError::BadHost);
     }
@@ -359,6 +371,8 @@ mod tests {
             ("/relative", PathError::NotHttp),
             ("https://.proxlet-meta/a", PathError::BadHost),
             ("https:///a", PathError::BadHost),
+            ("http://z:6:80/", PathError::BadHost),
+            ("http://[z]/", PathError::BadHost),
         ] {
             assert_eq!(url_to_path(url), Err(error), "{url}");
         }
