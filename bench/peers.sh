@@ -122,12 +122,10 @@ record() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >> "$results"; }
 rss_mib() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status" 2>/dev/null || echo "?"; }
 stop() { kill "$1" 2>/dev/null; wait "$1" 2>/dev/null || true; }
 
-# load SCENARIO PROXY URL [OHA ARGS…]: oha through a fresh proxy.
-port=18200
-load() {
+# measure SCENARIO PROXY URL [OHA ARGS…]: oha through the proxy running as
+# $pid on $port, recorded with its peak RSS; then the proxy is stopped.
+measure() {
   local scenario=$1 proxy=$2 url=$3; shift 3
-  port=$((port + 1))
-  "start_$proxy" $port
   taskset -c 1 oha --no-tui --output-format json -z "${secs}s" -c "$conc" --insecure \
     -x "http://127.0.0.1:$port" "$@" "$url" > "$work/out.json" || true
   local rss; rss=$(rss_mib $pid)
@@ -142,6 +140,14 @@ ok = sum(v for k, v in codes.items() if k.startswith("2"))
 total = sum(codes.values()) + sum(d.get("errorDistribution", {}).values())
 print(f"{scenario}\t{proxy}\t{s['requestsPerSec']:.0f}\t{(p['p50'] or 0)*1000:.2f}\t{(p['p99'] or 0)*1000:.2f}\t\t{rss}\t{ok}/{total}")
 PY
+}
+
+# load SCENARIO PROXY URL [OHA ARGS…]: measure through a fresh proxy.
+port=18200
+load() {
+  port=$((port + 1))
+  "start_$2" $port
+  measure "$@"
 }
 
 # download PROXY: 100 MiB over one HTTPS stream through a fresh proxy.
@@ -159,7 +165,7 @@ download() {
     "$(python3 -c "print(f'{$bytes/($end-$start)/1e6:.0f}')")" "$rss" "$bytes B"
 }
 
-# cache_hits PROXY: fill the 1 KiB and 1 MiB files once, then load hits.
+# cache_hits PROXY: fill the 1 KiB and 1 MiB files once, then measure hits.
 cache_hits() {
   local proxy=$1
   for f in 1k 1m; do
@@ -169,19 +175,7 @@ cache_hits() {
       taskset -c 1 curl -s -k -x "http://127.0.0.1:$port" -o /dev/null "https://127.0.0.1:18443/$f"
     done
     sleep 0.5
-    taskset -c 1 oha --no-tui --output-format json -z "${secs}s" -c "$conc" --insecure \
-      -x "http://127.0.0.1:$port" "https://127.0.0.1:18443/$f" > "$work/out.json" || true
-    local rss; rss=$(rss_mib $pid)
-    stop $pid
-    python3 - "cache hit https $f" "$proxy" "$rss" "$work/out.json" >> "$results" <<'PY'
-import json, sys
-scenario, proxy, rss, path = sys.argv[1:]
-d = json.load(open(path))
-s, p = d["summary"], d["latencyPercentiles"]
-codes = d.get("statusCodeDistribution", {})
-ok = sum(v for k, v in codes.items() if k.startswith("2"))
-print(f"{scenario}\t{proxy}\t{s['requestsPerSec']:.0f}\t{(p['p50'] or 0)*1000:.2f}\t{(p['p99'] or 0)*1000:.2f}\t\t{rss}\t{ok}/{sum(codes.values())}")
-PY
+    measure "cache hit https $f" "$proxy" "https://127.0.0.1:18443/$f"
   done
 }
 
