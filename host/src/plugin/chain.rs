@@ -15,7 +15,7 @@ use super::{
         ResponseBodyAction, ResponseHead, UpstreamError,
     },
     engine::PluginEngine,
-    fill::{self, FillLease},
+    fill::{self, Fill, FillLease},
     heads,
     instance::LoadedPlugin,
     spec::PluginSpec,
@@ -23,6 +23,7 @@ use super::{
 use crate::proxy::{
     body::{boxed, collect_limited, full, text_response, Body, Collected},
     encoding, files,
+    grant::GrantedPath,
 };
 
 /// How often a flow waits for other flows filling the same key before it
@@ -145,12 +146,20 @@ impl FlowPlugins {
                 let head = heads::request_head(parts, credentials);
                 match plugin.on_request(flow, &head).await {
                     Ok(RequestAction::Fill(fill)) if waits < MAX_FILL_WAITS => {
-                        if let Some(lease) = fill::acquire(name, &fill.key).await {
-                            leases.push(lease);
-                            break Ok(RequestAction::Continue(fill.head));
+                        match fill::acquire(name, &fill.key).await {
+                            Fill::Lease(lease) => {
+                                leases.push(lease);
+                                break Ok(RequestAction::Continue(fill.head));
+                            }
+                            Fill::Ended => {
+                                waits += 1;
+                                notes.push(format!("{name}=waited"));
+                            }
+                            Fill::GaveUp => {
+                                notes.push(format!("{name}=fill-stalled"));
+                                break Ok(RequestAction::Continue(fill.head));
+                            }
                         }
-                        waits += 1;
-                        notes.push(format!("{name}=waited"));
                     }
                     // Still busy after several waits: fetch without a lease.
                     Ok(RequestAction::Fill(fill)) => break Ok(RequestAction::Continue(fill.head)),
@@ -176,8 +185,18 @@ impl FlowPlugins {
                     };
                 }
                 Ok(RequestAction::Delay(delay)) => {
-                    notes.push(format!("{name}=delay:{}ms", delay.ms));
-                    tokio::time::sleep(std::time::Duration::from_millis(delay.ms.into())).await;
+                    let max = plugin.spec.limits.max_delay;
+                    let asked = std::time::Duration::from_millis(delay.ms.into());
+                    if asked > max {
+                        tracing::debug!(
+                            "plugin {name}: delay of {} ms capped at limits.max_delay_ms = {}",
+                            delay.ms,
+                            max.as_millis()
+                        );
+                    }
+                    let wait = asked.min(max);
+                    notes.push(format!("{name}=delay:{}ms", wait.as_millis()));
+                    tokio::time::sleep(wait).await;
                     delay.head
                 }
                 Ok(RequestAction::NeedBody(edit)) => {
@@ -198,14 +217,18 @@ impl FlowPlugins {
         RequestDecision::Continue
     }
 
-    /// Runs `on-response` of each plugin in order.
+    /// Runs `on-response` of each plugin in order. The flow's `fill`
+    /// leases move into the first store it makes, which releases them when
+    /// the file is complete; without a store they are released here.
     pub async fn on_response(
         &self,
         flow: &FlowInfo,
         request: &SentRequest,
         response: Response<Body>,
         notes: &mut Vec<String>,
+        leases: Vec<FillLease>,
     ) -> Response<Body> {
+        let mut leases = leases;
         let (mut parts, mut body) = response.into_parts();
         for plugin in self.with_hook(Hooks::ON_RESPONSE) {
             let credentials = plugin.spec.credentials;
@@ -232,54 +255,23 @@ impl FlowPlugins {
                     }
                 }
                 Ok(ResponseAction::Store(store)) => {
-                    if request.method == Method::HEAD {
-                        store.head
-                    } else if let Some(dest) =
-                        files::resolve_guest_path(&plugin.spec.dirs, &store.path)
-                    {
-                        let expected = parts
-                            .headers
-                            .get(http::header::CONTENT_LENGTH)
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|v| v.parse().ok());
-                        let sidecar = match store.sidecar {
-                            None => None,
-                            Some(sidecar) => {
-                                match files::resolve_guest_path(&plugin.spec.dirs, &sidecar.path) {
-                                    Some(path) => Some((path, sidecar.contents)),
-                                    None => {
-                                        tracing::warn!(
-                                        "plugin {name}: sidecar {:?} is outside its granted dirs",
-                                        sidecar.path
-                                    );
-                                        None
-                                    }
+                    if request.method != Method::HEAD {
+                        let held = std::mem::take(&mut leases);
+                        match store_body(plugin, request, &parts.headers, &store, body, held) {
+                            Stored::Teed(teed) => {
+                                notes.push(format!("{name}=store"));
+                                body = teed;
+                            }
+                            Stored::Not(untouched) => body = untouched,
+                            Stored::Refused(untouched, reason) => {
+                                body = untouched;
+                                if let Some(response) = failure(plugin, reason, notes) {
+                                    return response;
                                 }
                             }
-                        };
-                        body = match files::Tee::new(body, dest, expected, sidecar) {
-                            Ok(tee) => {
-                                notes.push(format!("{name}=store"));
-                                boxed(tee)
-                            }
-                            Err((body, reason)) => {
-                                tracing::error!(
-                                    "plugin {name}: {reason} (serving without storing)"
-                                );
-                                body
-                            }
-                        };
-                        store.head
-                    } else {
-                        let reason = format!(
-                            "plugin {name} asked to store {:?}, outside its granted dirs",
-                            store.path
-                        );
-                        if let Some(response) = failure(plugin, reason, notes) {
-                            return response;
                         }
-                        None
                     }
+                    store.head
                 }
                 Ok(ResponseAction::NeedBody(edit)) => {
                     if let Some(response) = edit_response(plugin, &mut parts, edit, notes) {
@@ -421,6 +413,7 @@ async fn request_body(
         Buffered::Undecodable(e) => {
             return failure(plugin, format!("plugin {name}: request body: {e}"), notes)
         }
+        Buffered::Busy => return failure(plugin, busy(name), notes),
     };
     let head = heads::request_head(parts, plugin.spec.credentials);
     match plugin.on_request_body(flow, &head, decoded).await {
@@ -477,6 +470,7 @@ async fn response_body(
         Buffered::Undecodable(e) => {
             return failure(plugin, format!("plugin {name}: response body: {e}"), notes)
         }
+        Buffered::Busy => return failure(plugin, busy(name), notes),
     };
     let head = heads::response_head(parts, plugin.spec.credentials);
     match plugin.on_response_body(flow, request, &head, decoded).await {
@@ -519,16 +513,42 @@ enum Buffered {
     Failed(String),
     /// Read, but its Content-Encoding could not be decoded within the limit.
     Undecodable(String),
+    /// Too many bodies are buffered for plugins right now: not read.
+    Busy,
 }
 
+/// Bytes all flows together may hold buffered for body hooks; a flow
+/// reserves its plugin's whole limit before reading, and waits for room at
+/// most `BODY_BUDGET_WAIT`.
+const BODY_BUDGET_KIB: usize = 512 << 10;
+const BODY_BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+static BODY_BUDGET: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(BODY_BUDGET_KIB);
+
 /// Reads `body` up to the plugin's `max_body_bytes`, puts the raw bytes back
-/// as the message body, and decodes them per `headers`' Content-Encoding.
+/// as the message body, and decodes them per `headers`' Content-Encoding on
+/// the blocking pool (decoding is CPU work; the async workers serve others).
 async fn buffer(plugin: &LoadedPlugin, body: &mut Body, headers: &HeaderMap) -> Buffered {
     let limit = plugin.spec.limits.max_body_bytes;
+    let kib = u32::try_from(limit.div_ceil(1024).clamp(1, BODY_BUDGET_KIB)).unwrap_or(u32::MAX);
+    let Ok(Ok(_reserved)) =
+        tokio::time::timeout(BODY_BUDGET_WAIT, BODY_BUDGET.acquire_many(kib)).await
+    else {
+        return Buffered::Busy;
+    };
     match collect_limited(std::mem::replace(body, full(Bytes::new())), limit).await {
         Collected::Complete(raw) => {
-            let decoded = encoding::decode(content_encoding(headers), &raw, limit);
-            *body = full(raw);
+            *body = full(raw.clone());
+            let decoded = match content_encoding(headers) {
+                None => Ok(raw.to_vec()),
+                Some(coding) => {
+                    let coding = coding.to_owned();
+                    tokio::task::spawn_blocking(move || {
+                        encoding::decode(Some(&coding), &raw, limit)
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(format!("decoding failed: {e}")))
+                }
+            };
             match decoded {
                 Ok(decoded) => Buffered::Decoded(decoded),
                 Err(e) => Buffered::Undecodable(e),
@@ -537,6 +557,13 @@ async fn buffer(plugin: &LoadedPlugin, body: &mut Body, headers: &HeaderMap) -> 
         Collected::TooLarge(rest) => Buffered::TooLarge(rest),
         Collected::Failed(e) => Buffered::Failed(e),
     }
+}
+
+fn busy(name: &str) -> String {
+    format!(
+        "plugin {name}: no room to buffer the body ({} MiB are held for body hooks)",
+        BODY_BUDGET_KIB >> 10
+    )
 }
 
 fn content_encoding(headers: &HeaderMap) -> Option<&str> {
@@ -591,12 +618,11 @@ async fn plugin_response(
             boxed(Full::new(Bytes::from(bytes))),
         )),
         types::Body::File(path) => {
-            let host_path =
-                files::resolve_guest_path(&plugin.spec.dirs, &path).ok_or_else(|| {
-                    format!("plugin {name} answered with file {path:?}, outside its granted dirs")
-                })?;
+            let granted = GrantedPath::locate(&plugin.spec.dirs, &path).ok_or_else(|| {
+                format!("plugin {name} answered with file {path:?}, outside its granted dirs")
+            })?;
             files::serve_file(
-                &host_path,
+                &granted,
                 method,
                 request_headers,
                 parts.status,
@@ -604,6 +630,72 @@ async fn plugin_response(
             )
             .await
             .map_err(|e| format!("plugin {name} answered with file {path:?}: {e}"))
+        }
+    }
+}
+
+/// What became of a `store`.
+enum Stored {
+    /// The body is teed into the file as it streams.
+    Teed(Body),
+    /// Not stored for a reason of the disk's (logged); the body streams on.
+    Not(Body),
+    /// The plugin asked for something it may not: its failure.
+    Refused(Body, String),
+}
+
+/// `store`: tees `body` into the file the plugin named, beneath its grant.
+fn store_body(
+    plugin: &LoadedPlugin,
+    request: &SentRequest,
+    response: &HeaderMap,
+    store: &types::Store,
+    body: Body,
+    leases: Vec<FillLease>,
+) -> Stored {
+    let name = &plugin.spec.name;
+    let Some(dest) = GrantedPath::locate(&plugin.spec.dirs, &store.path) else {
+        let reason = format!(
+            "plugin {name} asked to store {:?}, outside its granted dirs",
+            store.path
+        );
+        return Stored::Refused(body, reason);
+    };
+    let sidecar = match &store.sidecar {
+        None => None,
+        Some(sidecar) => match GrantedPath::locate(&plugin.spec.dirs, &sidecar.path) {
+            Some(path) => Some((path, sidecar.contents.clone())),
+            None => {
+                let reason = format!(
+                    "plugin {name}: sidecar {:?} is outside its granted dirs",
+                    sidecar.path
+                );
+                return Stored::Refused(body, reason);
+            }
+        },
+    };
+    let expected = response
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    // What was fetched with someone's credentials is readable by proxlet's
+    // user only, whatever the plugin decided about sharing it.
+    let private = [http::header::AUTHORIZATION, http::header::COOKIE]
+        .iter()
+        .any(|h| request.headers.contains_key(h));
+    match files::Tee::new(body, &dest, expected, sidecar, private, leases) {
+        Ok(tee) => Stored::Teed(boxed(tee)),
+        Err((body, e)) if e.is_refusal() => {
+            let reason = format!("plugin {name} asked to store {:?}: {e}", store.path);
+            Stored::Refused(body, reason)
+        }
+        Err((body, e)) => {
+            // A full or read-only disk is not the plugin's failure: serve anyway.
+            tracing::error!(
+                "plugin {name}: cannot store {:?}: {e} (serving without storing)",
+                store.path
+            );
+            Stored::Not(body)
         }
     }
 }

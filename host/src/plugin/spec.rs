@@ -9,6 +9,13 @@ use crate::config::{HostPattern, PluginEntry};
 pub const DEFAULT_MEMORY_MB: u64 = 64;
 pub const DEFAULT_CALL_MS: u64 = 100;
 pub const DEFAULT_MAX_BODY_MB: u64 = 16;
+pub const DEFAULT_MAX_DELAY_MS: u64 = 60_000;
+/// Upper bounds of `limits`: a 32-bit guest cannot use more than 4 GiB, and
+/// a delay is for debugging, not for holding connections for days.
+const MAX_MEMORY_MB: u64 = 4096;
+const MAX_BODY_MB: u64 = 4096;
+const MAX_CALL_MS: u64 = 3_600_000;
+const MAX_DELAY_MS: u64 = 3_600_000;
 
 #[derive(Debug, Clone)]
 pub struct PluginSpec {
@@ -34,6 +41,8 @@ pub struct Limits {
     pub memory_bytes: usize,
     pub call: Duration,
     pub max_body_bytes: usize,
+    /// Longest `delay` the plugin may ask for; longer ones are cut to it.
+    pub max_delay: Duration,
 }
 
 impl Default for Limits {
@@ -42,6 +51,7 @@ impl Default for Limits {
             memory_bytes: (DEFAULT_MEMORY_MB << 20) as usize,
             call: Duration::from_millis(DEFAULT_CALL_MS),
             max_body_bytes: (DEFAULT_MAX_BODY_MB << 20) as usize,
+            max_delay: Duration::from_millis(DEFAULT_MAX_DELAY_MS),
         }
     }
 }
@@ -117,18 +127,31 @@ impl PluginSpec {
         }
         if let Some(limits) = &entry.limits {
             for (key, value) in limits {
-                let n = value.as_integer().filter(|n| *n > 0).ok_or_else(|| {
-                    format!("[[plugin]] \"{name}\": limits.{key} must be a positive integer")
-                })? as u64;
-                match key.as_str() {
-                    "memory_mb" => spec.limits.memory_bytes = (n << 20) as usize,
-                    "call_ms" => spec.limits.call = Duration::from_millis(n),
-                    "max_body_mb" => spec.limits.max_body_bytes = (n << 20) as usize,
+                let max = match key.as_str() {
+                    "memory_mb" => MAX_MEMORY_MB,
+                    "call_ms" => MAX_CALL_MS,
+                    "max_body_mb" => MAX_BODY_MB,
+                    "max_delay_ms" => MAX_DELAY_MS,
                     other => {
                         return Err(format!(
-                            "[[plugin]] \"{name}\": unknown limit {other:?} (expected memory_mb, call_ms, max_body_mb)"
+                            "[[plugin]] \"{name}\": unknown limit {other:?} (expected memory_mb, call_ms, max_body_mb, max_delay_ms)"
                         ))
                     }
+                };
+                let n = value
+                    .as_integer()
+                    .and_then(|n| u64::try_from(n).ok())
+                    .filter(|n| (1..=max).contains(n))
+                    .ok_or_else(|| {
+                        format!("[[plugin]] \"{name}\": limits.{key} must be an integer from 1 to {max}")
+                    })?;
+                // In range, so these cannot overflow (usize is 64-bit here).
+                let mib = usize::try_from(n << 20).unwrap_or(usize::MAX);
+                match key.as_str() {
+                    "memory_mb" => spec.limits.memory_bytes = mib,
+                    "call_ms" => spec.limits.call = Duration::from_millis(n),
+                    "max_body_mb" => spec.limits.max_body_bytes = mib,
+                    _ => spec.limits.max_delay = Duration::from_millis(n),
                 }
             }
         }

@@ -4,16 +4,27 @@
 
 use std::io::Read;
 
+/// Stacked codings decoded at most: real servers apply one; each layer
+/// costs a full pass, so 1500 stacked gzip layers must not cost seconds.
+pub const MAX_CODINGS: usize = 2;
+
 /// Decodes `raw` as described by a Content-Encoding value; `None` or
 /// `identity` returns it as is. The output may not exceed `limit` bytes.
+/// CPU-bound: call it off the async workers.
 pub fn decode(encoding: Option<&str>, raw: &[u8], limit: usize) -> Result<Vec<u8>, String> {
-    let mut data = raw.to_vec();
     let codings: Vec<String> = encoding
         .unwrap_or_default()
         .split(',')
         .map(|c| c.trim().to_ascii_lowercase())
         .filter(|c| !c.is_empty() && c != "identity")
         .collect();
+    if codings.len() > MAX_CODINGS {
+        return Err(format!(
+            "{} stacked content codings (at most {MAX_CODINGS} are decoded)",
+            codings.len()
+        ));
+    }
+    let mut data = raw.to_vec();
     for coding in codings.iter().rev() {
         let reader: Box<dyn Read + '_> = match coding.as_str() {
             "gzip" | "x-gzip" => Box::new(flate2::read::MultiGzDecoder::new(&data[..])),
@@ -68,6 +79,20 @@ mod tests {
         assert_eq!(decode(None, &text, 1 << 20).unwrap(), text);
         assert!(decode(Some("gzip"), b"not gzip", 1 << 20).is_err());
         assert!(decode(Some("compress"), &text, 1 << 20).is_err());
+    }
+
+    #[test]
+    fn stacked_codings_are_bounded() {
+        let text = b"layers".to_vec();
+        let mut data = text.clone();
+        for _ in 0..3 {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gz.write_all(&data).unwrap();
+            data = gz.finish().unwrap();
+        }
+        let error = decode(Some("gzip, gzip, gzip"), &data, 1 << 20).unwrap_err();
+        assert!(error.contains("3 stacked content codings"), "{error}");
+        assert!(decode(Some(&"gzip,".repeat(1500)), &data, 1 << 20).is_err());
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! file beside it, renamed only when the whole body arrived).
 
 use std::{
+    ffi::OsString,
     io::Write,
-    path::{Component, Path, PathBuf},
+    os::fd::OwnedFd,
+    path::{Path, PathBuf},
     pin::Pin,
     task::{Context, Poll},
 };
@@ -14,30 +16,15 @@ use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncSeekExt, ReadBuf};
 
-use super::body::{boxed, text_response, Body, BoxError};
+use super::{
+    body::{boxed, text_response, Body, BoxError},
+    grant::{self, GrantError, GrantedPath},
+};
+use crate::plugin::FillLease;
 
 const CHUNK: usize = 256 * 1024;
 /// Files up to this size are read inline in one go.
 const INLINE_READ: u64 = 256 * 1024;
-
-/// Maps a guest path to the host path under the plugin's granted dirs
-/// (`(guest, host)` pairs). `..`, relative paths and NUL are refused.
-pub fn resolve_guest_path(dirs: &[(String, PathBuf)], guest: &str) -> Option<PathBuf> {
-    if guest.contains('\0') {
-        return None;
-    }
-    let path = Path::new(guest);
-    if !path.is_absolute() || path.components().any(|c| matches!(c, Component::ParentDir)) {
-        return None;
-    }
-    dirs.iter()
-        .filter_map(|(guest_dir, host_dir)| {
-            let rest = path.strip_prefix(guest_dir).ok()?;
-            Some((guest_dir.len(), host_dir.join(rest)))
-        })
-        .max_by_key(|(len, _)| *len)
-        .map(|(_, host)| host)
-}
 
 /// A type for well-known extensions, for files served without one.
 pub fn content_type(path: &Path) -> &'static str {
@@ -99,22 +86,25 @@ pub fn byte_range(value: &str, len: u64) -> Result<Option<(u64, u64)>, ()> {
     Ok(Some((start, end)))
 }
 
-/// Serves the file at `path` with `status` and `headers` from the plugin,
-/// honouring HEAD and a single Range.
+/// Serves the file a plugin named, opened beneath its grant, with `status`
+/// and `headers` from the plugin, honouring HEAD and a single Range. What is
+/// served is the file that was opened: swapping it afterwards changes nothing.
 pub async fn serve_file(
-    path: &Path,
+    granted: &GrantedPath,
     method: &Method,
     request_headers: &HeaderMap,
     status: StatusCode,
     mut headers: HeaderMap,
-) -> Result<Response<Body>, String> {
+) -> Result<Response<Body>, GrantError> {
+    let path = &granted.display();
     // open + fstat of a page-cached inode take microseconds: done inline,
     // as nginx does, rather than through the blocking pool.
-    let file =
-        std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let meta = file.metadata().map_err(|e| e.to_string())?;
+    let file = granted.open_read()?;
+    let io_err = |e: std::io::Error| GrantError::Io(path.clone(), e);
+    let meta = file.metadata().map_err(io_err)?;
     if !meta.is_file() {
-        return Err(format!("{} is not a regular file", path.display()));
+        let e = std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file");
+        return Err(io_err(e));
     }
     let len = meta.len();
     if !headers.contains_key(header::CONTENT_TYPE) {
@@ -157,15 +147,14 @@ pub async fn serve_file(
     } else if count <= INLINE_READ {
         // Small files (most cache hits): one read, one frame.
         let mut buf = vec![0; count as usize];
-        std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, start)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, start).map_err(io_err)?;
         boxed(http_body_util::Full::new(Bytes::from(buf)))
     } else {
         let mut file = tokio::fs::File::from_std(file);
         if start > 0 {
             file.seek(std::io::SeekFrom::Start(start))
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(io_err)?;
         }
         boxed(FileBody {
             file,
@@ -228,73 +217,94 @@ impl HttpBody for FileBody {
     }
 }
 
-/// Tees a body into `dest`: written to a temp file in the same directory and
-/// renamed over `dest` only after the last byte (and, when the length was
-/// announced, only if it matches). Anything else removes the temp file.
+/// Tees a body into a file beneath a plugin's grant: written to a temp file
+/// in the same directory and renamed over the destination only after the
+/// last byte (and, when the length was announced, only if it matches).
+/// Anything else removes the temp file.
 pub struct Tee<B> {
     inner: B,
     file: Option<std::fs::File>,
-    temp: PathBuf,
+    /// The destination's directory, opened beneath the grant.
+    dir: OwnedFd,
+    temp: OsString,
+    name: OsString,
     dest: PathBuf,
     written: u64,
     expected: Option<u64>,
     /// Written after the body was stored, only then.
-    sidecar: Option<(PathBuf, Vec<u8>)>,
+    sidecar: Option<(GrantedPath, Vec<u8>)>,
+    /// Came from a request with credentials: files are 0600.
+    private: bool,
+    /// `fill` leases of the flow: released when the file is complete or
+    /// abandoned, and told of every byte stored meanwhile.
+    leases: Vec<FillLease>,
 }
 
 impl<B> Tee<B> {
-    /// Starts a tee; `Err` (logged by the caller) means the body streams untouched.
+    /// Starts a tee; `Err` means the body streams untouched.
     pub fn new(
         inner: B,
-        dest: PathBuf,
+        dest: &GrantedPath,
         expected: Option<u64>,
-        sidecar: Option<(PathBuf, Vec<u8>)>,
-    ) -> Result<Self, (B, String)> {
-        let dir = dest.parent().map(Path::to_owned).unwrap_or_default();
-        let temp = temp_beside(&dest);
-        let opened = std::fs::create_dir_all(&dir).and_then(|()| {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&temp)
+        sidecar: Option<(GrantedPath, Vec<u8>)>,
+        private: bool,
+        leases: Vec<FillLease>,
+    ) -> Result<Self, (B, GrantError)> {
+        let opened = dest.create_parent().and_then(|(dir, name)| {
+            let temp = grant::temp_name(&name);
+            match grant::create_new(&dir, &temp, private) {
+                Ok(file) => Ok((dir, name, temp, file)),
+                Err(e) => Err(GrantError::Io(dest.display(), e.into())),
+            }
         });
         match opened {
-            Ok(file) => Ok(Self {
+            Ok((dir, name, temp, file)) => Ok(Self {
                 inner,
                 file: Some(file),
+                dir,
                 temp,
-                dest,
+                name,
+                dest: dest.display(),
                 written: 0,
                 expected,
                 sidecar,
+                private,
+                leases,
             }),
-            Err(e) => Err((inner, format!("cannot store into {}: {e}", dest.display()))),
+            Err(e) => Err((inner, e)),
         }
+    }
+
+    fn remove_temp(&self) {
+        let _ = rustix::fs::unlinkat(&self.dir, &self.temp, rustix::fs::AtFlags::empty());
     }
 
     fn abandon(&mut self, why: &str) {
         if self.file.take().is_some() {
-            let _ = std::fs::remove_file(&self.temp);
+            self.remove_temp();
             tracing::debug!("not stored {}: {why}", self.dest.display());
         }
+        self.leases.clear();
     }
 
     fn complete(&mut self) {
         let Some(file) = self.file.take() else { return };
         drop(file);
+        // Waiters may go once the file is in place (or known not to be).
+        let _leases = std::mem::take(&mut self.leases);
         if self.expected.is_some_and(|n| n != self.written) {
-            let _ = std::fs::remove_file(&self.temp);
+            self.remove_temp();
             tracing::warn!("not stored {}: body ended early", self.dest.display());
             return;
         }
-        if let Err(e) = std::fs::rename(&self.temp, &self.dest) {
-            let _ = std::fs::remove_file(&self.temp);
+        if let Err(e) = rustix::fs::renameat(&self.dir, &self.temp, &self.dir, &self.name) {
+            self.remove_temp();
             tracing::error!("cannot store {}: {e}", self.dest.display());
             return;
         }
         if let Some((path, contents)) = self.sidecar.take() {
-            if let Err(e) = write_atomically(&path, &contents) {
-                tracing::error!("cannot write {}: {e}", path.display());
+            if let Err(e) = path.write_atomically(&contents, self.private) {
+                tracing::warn!("cannot write sidecar: {e}");
             }
         }
     }
@@ -303,14 +313,12 @@ impl<B> Tee<B> {
 /// A hidden temp file in `path`'s directory, unique in this process, so
 /// renaming it over `path` is atomic and never races another writer.
 fn temp_beside(path: &Path) -> PathBuf {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    dir.join(format!(".{name}.proxlet-{}-{n}.tmp", std::process::id()))
+    dir.join(grant::temp_name(path.file_name().unwrap_or_default()))
 }
 
-/// Writes `contents` to a temp file beside `path`, then renames it over `path`.
+/// Writes `contents` to a temp file beside `path`, then renames it over
+/// `path`. For proxlet's own files (not a plugin's: see `GrantedPath`).
 pub fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
     let temp = temp_beside(path);
@@ -346,6 +354,9 @@ where
                         self.abandon("write failed");
                     } else {
                         self.written += data.len() as u64;
+                        for lease in &self.leases {
+                            lease.stored(data.len() as u64);
+                        }
                     }
                 }
                 if self.inner.is_end_stream() {
@@ -377,27 +388,6 @@ impl<B> Drop for Tee<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn guest_paths_map_under_granted_dirs_only() {
-        let dirs = vec![
-            ("/cache".to_owned(), PathBuf::from("/srv/c")),
-            ("/cache/deep".to_owned(), PathBuf::from("/srv/d")),
-        ];
-        assert_eq!(
-            resolve_guest_path(&dirs, "/cache/a/b"),
-            Some(PathBuf::from("/srv/c/a/b"))
-        );
-        assert_eq!(
-            resolve_guest_path(&dirs, "/cache/deep/x"),
-            Some(PathBuf::from("/srv/d/x"))
-        );
-        assert_eq!(resolve_guest_path(&dirs, "/cache/../etc/passwd"), None);
-        assert_eq!(resolve_guest_path(&dirs, "/etc/passwd"), None);
-        assert_eq!(resolve_guest_path(&dirs, "cache/a"), None);
-        assert_eq!(resolve_guest_path(&dirs, "/cache/a\0b"), None);
-        assert_eq!(resolve_guest_path(&dirs, "/cachex/a"), None);
-    }
 
     #[test]
     fn byte_ranges_follow_rfc_9110() {

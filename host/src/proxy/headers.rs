@@ -1,6 +1,6 @@
 //! Header rules a proxy must apply on every hop, as pure functions.
 
-use http::{header, HeaderMap, HeaderName};
+use http::{header, uri::Authority, HeaderMap, HeaderName, Uri};
 
 /// Hop-by-hop fields that never travel past this proxy, besides the ones the
 /// `Connection` field names (RFC 9110 §7.6.1). `Proxy-Authorization` is
@@ -35,30 +35,35 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
-/// Drops `Host` when it names the request URI's authority: the upstream
-/// client derives Host (HTTP/1.1) or `:authority` (HTTP/2) from the URI, and
-/// HTTP/2 servers such as nginx refuse a request carrying both (RFC 9113
-/// §8.3.1 lets a client send Host only when identical).
-pub fn remove_redundant_host(headers: &mut HeaderMap, uri: &http::Uri) {
-    let Some(authority) = uri.authority() else {
-        return;
+/// Whether `name` (a `Host` value or a URI authority, userinfo aside)
+/// names `authority`: hosts compared case-insensitively, a missing port
+/// being `default_port`.
+pub fn names_authority(name: &str, authority: &Authority, default_port: u16) -> bool {
+    let name = name.rsplit_once('@').map_or(name, |(_, host)| host);
+    let (host, port) = match name.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') => (host, port.parse().ok()),
+        _ => (name, Some(default_port)),
     };
-    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
-        return;
-    };
-    let default_port = if uri.scheme_str() == Some("https") {
-        443
-    } else {
-        80
-    };
-    let (name, port) = match host.rsplit_once(':') {
-        Some((name, port)) if !port.contains(']') => (name, port.parse().ok()),
-        _ => (host, Some(default_port)),
-    };
-    if name.eq_ignore_ascii_case(authority.host())
+    host.eq_ignore_ascii_case(authority.host())
         && port == Some(authority.port_u16().unwrap_or(default_port))
-    {
-        headers.remove(header::HOST);
+}
+
+/// `uri` without userinfo (`http://user:pass@host/` → `http://host/`).
+pub fn without_userinfo(uri: &Uri) -> Result<Uri, http::Error> {
+    let Some(authority) = uri.authority().filter(|a| a.as_str().contains('@')) else {
+        return Ok(uri.clone());
+    };
+    let (_, host) = authority.as_str().rsplit_once('@').unwrap_or_default();
+    let mut parts = uri.clone().into_parts();
+    parts.authority = Some(host.parse()?);
+    Ok(Uri::from_parts(parts)?)
+}
+
+/// `uri` as the access log shows it: userinfo never appears.
+pub fn redacted(uri: &Uri) -> String {
+    match without_userinfo(uri) {
+        Ok(uri) => uri.to_string(),
+        Err(_) => "(unparsable target)".to_owned(),
     }
 }
 
@@ -67,20 +72,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn host_matching_the_uri_is_dropped_and_a_different_one_kept() {
+    fn host_names_the_authority_with_default_ports() {
         let cases = [
-            ("https://example.com/", "example.com", true),
-            ("https://example.com/", "EXAMPLE.com:443", true),
-            ("https://127.0.0.1:8443/x", "127.0.0.1:8443", true),
-            ("http://example.com/", "example.com:8080", false),
-            ("https://example.com/", "other.example", false),
+            ("example.com:443", "example.com", true),
+            ("example.com:443", "EXAMPLE.com:443", true),
+            ("127.0.0.1:8443", "127.0.0.1:8443", true),
+            ("[::1]:8443", "[::1]:8443", true),
+            ("[::1]:443", "[::1]", true),
+            ("example.com:8443", "example.com", false),
+            ("example.com:443", "other.example", false),
+            ("example.com:443", "example.com:80", false),
+            ("example.com:443", "example.com:x", false),
         ];
-        for (uri, host, dropped) in cases {
-            let mut headers = HeaderMap::new();
-            headers.insert(header::HOST, host.parse().unwrap());
-            remove_redundant_host(&mut headers, &uri.parse().unwrap());
-            assert_eq!(!headers.contains_key(header::HOST), dropped, "{uri} {host}");
+        for (authority, name, named) in cases {
+            let authority: Authority = authority.parse().unwrap();
+            assert_eq!(
+                names_authority(name, &authority, 443),
+                named,
+                "{authority} {name}"
+            );
         }
+    }
+
+    #[test]
+    fn userinfo_is_removed() {
+        let uri: Uri = "http://user:secret@example.com:8080/a?b".parse().unwrap();
+        assert_eq!(redacted(&uri), "http://example.com:8080/a?b");
+        let plain: Uri = "http://example.com/".parse().unwrap();
+        assert_eq!(without_userinfo(&plain).unwrap(), plain);
     }
 
     #[test]

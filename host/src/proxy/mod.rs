@@ -5,6 +5,7 @@ pub mod body;
 mod connect;
 pub(crate) mod encoding;
 pub(crate) mod files;
+pub(crate) mod grant;
 mod headers;
 mod io;
 mod listener;

@@ -33,18 +33,19 @@ pub(crate) async fn handle(
 
     // 1. CONNECT opens a tunnel, intercepted or not (connect.rs).
     if request.method() == Method::CONNECT && conn.tunnel.is_none() {
-        record.url = request.uri().to_string();
+        record.url = headers::redacted(request.uri());
         let response = connect::handle_connect(proxy, conn, request);
         record.status = response.status();
         return Ok(response.map(|b| Logged::new(b, record)));
     }
 
-    // 2. Where the request goes.
+    // 2. Where the request goes, decided once: the URL plugins see, the
+    // authority fetched and every cache key are this one.
     let target = match target_uri(&request, &conn) {
         Ok(uri) => uri,
-        Err(reason) => {
-            let response = text_response(StatusCode::BAD_REQUEST, format!("proxlet: {reason}"));
-            record.url = request.uri().to_string();
+        Err((status, reason)) => {
+            let response = text_response(status, format!("proxlet: {reason}"));
+            record.url = headers::redacted(request.uri());
             record.status = response.status();
             return Ok(response.map(|b| Logged::new(b, record)));
         }
@@ -60,6 +61,13 @@ pub(crate) async fn handle(
 
     let (mut parts, body) = request.into_parts();
     let mut body = boxed(body);
+    // RFC 9112 §3.2.2: a proxy replaces Host with the target's authority.
+    if let Some(host) = target
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        parts.headers.insert(header::HOST, host);
+    }
     parts.uri = target;
     let mut notes = Vec::new();
 
@@ -94,7 +102,10 @@ pub(crate) async fn handle(
             });
             // 4. Upstream.
             headers::remove_hop_by_hop(&mut parts.headers);
-            headers::remove_redundant_host(&mut parts.headers, &parts.uri);
+            // The upstream client derives Host (HTTP/1.1) or `:authority`
+            // (HTTP/2) from the URI: whatever Host a client or plugin set
+            // cannot make the fetch differ from the URL it is keyed on.
+            parts.headers.remove(header::HOST);
             // hyper-util picks HTTP/1.1 or HTTP/2 per pooled connection from 1.1.
             parts.version = Version::HTTP_11;
             match proxy.upstream.send(Request::from_parts(parts, body)).await {
@@ -104,7 +115,10 @@ pub(crate) async fn handle(
                     let response = response.map(boxed);
                     match &sent {
                         Some((flow, sent)) if plugins.wants(Hooks::ON_RESPONSE) => {
-                            plugins.on_response(flow, sent, response, &mut notes).await
+                            let leases = std::mem::take(&mut record.leases);
+                            plugins
+                                .on_response(flow, sent, response, &mut notes, leases)
+                                .await
                         }
                         _ => response,
                     }
@@ -138,19 +152,44 @@ pub(crate) async fn handle(
     Ok(Response::from_parts(parts, Logged::new(body, record)))
 }
 
-/// The absolute URI a request is for. Inside an intercepted tunnel the
-/// scheme is https and the authority the CONNECT target; on the listener a
-/// proxy request carries an absolute URI (RFC 9112 §3.2.2).
-fn target_uri(request: &Request<Incoming>, conn: &ConnInfo) -> Result<Uri, String> {
+/// The absolute URI a request is for, without userinfo (RFC 9110 §4.2.4:
+/// it is never forwarded, and is kept out of logs and plugins). On the
+/// listener a proxy request carries an absolute URI (RFC 9112 §3.2.2).
+/// Inside an intercepted tunnel the scheme is https and the CONNECT
+/// authority rules: a request naming another authority — an absolute-form
+/// target, an HTTP/2 `:authority` or a `Host` field — gets 421 Misdirected
+/// Request (RFC 9110 §15.5.20) rather than reaching a host the tunnel and
+/// its certificate were not made for.
+fn target_uri(request: &Request<Incoming>, conn: &ConnInfo) -> Result<Uri, (StatusCode, String)> {
     let uri = request.uri();
+    let bad = |reason: String| (StatusCode::BAD_REQUEST, reason);
     let Some(tunnel) = &conn.tunnel else {
         return match uri.scheme() {
-            Some(s) if *s == Scheme::HTTP => Ok(uri.clone()),
-            Some(s) => Err(format!("scheme {s} is not proxied; use CONNECT for https")),
+            Some(s) if *s == Scheme::HTTP => {
+                headers::without_userinfo(uri).map_err(|e| bad(format!("bad request target: {e}")))
+            }
+            Some(s) => Err(bad(format!(
+                "scheme {s} is not proxied; use CONNECT for https"
+            ))),
             // Origin-form: addressed to proxlet itself.
             None => Ok(uri.clone()),
         };
     };
+    let named = uri.authority().map(|a| a.as_str()).into_iter().chain(
+        request
+            .headers()
+            .get_all(header::HOST)
+            .iter()
+            .map(|v| v.to_str().unwrap_or("\0")),
+    );
+    for name in named {
+        if !headers::names_authority(name, tunnel, 443) {
+            return Err((
+                StatusCode::MISDIRECTED_REQUEST,
+                format!("this tunnel is to {tunnel}, not to {name}"),
+            ));
+        }
+    }
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let authority = match tunnel.port_u16() {
         Some(443) => tunnel.host(),
@@ -161,7 +200,7 @@ fn target_uri(request: &Request<Incoming>, conn: &ConnInfo) -> Result<Uri, Strin
         .authority(authority)
         .path_and_query(path)
         .build()
-        .map_err(|e| format!("bad request target: {e}"))
+        .map_err(|e| bad(format!("bad request target: {e}")))
 }
 
 /// Answers requests sent to proxlet as a web server: `/ca.pem` hands out the

@@ -9,17 +9,41 @@
 //! - `net`: tries to connect to `target` and to read the environment, answers with what happened
 //! - `teh`: asks for response bodies and replaces "the" with "teh"
 //! - `upper`: asks for request bodies and sends them upper-cased
+//! - `url`: answers with the URL it was shown
+//! - `plant`: plants `/data/dirlink -> TARGET` and `/data/filelink ->
+//!   TARGET/secret.txt` (TARGET from config, relative, leading out of the
+//!   grant), then by the URL's last segment: `serve-file` answers with
+//!   `/data/filelink`, `serve-below` with `/data/dirlink/secret.txt`,
+//!   `store-below` stores the response as `/data/dirlink/stored.txt`,
+//!   `sidecar-below` stores it as `/data/ok.txt` with a sidecar
+//!   `/data/dirlink/side.txt`
 
 use proxlet_plugin::{
     set_header, url_parts, Body, FlowInfo, Hooks, Plugin, RequestAction, RequestBodyAction,
-    RequestHead, Response, ResponseAction, ResponseBodyAction, ResponseHead, Store,
+    RequestHead, Response, ResponseAction, ResponseBodyAction, ResponseHead, Sidecar, Store,
 };
+
+/// The last segment of the URL path, without the query.
+fn last_segment(url: &str) -> &str {
+    let path = url_parts(url).map(|(_, _, _, p)| p).unwrap_or("/");
+    let path = path.split('?').next().unwrap_or_default();
+    path.rsplit('/').next().unwrap_or_default()
+}
+
+impl Sandbox {
+    /// Links out of the grant, made through WASI as any guest can.
+    fn plant(&self) {
+        #[allow(deprecated)] // the portable spelling; WASI has no `unix` module
+        {
+            let _ = std::fs::soft_link(&self.target, "/data/dirlink");
+            let _ = std::fs::soft_link(format!("{}/secret.txt", self.target), "/data/filelink");
+        }
+    }
+}
 
 /// `/data/` + the last segment of the URL path.
 fn data_path(url: &str) -> String {
-    let path = url_parts(url).map(|(_, _, _, p)| p).unwrap_or("/");
-    let path = path.split('?').next().unwrap_or_default();
-    format!("/data/{}", path.rsplit('/').next().unwrap_or_default())
+    format!("/data/{}", last_segment(url))
 }
 
 struct Sandbox {
@@ -114,6 +138,22 @@ impl Plugin for Sandbox {
                 body: Body::File(data_path(&head.url)),
             }),
             "upper" => RequestAction::NeedBody(None),
+            "url" => text_response(head.url.clone()),
+            "plant" => {
+                self.plant();
+                let file = match last_segment(&head.url) {
+                    "serve-file" => "/data/filelink",
+                    "serve-below" => "/data/dirlink/secret.txt",
+                    _ => return RequestAction::Continue(None),
+                };
+                RequestAction::Respond(Response {
+                    head: ResponseHead {
+                        status: 200,
+                        headers: vec![("x-served-by".into(), b"sandbox".to_vec())],
+                    },
+                    body: Body::File(file.into()),
+                })
+            }
             "net" => {
                 let connect = match std::net::TcpStream::connect(self.target.as_str()) {
                     Ok(_) => "connect: connected".to_owned(),
@@ -162,6 +202,22 @@ impl Plugin for Sandbox {
                 head: None,
                 sidecar: None,
             }),
+            "plant" => match last_segment(&request.url) {
+                "store-below" => ResponseAction::Store(Store {
+                    path: "/data/dirlink/stored.txt".into(),
+                    head: None,
+                    sidecar: None,
+                }),
+                "sidecar-below" => ResponseAction::Store(Store {
+                    path: "/data/ok.txt".into(),
+                    head: None,
+                    sidecar: Some(Sidecar {
+                        path: "/data/dirlink/side.txt".into(),
+                        contents: b"side".to_vec(),
+                    }),
+                }),
+                _ => ResponseAction::Continue(None),
+            },
             _ => ResponseAction::Continue(None),
         }
     }
