@@ -657,6 +657,29 @@ fn http_and_https_on_one_port_never_share_a_cache_file() {
         );
     }
     assert_eq!(origin.hits(wheel), 2);
+
+    // An entry an older proxlet stored from plain HTTP under the bare host
+    // is known by its metadata and fetched again over https.
+    let legacy = "/legacy-1.0.tar.gz";
+    let host = format!("127.0.0.1_{port}");
+    std::fs::write(cache.join(&host).join(&legacy[1..]), "old clear bytes").unwrap();
+    std::fs::write(
+        cache.join(format!(".proxlet-meta/{host}{legacy}#meta.json")),
+        format!(
+            r#"{{"url":"http://127.0.0.1:{port}{legacy}","variants":[{{"file":"{host}{legacy}","stored":1}}]}}"#
+        ),
+    )
+    .unwrap();
+    origin.put(
+        legacy,
+        vec![("application/gzip", b"new TLS bytes".to_vec())],
+    );
+    let refetched = curl(proxy, &[&origin.url(legacy)]);
+    assert_eq!(
+        (refetched.x_proxlet.as_str(), refetched.text().as_str()),
+        ("cache;miss", "new TLS bytes")
+    );
+    assert_eq!(origin.hits(legacy), 1);
 }
 
 /// Every file under `dir` (symlinks read as their target), recursively.
