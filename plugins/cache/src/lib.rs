@@ -5,9 +5,9 @@
 //! tree and is optional: a hand-dropped file is served as it is.
 //!
 //! Private responses stay private (RFC 9111 §3, §3.5): responses to
-//! requests with `Authorization` or `Cookie` and responses that set a cookie
-//! are not stored unless the config says so, and credentials never reach
-//! the metadata.
+//! requests with `Authorization`, or with `Cookie` and without
+//! `Cache-Control: public`, and responses that set a cookie are not stored
+//! unless the config says so, and credentials never reach the metadata.
 
 use std::{
     collections::BTreeMap,
@@ -202,8 +202,8 @@ impl Plugin for Cache {
             }
         };
         let meta = self.read_meta(&rel);
-        let redirect = meta.as_ref().filter(|m| !crossed(&rel, m));
-        if let Some(redirect) = redirect.and_then(|m| m.redirect.as_ref()) {
+        let current = meta.as_ref().filter(|m| !crossed(&rel, m));
+        if let Some(redirect) = current.and_then(|m| m.redirect.as_ref()) {
             return RequestAction::Respond(text_response(
                 redirect.status,
                 vec![
