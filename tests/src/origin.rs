@@ -10,6 +10,8 @@
 //! - `/count`: the number of request body bytes received
 //! - `/version`: the HTTP version the origin saw
 //! - `/gzip`: a gzip-encoded English text ([`GZIP_TEXT`])
+//! - `/headers/NAME?Field=value&…`: 200 `headers NAME` with each query pair
+//!   (percent-decoded) as a response field, e.g. `Set-Cookie`, `Vary`
 //! - documents added with [`Origin::put`] (negotiated by `Accept`, with
 //!   ETag/If-None-Match and 301s to the slashed path)
 
@@ -317,6 +319,21 @@ async fn route(
             response
         }
         "version" => text(StatusCode::OK, format!("{:?}", req.version())),
+        "headers" => {
+            let mut response = text(StatusCode::OK, format!("headers {arg}"));
+            for pair in req.uri().query().unwrap_or_default().split('&') {
+                let Some((name, value)) = pair.split_once('=') else {
+                    continue;
+                };
+                if let (Ok(name), Ok(value)) = (
+                    http::HeaderName::from_bytes(decode(name).as_bytes()),
+                    http::HeaderValue::from_str(&decode(value)),
+                ) {
+                    response.headers_mut().append(name, value);
+                }
+            }
+            response
+        }
         "gzip" => {
             use std::io::Write;
             let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());

@@ -22,14 +22,22 @@ struct Setup {
 
 impl Setup {
     fn new(origin: &Origin, plugins: &str) -> Self {
+        Self::trusting(origin.ca.as_ref().map(|ca| ca.path()), plugins)
+    }
+
+    /// A proxlet trusting upstream certificates of `ca`.
+    fn trusting(ca: Option<&Path>, plugins: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let proxy = Self::start(dir.path(), origin, plugins).unwrap_or_else(|e| panic!("{e}"));
+        let proxy = Self::start_trusting(dir.path(), ca, plugins).unwrap_or_else(|e| panic!("{e}"));
         Self { dir, proxy }
     }
 
     fn start(dir: &Path, origin: &Origin, plugins: &str) -> Result<Proxlet, String> {
+        Self::start_trusting(dir, origin.ca.as_ref().map(|ca| ca.path()), plugins)
+    }
+
+    fn start_trusting(dir: &Path, ca: Option<&Path>, plugins: &str) -> Result<Proxlet, String> {
         let config = dir.join("proxlet.toml");
-        let ca = origin.ca.as_ref().map(|ca| ca.path().to_owned());
         std::fs::write(
             &config,
             format!(
@@ -51,11 +59,14 @@ impl Setup {
         )
     }
 
-    /// The cache dir of `origin`'s host.
+    /// The cache dir.
+    fn cache(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
+
+    /// The cache dir of `origin`'s host (an https origin's).
     fn host_dir(&self, origin: &Origin) -> PathBuf {
-        self.dir
-            .path()
-            .join("cache")
+        self.cache()
             .join(format!("127.0.0.1_{}", origin.addr.port()))
     }
 }
@@ -580,4 +591,289 @@ fn a_tmpfs_cache_works_and_a_full_one_degrades_to_pass_through() {
     drop(proxy);
     drop(tmpfs);
     drop(dir);
+}
+
+#[test]
+fn http_and_https_on_one_port_never_share_a_cache_file() {
+    let ca = Arc::new(TestCa::new("builtin test origin CA"));
+    let mut origin = Origin::http();
+    let wheel = "/pkg-1.0-py3-none-any.whl";
+    origin.put(
+        wheel,
+        vec![("application/zip", b"bytes sent in clear".to_vec())],
+    );
+    let setup = Setup::trusting(Some(ca.path()), STACK);
+    let proxy = &setup.proxy;
+    let plain_url = origin.url(wheel);
+    let plain = curl(proxy, &[&plain_url]);
+    assert_eq!(
+        (
+            plain.status,
+            plain.x_proxlet.as_str(),
+            plain.text().as_str()
+        ),
+        (200, "cache;miss", "bytes sent in clear"),
+        "{plain:?}"
+    );
+
+    // The same port now speaks TLS and serves other bytes.
+    origin.stop();
+    origin.ca = Some(ca);
+    origin.restart();
+    origin.put(
+        wheel,
+        vec![("application/zip", b"bytes sent over TLS".to_vec())],
+    );
+    let tls_url = origin.url(wheel);
+    assert!(tls_url.starts_with("https://"), "{tls_url}");
+    let tls = curl(proxy, &[&tls_url]);
+    assert_eq!(
+        (tls.status, tls.x_proxlet.as_str(), tls.text().as_str()),
+        (200, "cache;miss", "bytes sent over TLS"),
+        "{tls:?}"
+    );
+    assert_eq!(origin.hits(wheel), 2);
+
+    let port = origin.addr.port();
+    let cache = setup.cache();
+    assert_eq!(
+        std::fs::read(cache.join(format!("http+127.0.0.1_{port}{wheel}"))).unwrap(),
+        b"bytes sent in clear"
+    );
+    assert_eq!(
+        std::fs::read(cache.join(format!("127.0.0.1_{port}{wheel}"))).unwrap(),
+        b"bytes sent over TLS"
+    );
+    // Each scheme is served its own file.
+    for (url, body) in [
+        (&tls_url, "bytes sent over TLS"),
+        (&plain_url, "bytes sent in clear"),
+    ] {
+        let hit = curl(proxy, &[url]);
+        assert_eq!(
+            (hit.x_proxlet.as_str(), hit.text().as_str()),
+            ("cache;hit", body),
+            "{url}"
+        );
+    }
+    assert_eq!(origin.hits(wheel), 2);
+
+    // An entry an older proxlet stored from plain HTTP under the bare host
+    // is known by its metadata and fetched again over https.
+    let legacy = "/legacy-1.0.tar.gz";
+    let host = format!("127.0.0.1_{port}");
+    std::fs::write(cache.join(&host).join(&legacy[1..]), "old clear bytes").unwrap();
+    std::fs::write(
+        cache.join(format!(".proxlet-meta/{host}{legacy}#meta.json")),
+        format!(
+            r#"{{"url":"http://127.0.0.1:{port}{legacy}","variants":[{{"file":"{host}{legacy}","stored":1}}]}}"#
+        ),
+    )
+    .unwrap();
+    origin.put(
+        legacy,
+        vec![("application/gzip", b"new TLS bytes".to_vec())],
+    );
+    let refetched = curl(proxy, &[&origin.url(legacy)]);
+    assert_eq!(
+        (refetched.x_proxlet.as_str(), refetched.text().as_str()),
+        ("cache;miss", "new TLS bytes")
+    );
+    assert_eq!(origin.hits(legacy), 1);
+}
+
+/// Every file under `dir` (symlinks read as their target), recursively.
+fn tree_contents(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let kind = std::fs::symlink_metadata(&path).unwrap().file_type();
+        if kind.is_dir() {
+            out.extend(tree_contents(&path));
+        } else if kind.is_symlink() {
+            let target = std::fs::read_link(&path).unwrap();
+            out.push((path, target.into_os_string().into_encoded_bytes()));
+        } else {
+            let bytes = std::fs::read(&path).unwrap();
+            out.push((path, bytes));
+        }
+    }
+    out
+}
+
+#[test]
+fn responses_to_cookies_and_setting_cookies_are_not_shared() {
+    let origin = https_origin();
+    origin.put(
+        "/account",
+        vec![("text/html", b"<p>alice's page</p>".to_vec())],
+    );
+    let setup = Setup::new(&origin, STACK);
+    let proxy = &setup.proxy;
+    let get = |url: &str, cookie: Option<&str>| match cookie {
+        Some(cookie) => curl(proxy, &["-H", &format!("Cookie: {cookie}"), url]),
+        None => curl(proxy, &[url]),
+    };
+
+    // A response to a request with a cookie is not stored...
+    let account = origin.url("/account");
+    let alice = get(&account, Some("session=alice-secret-4242"));
+    assert_eq!((alice.status, alice.x_proxlet.as_str()), (200, ""));
+    let anonymous = get(&account, None);
+    assert_eq!(anonymous.x_proxlet, "cache;miss");
+    assert_eq!(origin.hits("/account"), 2);
+
+    // ... unless it says it is public.
+    let logo = origin.url("/headers/logo?Cache-Control=public%2C%20max-age%3D60");
+    assert_eq!(
+        get(&logo, Some("session=alice-secret-4242")).x_proxlet,
+        "cache;miss"
+    );
+    assert_eq!(get(&logo, None).x_proxlet, "cache;hit");
+    assert_eq!(origin.hits("/headers/logo"), 1);
+
+    // A response that sets a cookie is never stored, public or not.
+    for name in ["login", "login-public"] {
+        let public = if name == "login-public" {
+            "&Cache-Control=public"
+        } else {
+            ""
+        };
+        let url = origin.url(&format!(
+            "/headers/{name}?Set-Cookie=session%3Dbob-secret-4242{public}"
+        ));
+        for _ in 0..2 {
+            let got = get(&url, None);
+            assert_eq!((got.status, got.x_proxlet.as_str()), (200, ""), "{name}");
+        }
+        assert_eq!(origin.hits(&format!("/headers/{name}")), 2, "{name}");
+    }
+
+    // Vary: Cookie tells sessions apart without writing a cookie down.
+    let feed = origin.url("/headers/feed?Cache-Control=public&Vary=Cookie");
+    let alice_cookie = Some("session=alice-secret-4242");
+    assert_eq!(get(&feed, alice_cookie).x_proxlet, "cache;miss");
+    assert_eq!(get(&feed, alice_cookie).x_proxlet, "cache;hit");
+    assert_eq!(get(&feed, None).x_proxlet, "cache;miss");
+    assert_eq!(
+        get(&feed, Some("session=mallory-secret-4242")).x_proxlet,
+        "cache;miss"
+    );
+    assert_eq!(origin.hits("/headers/feed"), 3);
+
+    let files = tree_contents(&setup.cache());
+    assert!(
+        files
+            .iter()
+            .any(|(_, bytes)| bytes.windows(7).any(|w| w == b"sha256:")),
+        "a Vary'd cookie is kept as a digest"
+    );
+    for (path, bytes) in &files {
+        let text = format!("{}\n{}", path.display(), String::from_utf8_lossy(bytes));
+        assert!(
+            !text.contains("-secret-4242"),
+            "a cookie in {}:\n{text}",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn error_links_are_not_replayed_to_nor_stored_from_credentialed_requests() {
+    let origin = https_origin();
+    let setup = Setup::new(&origin, STACK);
+    let proxy = &setup.proxy;
+    let url = origin.url("/status/404");
+    assert_eq!(curl(proxy, &[&url]).status, 404);
+    let link = setup.host_dir(&origin).join("status/404");
+    assert_eq!(std::fs::read_link(&link).unwrap(), Path::new("404"));
+
+    let credentials = ["Authorization: Bearer secret", "Cookie: session=secret"];
+    for credential in credentials {
+        let got = curl(proxy, &["-H", credential, &url]);
+        assert_eq!(
+            (got.status, got.x_proxlet.as_str(), got.text().as_str()),
+            (404, "", "status 404"),
+            "{credential}"
+        );
+    }
+    assert_eq!(origin.hits("/status/404"), 3);
+    assert_eq!(std::fs::read_link(&link).unwrap(), Path::new("404"));
+    let anonymous = curl(proxy, &[&url]);
+    assert_eq!(
+        (anonymous.status, anonymous.x_proxlet.as_str()),
+        (404, "error-links;hit")
+    );
+    assert_eq!(origin.hits("/status/404"), 3);
+
+    for credential in credentials {
+        assert_eq!(
+            curl(proxy, &["-H", credential, &origin.url("/status/410")]).status,
+            410
+        );
+    }
+    assert!(std::fs::symlink_metadata(setup.host_dir(&origin).join("status/410")).is_err());
+}
+
+#[test]
+fn an_error_link_is_never_a_directory_to_serve_from_or_store_through() {
+    let origin = https_origin();
+    origin.put(
+        "/t/bob/tool.sh",
+        vec![("text/plain", b"echo from the origin\n".to_vec())],
+    );
+    origin.put(
+        "/t/bob/other.txt",
+        vec![("text/plain", b"other\n".to_vec())],
+    );
+    let setup = Setup::new(&origin, STACK);
+    let proxy = &setup.proxy;
+    // `t/bob -> 404` as error-links makes it, beside a real `t/404/`.
+    let t = setup.host_dir(&origin).join("t");
+    std::fs::create_dir_all(t.join("404")).unwrap();
+    std::fs::write(t.join("404/tool.sh"), "echo planted\n").unwrap();
+    std::os::unix::fs::symlink("404", t.join("bob")).unwrap();
+    std::os::unix::fs::symlink("404/tool.sh", t.join("alias.sh")).unwrap();
+
+    let tool = curl(proxy, &[&origin.url("/t/bob/tool.sh")]);
+    assert_eq!(
+        (tool.status, tool.text().as_str()),
+        (200, "echo from the origin\n"),
+        "{tool:?}"
+    );
+    assert_eq!(origin.hits("/t/bob/tool.sh"), 1);
+    // A symlink that is not an error link is not served either.
+    let alias = curl(proxy, &[&origin.url("/t/alias.sh")]);
+    assert_eq!(
+        (alias.status, alias.text().as_str()),
+        (404, "no such endpoint")
+    );
+    assert_eq!(origin.hits("/t/alias.sh"), 1);
+
+    // Nothing is stored through the link: neither a body nor a new link.
+    let other = curl(proxy, &[&origin.url("/t/bob/other.txt")]);
+    assert_eq!((other.status, other.text().as_str()), (200, "other\n"));
+    assert_eq!(
+        curl(proxy, &[&origin.url("/t/bob/other.txt")]).text(),
+        "other\n"
+    );
+    assert_eq!(origin.hits("/t/bob/other.txt"), 2);
+    assert_eq!(curl(proxy, &[&origin.url("/t/bob/gone.txt")]).status, 404);
+    assert_eq!(curl(proxy, &[&origin.url("/t/bob/gone.txt")]).status, 404);
+    assert_eq!(origin.hits("/t/bob/gone.txt"), 2);
+    let mut planted: Vec<_> = std::fs::read_dir(t.join("404"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    planted.sort();
+    assert_eq!(planted, ["tool.sh"]);
+
+    // The link itself still answers for its own URL.
+    let bob = curl(proxy, &[&origin.url("/t/bob")]);
+    assert_eq!(
+        (bob.status, bob.x_proxlet.as_str()),
+        (404, "error-links;hit")
+    );
+    assert_eq!(origin.hits("/t/bob"), 0);
+    assert_eq!(std::fs::read_link(t.join("bob")).unwrap(), Path::new("404"));
 }

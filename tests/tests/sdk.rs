@@ -41,21 +41,32 @@ fn url_text() -> impl Strategy<Value = String> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(4000))]
 
-    /// Any URL that maps maps back to a URL with the same path, and the
-    /// path never escapes the host directory.
+    /// Any URL that maps maps back to a URL with the same scheme and path,
+    /// the path never escapes the host directory, and http and https never
+    /// share one.
     #[test]
-    fn every_mapped_url_round_trips(path in url_text(), port in prop::option::of(1u16..65535)) {
+    fn every_mapped_url_round_trips(
+        scheme in prop_oneof![Just("http"), Just("https"), Just("HTTP")],
+        path in url_text(),
+        port in prop::option::of(1u16..65535),
+    ) {
         let authority = match port {
             Some(port) => format!("host.example:{port}"),
             None => "host.example".to_owned(),
         };
-        let url = format!("https://{authority}/{path}");
+        let url = format!("{scheme}://{authority}/{path}");
         if let Ok(rel) = cachepath::url_to_path(&url) {
             prop_assert!(!rel.split('/').any(|c| c == ".." || c == "." || c.is_empty()), "{rel}");
             prop_assert!(!rel.contains('\0'));
             prop_assert!(!rel.contains('#'), "{rel}");
-            let back = cachepath::path_to_url(&rel, "https").unwrap();
+            let plain = scheme.eq_ignore_ascii_case("http");
+            prop_assert_eq!(rel.starts_with(cachepath::HTTP_MARKER), plain, "{}", rel);
+            let back = cachepath::path_to_url(&rel).unwrap();
+            let want = if plain { "http://" } else { "https://" };
+            prop_assert!(back.starts_with(want), "{} -> {}", rel, back);
             prop_assert_eq!(cachepath::url_to_path(&back), Ok(rel.clone()), "{} -> {} -> {}", url, rel, back);
+            let other = url.replacen(scheme, if plain { "https" } else { "http" }, 1);
+            prop_assert_ne!(cachepath::url_to_path(&other), Ok(rel.clone()), "{} and {}", url, other);
         }
     }
 

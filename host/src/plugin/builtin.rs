@@ -23,9 +23,10 @@ pub fn component(name: &str) -> Option<&'static [u8]> {
         .map(|(_, bytes)| *bytes)
 }
 
-/// The spec of built-in `name`: the cache dir granted as `/cache` (the
-/// cache sees credentials so it can refuse to share authorised responses),
-/// then whatever the `[[plugin]]` entry sets.
+/// The spec of built-in `name`: the cache dir granted as `/cache` (cache and
+/// error-links see credentials so they can refuse to share what a signed-in
+/// client got, or to answer one with what an anonymous one got), then
+/// whatever the `[[plugin]]` entry sets.
 pub fn spec(
     name: &str,
     entry: Option<&PluginEntry>,
@@ -39,7 +40,7 @@ pub fn spec(
     if matches!(name, "cache" | "error-links") {
         spec.dirs = vec![(CACHE_GUEST_DIR.to_owned(), cache_dir.to_owned())];
     }
-    spec.credentials = name == "cache";
+    spec.credentials = matches!(name, "cache" | "error-links");
     if let Some(entry) = entry {
         spec.configure(entry, base)?;
     }

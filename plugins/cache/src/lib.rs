@@ -3,6 +3,11 @@
 //! fetched once and stored atomically on a miss. Metadata (type, validators,
 //! the Vary'd request headers, when it was stored) lives in a hidden sidecar
 //! tree and is optional: a hand-dropped file is served as it is.
+//!
+//! Private responses stay private (RFC 9111 §3, §3.5): responses to
+//! requests with `Authorization`, or with `Cookie` and without
+//! `Cache-Control: public`, and responses that set a cookie are not stored
+//! unless the config says so, and credentials never reach the metadata.
 
 use std::{
     collections::BTreeMap,
@@ -11,10 +16,11 @@ use std::{
 
 use proxlet_plugin::{
     accept, cachepath, has_header, header, header_tokens, log, remove_header, set_header,
-    text_response, Body, Fill, FlowInfo, Headers, Hooks, Level, Plugin, RequestAction, RequestHead,
-    Response, ResponseAction, ResponseHead, Sidecar, Store, UpstreamError,
+    text_response, tree, Body, Fill, FlowInfo, Headers, Hooks, Level, Plugin, RequestAction,
+    RequestHead, Response, ResponseAction, ResponseHead, Sidecar, Store, UpstreamError,
 };
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 /// Configuration (the `[plugin.config]` table).
 #[derive(Deserialize)]
@@ -28,6 +34,10 @@ struct Config {
     cache_anything: bool,
     /// Share responses to requests that carried `Authorization`.
     share_authorized: bool,
+    /// Store responses to requests that carried `Cookie` without
+    /// `Cache-Control: public`, and responses with `Set-Cookie` (the
+    /// `Set-Cookie` field itself is never recorded nor replayed).
+    share_cookies: bool,
     /// Entries matching one of these are revalidated after their TTL;
     /// everything else is fresh forever.
     revalidate: Vec<RuleConfig>,
@@ -45,6 +55,7 @@ impl Default for Config {
             offline: false,
             cache_anything: false,
             share_authorized: false,
+            share_cookies: false,
             revalidate: vec![
                 // PyPI simple pages (PEP 503/691).
                 rule(Some("/simple/"), None),
@@ -114,7 +125,8 @@ struct Variant {
     /// Whether the response varied by Accept.
     #[serde(default)]
     by_accept: bool,
-    /// Other Vary'd request headers and their values.
+    /// Other Vary'd request headers and their values; a credential's value
+    /// as a digest (see [`vary_value`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     vary: BTreeMap<String, String>,
 }
@@ -190,7 +202,8 @@ impl Plugin for Cache {
             }
         };
         let meta = self.read_meta(&rel);
-        if let Some(redirect) = meta.as_ref().and_then(|m| m.redirect.as_ref()) {
+        let current = meta.as_ref().filter(|m| !crossed(&rel, m));
+        if let Some(redirect) = current.and_then(|m| m.redirect.as_ref()) {
             return RequestAction::Respond(text_response(
                 redirect.status,
                 vec![
@@ -319,14 +332,17 @@ impl Cache {
         }
     }
 
+    /// A regular file, not a symlink to one: the cache serves and moves
+    /// only what it could have stored.
     fn is_file(&self, rel: &str) -> bool {
-        std::fs::metadata(self.guest(rel)).is_ok_and(|m| m.is_file())
+        std::fs::symlink_metadata(self.guest(rel)).is_ok_and(|m| m.is_file())
     }
 
     /// The stored file of `rel`: `rel` itself, or `rel/#file` once `rel`
-    /// became a directory.
+    /// became a directory. A symlink (an error link, or one made by hand)
+    /// is not served.
     fn locate(&self, rel: &str) -> Option<String> {
-        match std::fs::metadata(self.guest(rel)) {
+        match std::fs::symlink_metadata(self.guest(rel)) {
             Ok(m) if m.is_file() => Some(rel.to_owned()),
             Ok(m) if m.is_dir() => {
                 let inner = cachepath::dir_file_path(rel);
@@ -362,18 +378,46 @@ impl Cache {
                 }
             }
         }
-        match std::fs::metadata(self.guest(rel)) {
+        match std::fs::symlink_metadata(self.guest(rel)) {
             Ok(m) if m.is_dir() => cachepath::dir_file_path(rel),
             _ => rel.to_owned(),
         }
+    }
+
+    /// Why `rel` cannot be stored through the tree as it is: a symlink on
+    /// the way (below an error link `t/bob -> 404`, `t/bob/x` would land in
+    /// `t/404/x`) or at `rel` itself (an error link stays until deleted).
+    fn symlink_in_the_way(&self, rel: &str) -> Option<String> {
+        tree::symlinked_ancestor(&self.config.dir, rel).or_else(|| {
+            std::fs::symlink_metadata(self.guest(rel))
+                .is_ok_and(|m| m.file_type().is_symlink())
+                .then(|| rel.to_owned())
+        })
     }
 
     /// The stored entry that answers this request: a variant whose type the
     /// client accepts and whose Vary'd headers match, best quality first;
     /// without metadata, a plain file at the path.
     fn choose(&self, rel: &str, meta: Option<&Meta>, headers: &Headers) -> Option<Hit> {
+        if meta.is_some_and(|m| crossed(rel, m)) {
+            log(
+                Level::Debug,
+                &format!("not serving {rel}: it was fetched over plain HTTP"),
+            );
+            return None;
+        }
         let variants = meta.map(|m| m.variants.as_slice()).unwrap_or_default();
         if variants.is_empty() {
+            // A file without metadata may be reached through an error link
+            // (`t/bob/x` is `t/404/x` when `t/bob -> 404`); what the cache
+            // stored itself went through real directories (see `store`).
+            if let Some(link) = tree::symlinked_ancestor(&self.config.dir, rel) {
+                log(
+                    Level::Debug,
+                    &format!("not serving {rel}: {link} is a symlink, not a directory"),
+                );
+                return None;
+            }
             return self.locate(rel).map(|rel| Hit { rel, variant: None });
         }
         let accept = header(headers, "accept");
@@ -382,7 +426,7 @@ impl Cache {
             .filter(|v| {
                 v.vary
                     .iter()
-                    .all(|(name, value)| header(headers, name).unwrap_or_default() == value)
+                    .all(|(name, value)| vary_value(rel, name, headers) == *value)
             })
             .map(|v| {
                 let q = match (&v.content_type, v.by_accept) {
@@ -468,13 +512,46 @@ impl Cache {
         let Some(location) = header(&response.headers, "location") else {
             return;
         };
-        let mut meta = self.read_meta(rel).unwrap_or_default();
-        meta.url = request.url.clone();
+        let control = header_tokens(&response.headers, "cache-control");
+        if let Some(reason) = self.private_response(request, response, &control) {
+            log(
+                Level::Debug,
+                &format!("not recording the redirect of {}: {reason}", request.url),
+            );
+            return;
+        }
+        let mut meta = self
+            .read_meta(rel)
+            .filter(|m| !crossed(rel, m))
+            .unwrap_or_default();
+        meta.url = without_userinfo(&request.url);
         meta.redirect = Some(Redirect {
             status: response.status,
             location: location.to_owned(),
         });
         self.write_meta(rel, &meta);
+    }
+
+    /// Why the response to `request` is private to its client (RFC 9111
+    /// §3: a shared cache must not store it): it sets a cookie, or answers a
+    /// request with a cookie without saying `Cache-Control: public`. A
+    /// cookie-less response to a cookie-carrying request is common (tracking
+    /// cookies) but may still be personalised, so only `public` vouches.
+    fn private_response(
+        &self,
+        request: &RequestHead,
+        response: &ResponseHead,
+        control: &[String],
+    ) -> Option<&'static str> {
+        if self.config.share_cookies {
+            None
+        } else if has_header(&response.headers, "set-cookie") {
+            Some("it sets a cookie (Set-Cookie)")
+        } else if has_header(&request.headers, "cookie") && !control.iter().any(|d| d == "public") {
+            Some("the request carried a Cookie and the response is not Cache-Control: public")
+        } else {
+            None
+        }
     }
 
     /// A 200 to a GET: store it unless it says not to, under a name that
@@ -486,6 +563,8 @@ impl Cache {
             && control.iter().any(|d| d == "no-store" || d == "private")
         {
             Some("Cache-Control forbids it")
+        } else if let Some(reason) = self.private_response(request, response, &control) {
+            Some(reason)
         } else if vary.iter().any(|v| v == "*") {
             Some("it varies by everything (Vary: *)")
         } else if has_header(&response.headers, "content-range") {
@@ -513,6 +592,16 @@ impl Cache {
             }
             _ => rel.clone(),
         };
+        if let Some(link) = self.symlink_in_the_way(&file) {
+            log(
+                Level::Debug,
+                &format!(
+                    "not storing {}: {link} is a symlink (an error link?), not a directory",
+                    request.url
+                ),
+            );
+            return ResponseAction::Continue(None);
+        }
         let destination = self.destination(&file);
         let variant = Variant {
             file: file.clone(),
@@ -524,14 +613,14 @@ impl Cache {
             vary: vary
                 .iter()
                 .filter(|v| !matches!(v.as_str(), "accept" | "accept-encoding"))
-                .map(|v| {
-                    let value = header(&request.headers, v).unwrap_or_default();
-                    (v.clone(), value.to_owned())
-                })
+                .map(|v| (v.clone(), vary_value(&rel, v, &request.headers)))
                 .collect(),
         };
-        let mut meta = self.read_meta(&rel).unwrap_or_default();
-        meta.url = request.url.clone();
+        let mut meta = self
+            .read_meta(&rel)
+            .filter(|m| !crossed(&rel, m))
+            .unwrap_or_default();
+        meta.url = without_userinfo(&request.url);
         meta.redirect = None;
         meta.variants
             .retain(|v| by_accept && v.by_accept && v.file != file);
@@ -548,6 +637,62 @@ impl Cache {
             }),
         })
     }
+}
+
+/// Request fields that carry credentials.
+const CREDENTIALS: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
+
+/// The value of the Vary'd request field `name` as the metadata keeps it:
+/// every field line joined (HTTP/2 sends each cookie crumb as its own
+/// field); a credential as `sha256:` of the entry's path, the name and the
+/// value, so the metadata tells sessions apart without holding them (and
+/// the same session cannot be matched across entries).
+fn vary_value(rel: &str, name: &str, headers: &Headers) -> String {
+    let name = name.to_ascii_lowercase();
+    let separator: &[u8] = if name == "cookie" { b"; " } else { b", " };
+    let value = headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(&name))
+        .map(|(_, v)| v.as_slice())
+        .collect::<Vec<_>>()
+        .join(separator);
+    if value.is_empty() || !CREDENTIALS.contains(&name.as_str()) {
+        return String::from_utf8_lossy(&value).into_owned();
+    }
+    let mut digest = Sha256::new();
+    for part in [rel.as_bytes(), b"\0", name.as_bytes(), b"\0", &value] {
+        digest.update(part);
+    }
+    digest
+        .finalize()
+        .iter()
+        .fold(String::from("sha256:"), |mut out, b| {
+            out.push_str(&format!("{b:02x}"));
+            out
+        })
+}
+
+/// Whether `meta` records a plain-HTTP URL for a path of an https one: an
+/// entry stored before plain HTTP had its own host directories, which must
+/// not answer https requests.
+fn crossed(rel: &str, meta: &Meta) -> bool {
+    let plain = meta
+        .url
+        .get(..7)
+        .is_some_and(|s| s.eq_ignore_ascii_case("http://"));
+    plain && !rel.starts_with(cachepath::HTTP_MARKER)
+}
+
+/// `url` without `user:password@` before its host: credentials stay out of
+/// the metadata.
+fn without_userinfo(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        if let Some(at) = rest[..end].rfind('@') {
+            return format!("{scheme}://{}", &rest[at + 1..]);
+        }
+    }
+    url.to_owned()
 }
 
 fn meta_json(meta: &Meta) -> Vec<u8> {

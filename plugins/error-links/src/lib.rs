@@ -2,10 +2,15 @@
 //! configured set is remembered as a symlink at the URL's cache path pointing
 //! to a file named by the code (`path -> 404`, which does not exist), and
 //! replayed without contacting the upstream. Deleting the link forgets it.
+//!
+//! A link is an answer, never a directory: a request below one
+//! (`t/bob/x` with `t/bob -> 404`) is a miss, and nothing is linked through
+//! it. Requests with credentials neither replay nor store links: the
+//! upstream may answer a signed-in client differently.
 
 use proxlet_plugin::{
-    cachepath, log, text_response, FlowInfo, Hooks, Level, Plugin, RequestAction, RequestHead,
-    ResponseAction, ResponseHead,
+    cachepath, has_header, log, text_response, tree, FlowInfo, Headers, Hooks, Level, Plugin,
+    RequestAction, RequestHead, ResponseAction, ResponseHead,
 };
 use serde::Deserialize;
 
@@ -45,22 +50,27 @@ impl Plugin for ErrorLinks {
     }
 
     fn on_request(&mut self, _: &FlowInfo, head: &RequestHead) -> RequestAction {
-        let Some(path) = self.path(head) else {
+        let Some(rel) = self.rel(head) else {
             return RequestAction::Continue(None);
         };
+        let path = self.guest(&rel);
         let Ok(target) = std::fs::read_link(&path) else {
             return RequestAction::Continue(None);
         };
         let code = target.to_str().and_then(|t| t.parse::<u16>().ok());
         match code {
-            Some(status) if (100..=999).contains(&status) => RequestAction::Respond(text_response(
-                status,
-                vec![("x-proxlet".into(), b"error-links;hit".to_vec())],
-                &format!(
-                    "proxlet error-links: {} answered {status} (stored as {path})\n",
-                    head.url
-                ),
-            )),
+            Some(status)
+                if (100..=999).contains(&status) && !self.below_a_link(&head.url, &rel) =>
+            {
+                RequestAction::Respond(text_response(
+                    status,
+                    vec![("x-proxlet".into(), b"error-links;hit".to_vec())],
+                    &format!(
+                        "proxlet error-links: {} answered {status} (stored as {path})\n",
+                        head.url
+                    ),
+                ))
+            }
             _ => RequestAction::Continue(None),
         }
     }
@@ -74,11 +84,13 @@ impl Plugin for ErrorLinks {
         if request.method != "GET" || !self.config.statuses.contains(&response.status) {
             return ResponseAction::Continue(None);
         }
-        let Some(path) = self.path(request) else {
+        let Some(rel) = self.rel(request) else {
             return ResponseAction::Continue(None);
         };
-        // Only where nothing is: a cached file or directory stays.
-        if std::fs::symlink_metadata(&path).is_err() {
+        let path = self.guest(&rel);
+        // Only where nothing is (a cached file or directory stays), and
+        // only through real directories.
+        if std::fs::symlink_metadata(&path).is_err() && !self.below_a_link(&request.url, &rel) {
             let linked = std::path::Path::new(&path)
                 .parent()
                 .map_or(Ok(()), std::fs::create_dir_all)
@@ -102,13 +114,39 @@ impl Plugin for ErrorLinks {
 }
 
 impl ErrorLinks {
-    fn path(&self, head: &RequestHead) -> Option<String> {
-        if !matches!(head.method.as_str(), "GET" | "HEAD") {
+    /// The cache path of a request this plugin handles: an anonymous `GET`
+    /// or `HEAD` (a link stored from an anonymous answer says nothing about
+    /// what a signed-in client gets).
+    fn rel(&self, head: &RequestHead) -> Option<String> {
+        if !matches!(head.method.as_str(), "GET" | "HEAD") || credentialed(&head.headers) {
             return None;
         }
-        let rel = cachepath::url_to_path(&head.url).ok()?;
-        Some(format!("{}/{rel}", self.config.dir))
+        cachepath::url_to_path(&head.url).ok()
     }
+
+    fn guest(&self, rel: &str) -> String {
+        format!("{}/{rel}", self.config.dir)
+    }
+
+    /// Whether a directory on the way to `rel` is a symlink (an error link),
+    /// which would make `rel` an alias of a path beside it.
+    fn below_a_link(&self, url: &str, rel: &str) -> bool {
+        let Some(link) = tree::symlinked_ancestor(&self.config.dir, rel) else {
+            return false;
+        };
+        log(
+            Level::Debug,
+            &format!("{url} is below the symlink {link}: not an error link"),
+        );
+        true
+    }
+}
+
+/// Whether a request carries credentials (`Authorization`, `Cookie`).
+fn credentialed(headers: &Headers) -> bool {
+    ["authorization", "proxy-authorization", "cookie"]
+        .iter()
+        .any(|name| has_header(headers, name))
 }
 
 proxlet_plugin::export!(ErrorLinks);

@@ -1,6 +1,10 @@
 //! The two-way mapping between URLs and cache paths (pure functions, no I/O).
 //!
-//! `scheme://host[:port]/a/b%20c/?q=1` ↔ `host[_port]/a/b c/index.html?q=1`:
+//! `https://host[:port]/a/b%20c/?q=1` ↔ `host[_port]/a/b c/index.html?q=1`
+//! and `http://host/…` ↔ `http+host/…`:
+//! - plain-HTTP entries live in their own host directory, marked `http+`, so
+//!   bytes fetched over (tamperable) plain HTTP are never served to an https
+//!   client; `+` cannot occur in a host name, so the marker is unambiguous;
 //! - the port is kept (`_8443`) unless it is the scheme's default;
 //! - each path segment is percent-decoded once; in the file name `%`, `/`,
 //!   `?`, `#` and control characters are escaped as `%XX`, so a decoded
@@ -27,6 +31,9 @@ pub const MAX_PATH: usize = 3072;
 pub const INDEX: &str = "index.html";
 /// Top-level directory of the metadata tree (hosts never start with `.`).
 pub const META_DIR: &str = ".proxlet-meta";
+/// What starts the host directory of a plain-HTTP URL (`http+example.com`);
+/// an https URL's host directory is the bare host.
+pub const HTTP_MARKER: &str = "http+";
 /// The name, inside a directory, of the file for the URL that names the
 /// directory itself: `/pkg` when `/pkg/-/pkg-1.0.tgz` made `pkg` a directory.
 pub const DIR_FILE: &str = "#file";
@@ -69,9 +76,9 @@ impl std::error::Error for PathError {}
 /// The relative cache path of an absolute http(s) URL.
 pub fn url_to_path(url: &str) -> Result<String, PathError> {
     let (scheme, rest) = url.split_once("://").ok_or(PathError::NotHttp)?;
-    let default_port = match scheme.to_ascii_lowercase().as_str() {
-        "http" => 80,
-        "https" => 443,
+    let (marker, default_port) = match scheme.to_ascii_lowercase().as_str() {
+        "http" => (HTTP_MARKER, 80),
+        "https" => ("", 443),
         _ => return Err(PathError::NotHttp),
     };
     let rest = rest.split('#').next().unwrap_or_default();
@@ -82,7 +89,8 @@ pub fn url_to_path(url: &str) -> Result<String, PathError> {
         None => (rest, None),
     };
 
-    let mut out = host_dir(authority, default_port)?;
+    let mut out = marker.to_owned();
+    out.push_str(&host_dir(authority, default_port)?);
     let path = if path.is_empty() { "/" } else { path };
     let segments: Vec<&str> = path[1..].split('/').collect();
     let last = segments.len() - 1;
@@ -115,12 +123,17 @@ pub fn url_to_path(url: &str) -> Result<String, PathError> {
     Ok(out)
 }
 
-/// The URL (with `scheme`) a relative cache path stands for; the inverse of
-/// [`url_to_path`] up to URL normalisation: whenever it answers,
-/// `url_to_path(path_to_url(p)) == p`, and a path that no URL maps to (a
-/// hand-made name the cache would never write) is refused.
-pub fn path_to_url(path: &str, scheme: &str) -> Result<String, PathError> {
+/// The URL a relative cache path stands for (`http` under an [`HTTP_MARKER`]
+/// host directory, `https` otherwise); the inverse of [`url_to_path`] up to
+/// URL normalisation: whenever it answers, `url_to_path(path_to_url(p)) == p`,
+/// and a path that no URL maps to (a hand-made name the cache would never
+/// write) is refused.
+pub fn path_to_url(path: &str) -> Result<String, PathError> {
     let (host, rest) = path.split_once('/').ok_or(PathError::BadHost)?;
+    let (scheme, host) = match host.strip_prefix(HTTP_MARKER) {
+        Some(host) => ("http", host),
+        None => ("https", host),
+    };
     let authority = match host.rsplit_once('_') {
         Some((name, port))
             if !name.is_empty() && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) =>
@@ -302,13 +315,29 @@ mod tests {
             "pypi.org/simple/foo/index.html"
         );
         assert_eq!(
-            url_to_path("http://Example.COM").unwrap(),
+            url_to_path("HTTPS://Example.COM").unwrap(),
             "example.com/index.html"
         );
         assert_eq!(url_to_path("https://h:443/a").unwrap(), "h/a");
         assert_eq!(url_to_path("https://h:8443/a").unwrap(), "h_8443/a");
-        assert_eq!(url_to_path("http://h:80/a#frag").unwrap(), "h/a");
-        assert_eq!(url_to_path("http://[::1]:81/a").unwrap(), "[::1]_81/a");
+        assert_eq!(url_to_path("http://h:80/a#frag").unwrap(), "http+h/a");
+        assert_eq!(url_to_path("http://[::1]:81/a").unwrap(), "http+[::1]_81/a");
+    }
+
+    #[test]
+    fn http_and_https_never_share_a_file() {
+        assert_eq!(url_to_path("http://h/p.whl").unwrap(), "http+h/p.whl");
+        assert_eq!(url_to_path("https://h/p.whl").unwrap(), "h/p.whl");
+        assert_eq!(url_to_path("http://h:443/a").unwrap(), "http+h_443/a");
+        assert_eq!(url_to_path("https://h:80/a").unwrap(), "h_80/a");
+        assert_eq!(path_to_url("http+h/p.whl").unwrap(), "http://h/p.whl");
+        assert_eq!(path_to_url("h/p.whl").unwrap(), "https://h/p.whl");
+        assert_eq!(path_to_url("http+h_8080/a").unwrap(), "http://h:8080/a");
+        // The marker is written once, in lowercase, before a host.
+        for path in ["http+http+h/a", "HTTP+h/a", "http+/a", "https+h/a"] {
+            assert!(path_to_url(path).is_err(), "{path}");
+        }
+        assert_eq!(url_to_path("http://http+h/a"), Err(PathError::BadHost));
     }
 
     #[test]
@@ -327,15 +356,9 @@ mod tests {
     fn queries_are_kept_reversibly() {
         let path = url_to_path("https://h/a/b?x=1/2&y=%2F").unwrap();
         assert_eq!(path, "h/a/b?x=1%2F2&y=%252F");
-        assert_eq!(
-            path_to_url(&path, "https").unwrap(),
-            "https://h/a/b?x=1/2&y=%2F"
-        );
+        assert_eq!(path_to_url(&path).unwrap(), "https://h/a/b?x=1/2&y=%2F");
         assert_eq!(url_to_path("https://h/d/?q").unwrap(), "h/d/index.html?q");
-        assert_eq!(
-            path_to_url("h/d/index.html?q", "https").unwrap(),
-            "https://h/d/?q"
-        );
+        assert_eq!(path_to_url("h/d/index.html?q").unwrap(), "https://h/d/?q");
     }
 
     #[test]
@@ -343,17 +366,17 @@ mod tests {
         assert_eq!(url_to_path("https://h/a%20b").unwrap(), "h/a b");
         assert_eq!(url_to_path("https://h/100%25").unwrap(), "h/100%25");
         assert_eq!(url_to_path("https://h/%3F%23").unwrap(), "h/%3F%23");
-        assert_eq!(path_to_url("h/a b", "http").unwrap(), "http://h/a%20b");
+        assert_eq!(path_to_url("http+h/a b").unwrap(), "http://h/a%20b");
         // An `_` in a host is escaped: it would read as the port separator.
-        assert_eq!(url_to_path("http://a_44/").unwrap(), "a%5F44/index.html");
-        assert_eq!(url_to_path("http://a:44/").unwrap(), "a_44/index.html");
-        assert_eq!(path_to_url("a%5F44/x", "http").unwrap(), "http://a_44/x");
+        assert_eq!(url_to_path("https://a_44/").unwrap(), "a%5F44/index.html");
+        assert_eq!(url_to_path("https://a:44/").unwrap(), "a_44/index.html");
+        assert_eq!(path_to_url("a%5F44/x").unwrap(), "https://a_44/x");
         assert_eq!(
-            path_to_url("a%5Fb_8080/x", "http").unwrap(),
+            path_to_url("http+a%5Fb_8080/x").unwrap(),
             "http://a_b:8080/x"
         );
         // A `?` inside a directory name: no URL is cached there.
-        assert_eq!(path_to_url("h/b?c/d", "http"), Err(PathError::NotCanonical));
+        assert_eq!(path_to_url("h/b?c/d"), Err(PathError::NotCanonical));
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod accept;
 pub mod cachepath;
 #[cfg(feature = "filter")]
 pub mod filter;
+pub mod tree;
 
 use std::{any::Any, cell::RefCell};
 
