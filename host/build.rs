@@ -23,6 +23,7 @@ fn main() {
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
+    guest::ensure_target();
     let mut table = String::from("pub static COMPONENTS: [(&str, &[u8]); 4] = [\n");
     for name in PLUGINS {
         println!(

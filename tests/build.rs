@@ -24,6 +24,7 @@ fn main() {
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
+    guest::ensure_target();
     let plugins = root.join("plugins");
     let guests = root.join("tests/guests");
 

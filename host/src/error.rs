@@ -35,6 +35,15 @@ pub enum Error {
     #[error("cannot use proxlet home {path:?}: {source} (check --home or PROXLET_HOME)")]
     Home { path: PathBuf, source: io::Error },
 
+    /// Like ssh's "permissions are too open": the home holds the CA key.
+    #[error("{path:?} {problem}, so other users could {risk} (fix: {fix})")]
+    HomeUnsafe {
+        path: PathBuf,
+        problem: String,
+        risk: &'static str,
+        fix: String,
+    },
+
     #[error("cannot load the CA from {path:?}: {reason} (repair the file or run `proxlet ca regenerate`)")]
     CaLoad { path: PathBuf, reason: String },
 

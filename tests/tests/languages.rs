@@ -38,7 +38,7 @@ fn componentize_py() -> PathBuf {
         PathBuf::from(String::from_utf8_lossy(&scripts.stdout).trim()).join("componentize-py");
     assert!(
         path.is_file(),
-        "componentize-py is not installed: pip install componentize-py==0.25.1 (.ci/run does)"
+        "componentize-py is not installed: pip install componentize-py==0.25.1 (./test.sh does)"
     );
     path
 }
@@ -91,7 +91,7 @@ impl Lang {
                 let example = self.example();
                 assert!(
                     example.join("node_modules/@bytecodealliance/componentize-js").is_dir(),
-                    "componentize-js is not installed: npm ci --prefix plugins/examples/js (.ci/run does)"
+                    "componentize-js is not installed: npm ci --prefix plugins/examples/js (./test.sh does)"
                 );
                 Command::new("node")
                     .arg(example.join("build.mjs"))
@@ -421,7 +421,7 @@ fn proxlet_new_scaffolds_plugins_that_build_and_load() {
     let guests = repo().join("target/wasm-guests");
     scaffold_builds_and_loads("rust", &[("CARGO_TARGET_DIR", guests.as_os_str())]);
     scaffold_builds_and_loads("python", &[]);
-    // npm reuses what .ci/run's `npm ci` put in its cache.
+    // npm reuses what ./test.sh's `npm ci` put in its cache.
     scaffold_builds_and_loads("js", &[("npm_config_prefer_offline", "true".as_ref())]);
     scaffold_builds_and_loads("c", &[]);
 }

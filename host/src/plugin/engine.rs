@@ -2,7 +2,17 @@
 //! `host` interface), the epoch ticker behind call deadlines, and the on-disk
 //! cache of compiled components keyed by content hash.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    fs,
+    io::Write,
+    os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt},
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use sha2::{Digest, Sha256};
 use wasmtime::{
@@ -88,6 +98,8 @@ pub struct PluginEngine {
     pub engine: Engine,
     pub linker: Linker<State>,
     cache_dir: Option<PathBuf>,
+    /// The WARN about an unsafe cache dir has been logged.
+    cache_warned: AtomicBool,
 }
 
 impl PluginEngine {
@@ -141,12 +153,16 @@ impl PluginEngine {
             })
             .map_err(|e| PluginError::engine(e.into()))?;
         if let Some(dir) = &cache_dir {
-            let _ = std::fs::create_dir_all(dir);
+            let _ = fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir);
         }
         Ok(Arc::new(Self {
             engine,
             linker,
             cache_dir,
+            cache_warned: AtomicBool::new(false),
         }))
     }
 
@@ -154,28 +170,102 @@ impl PluginEngine {
     /// Returns the component, its sha256 (hex) and whether the cache served it.
     pub fn compile(&self, bytes: &[u8]) -> Result<(Component, String, bool), String> {
         let hash = hex(&Sha256::digest(bytes));
-        let cached = self.cache_dir.as_ref().map(|dir| {
+        let cached = self.trusted_cache_dir().map(|dir| {
             dir.join(format!(
                 "{hash}-wasmtime{}.cwasm",
                 env!("CARGO_PKG_VERSION")
             ))
         });
-        if let Some(path) = cached.as_deref().filter(|p| p.exists()) {
-            // SAFETY: the file was written by `serialize` below into the
-            // proxlet home (0700); wasmtime checks engine compatibility.
-            match unsafe { Component::deserialize_file(&self.engine, path) } {
-                Ok(component) => return Ok((component, hash, true)),
-                Err(e) => tracing::debug!("compiled cache {path:?} unusable: {e}"),
+        if let Some(path) = cached.as_deref() {
+            match fs::metadata(path) {
+                Ok(meta) if private_to_us(&meta) => {
+                    // SAFETY: wasmtime runs this machine code as is. It was
+                    // written by `serialize` below: the file and its dir are
+                    // ours and no other user can write them (checked just
+                    // now); wasmtime checks engine compatibility.
+                    match unsafe { Component::deserialize_file(&self.engine, path) } {
+                        Ok(component) => return Ok((component, hash, true)),
+                        Err(e) => tracing::debug!("compiled cache {path:?} unusable: {e}"),
+                    }
+                }
+                Ok(_) => tracing::warn!(
+                    "ignoring compiled code {path:?}: another user owns it or can write it; \
+                     compiling instead and replacing it"
+                ),
+                Err(_) => {}
             }
         }
         let component = Component::from_binary(&self.engine, bytes).map_err(|e| describe(&e))?;
         if let Some(path) = cached {
             if let Ok(compiled) = component.serialize() {
-                let _ = crate::proxy::files::write_atomically(&path, &compiled);
+                if let Err(e) = write_private(&path, &compiled) {
+                    tracing::debug!("cannot cache compiled code in {path:?}: {e}");
+                }
             }
         }
         Ok((component, hash, false))
     }
+
+    /// The cache dir, if only we can write it: the code in it is run
+    /// unchecked, so a dir another user can write is ignored (WARN once).
+    fn trusted_cache_dir(&self) -> Option<&Path> {
+        let dir = self.cache_dir.as_deref()?;
+        let meta = fs::metadata(dir).ok()?;
+        if private_to_us(&meta) {
+            return Some(dir);
+        }
+        if !self.cache_warned.swap(true, Ordering::Relaxed) {
+            let fix = if meta.uid() == current_uid() {
+                format!("chmod 700 {}", dir.display())
+            } else {
+                format!(
+                    "remove {} or chown it to uid {}",
+                    dir.display(),
+                    current_uid()
+                )
+            };
+            tracing::warn!(
+                "not using the compiled-code cache {dir:?}: it has mode {:04o} and owner uid {}, \
+                 so another user could plant code in it; plugins are compiled at each load \
+                 instead (fix: {fix})",
+                meta.mode() & 0o7777,
+                meta.uid(),
+            );
+        }
+        None
+    }
+}
+
+/// Owned by the user running proxlet and not writable by group or others.
+fn private_to_us(meta: &fs::Metadata) -> bool {
+    meta.uid() == current_uid() && meta.mode() & 0o022 == 0
+}
+
+fn current_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Writes `bytes` to `path` via a 0600 temp file beside it and a rename, so
+/// a reader sees the whole file or none, and it is private whatever the umask.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    // Unique per writer: two loads of one component may race to cache it.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
+    let write = || {
+        let _ = fs::remove_file(&tmp);
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        fs::rename(&tmp, path)
+    };
+    write().inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })
 }
 
 pub fn hex(bytes: &[u8]) -> String {

@@ -1,10 +1,11 @@
 //! The CA that signs intercepted certificates: created once in the proxlet
 //! home (`ca.pem` 0644, `ca-key.pem` 0600) and loaded from there afterwards.
+//! Like ssh, it refuses a key or a home that other users could read or change.
 
 use std::{
     fs,
-    io::Write,
-    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    io::{self, Write},
+    os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
 };
 
@@ -33,10 +34,14 @@ impl CertificateAuthority {
 
     /// Loads the CA from `home`, creating it (and `home`) on first use.
     pub fn load_or_create(home: &Path) -> Result<Self> {
+        check_home(home)?;
         let cert_path = Self::cert_path(home);
         let key_path = home.join(KEY_FILE);
         match (cert_path.exists(), key_path.exists()) {
-            (true, true) => Self::load(&cert_path, &key_path),
+            (true, true) => {
+                check_key(&key_path)?;
+                Self::load(&cert_path, &key_path)
+            }
             (false, false) => Self::create(home),
             (true, false) => Err(Error::CaLoad {
                 path: key_path,
@@ -55,8 +60,14 @@ impl CertificateAuthority {
             path: home.to_owned(),
             source,
         };
-        fs::create_dir_all(home).map_err(home_err)?;
-        let _ = fs::set_permissions(home, fs::Permissions::from_mode(0o700));
+        check_home(home)?;
+        if !home.is_dir() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(home)
+                .map_err(home_err)?;
+        }
 
         let key = KeyPair::generate().map_err(|e| Error::CaCreate(e.to_string()))?;
         let mut params = CertificateParams::default();
@@ -147,6 +158,90 @@ impl std::fmt::Debug for CertificateAuthority {
         f.debug_struct("CertificateAuthority")
             .field("cert_path", &self.cert_path)
             .finish_non_exhaustive()
+    }
+}
+
+/// Refuses a home that another user owns or can write to (unless, like
+/// `/tmp`, it is sticky and ours): they could swap the CA key, or the
+/// compiled plugin code that is loaded from `<home>/cache/` without checks.
+/// A home that does not exist yet is fine: it is created with mode 0700.
+fn check_home(home: &Path) -> Result<()> {
+    let meta = match fs::metadata(home) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(Error::Home {
+                path: home.to_owned(),
+                source,
+            })
+        }
+    };
+    const RISK: &str = "replace the CA key or the compiled plugin code in it";
+    check_owner(home, &meta, RISK)?;
+    let mode = meta.mode() & 0o7777;
+    let sticky_and_ours = mode & 0o1000 != 0 && meta.uid() == current_uid();
+    if mode & 0o022 != 0 && !sticky_and_ours {
+        return Err(Error::HomeUnsafe {
+            path: home.to_owned(),
+            problem: format!("has mode {mode:04o} (writable by group or others)"),
+            risk: RISK,
+            fix: format!("chmod 700 {}", shell_quote(home)),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses a CA key that is not private to us, like ssh's "UNPROTECTED
+/// PRIVATE KEY FILE": whoever reads it can impersonate any site to us.
+fn check_key(key_path: &Path) -> Result<()> {
+    let meta = fs::metadata(key_path).map_err(|e| Error::CaLoad {
+        path: key_path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    const RISK: &str = "use the CA key to impersonate any site to clients that trust it";
+    check_owner(key_path, &meta, RISK)?;
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(Error::HomeUnsafe {
+            path: key_path.to_owned(),
+            problem: format!("has mode {mode:04o} (open to group or others)"),
+            risk: RISK,
+            fix: format!("chmod 600 {}", shell_quote(key_path)),
+        });
+    }
+    Ok(())
+}
+
+/// Owned by us or by root, as ssh requires of the files it trusts.
+fn check_owner(path: &Path, meta: &fs::Metadata, risk: &'static str) -> Result<()> {
+    let me = current_uid();
+    if meta.uid() == me || meta.uid() == 0 {
+        return Ok(());
+    }
+    Err(Error::HomeUnsafe {
+        path: path.to_owned(),
+        problem: format!("is owned by uid {}, not by you (uid {me})", meta.uid()),
+        risk,
+        fix: format!(
+            "chown {me} {} or choose a home of your own with --home",
+            shell_quote(path)
+        ),
+    })
+}
+
+fn current_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// `path` as one shell word, so the suggested command can be pasted.
+fn shell_quote(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+,:@%".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        text.into_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
     }
 }
 

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# README's test command: installs what the tests need (skipping whatever is
+# already there, so a second run goes straight to the tests), then runs
+# `cargo test --workspace`. Extra arguments go to cargo test, e.g.
+# `./test.sh --test home` or `./test.sh -- --test-threads 2`.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+say() { echo "test.sh: $*" >&2; }
+
+# The tests drive real clients: curl, pip (python3 -m pip) and npm; the C
+# plugin example needs Debian's clang 14, wasm-ld and wasi-libc.
+missing=()
+command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
+python3 -m pip --version >/dev/null 2>&1 || missing+=(python3 python3-pip)
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+command -v clang-14 >/dev/null 2>&1 || missing+=(clang-14)
+[ -x /usr/lib/llvm-14/bin/wasm-ld ] || missing+=(lld-14)
+[ -f /usr/include/wasm32-wasi/stdlib.h ] || missing+=(wasi-libc)
+[ -f /usr/lib/llvm-14/lib/clang/14.0.6/lib/wasi/libclang_rt.builtins-wasm32.a ] ||
+  missing+=(libclang-rt-14-dev-wasm32)
+if [ ${#missing[@]} -gt 0 ]; then
+  if ! command -v apt-get >/dev/null 2>&1; then
+    say "missing system packages (Debian names): ${missing[*]}; install them and run ./test.sh again"
+    exit 1
+  fi
+  sudo=()
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null 2>&1 || {
+      say "installing ${missing[*]} needs root: run as root or install sudo"
+      exit 1
+    }
+    sudo=(sudo)
+  fi
+  say "installing ${missing[*]}"
+  "${sudo[@]}" apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+
+# Plugins are built for this target (rust-toolchain.toml names it, but
+# rustup adds it only when it installs the toolchain; the build scripts
+# add it too).
+if command -v rustup >/dev/null 2>&1 &&
+  ! rustup target list --installed | grep -qx wasm32-wasip2; then
+  rustup target add wasm32-wasip2
+fi
+
+# The Python and JavaScript plugin examples are built from source by the tests.
+if ! command -v componentize-py >/dev/null 2>&1 &&
+  ! [ -x "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/componentize-py" ]; then
+  say "installing componentize-py"
+  python3 -m pip install -q componentize-py==0.25.1 ||
+    python3 -m pip install -q --break-system-packages componentize-py==0.25.1
+fi
+js=plugins/examples/js
+if ! [ -d $js/node_modules/@bytecodealliance/componentize-js ] ||
+  ! [ $js/node_modules/.package-lock.json -nt $js/package-lock.json ]; then
+  say "installing the JavaScript example's packages (npm ci)"
+  (cd $js && npm ci --no-audit --no-fund --loglevel=error)
+fi
+# The C example: bindings generator and component wrapper, with only the
+# features it uses (each builds in about two minutes, once).
+if ! wit-bindgen --version 2>/dev/null | grep -q "0.46.0"; then
+  say "installing wit-bindgen 0.46.0"
+  cargo install --locked -q wit-bindgen-cli --version 0.46.0 --no-default-features --features c
+fi
+if ! wasm-tools --version 2>/dev/null | grep -q "1.263.0"; then
+  say "installing wasm-tools 1.263.0"
+  cargo install --locked -q wasm-tools --version 1.263.0 --no-default-features --features component
+fi
+
+exec cargo test --workspace "$@"
