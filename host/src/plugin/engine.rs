@@ -4,8 +4,7 @@
 
 use std::{
     fs,
-    io::Write,
-    os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt},
+    os::unix::fs::{DirBuilderExt, MetadataExt},
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -198,7 +197,7 @@ impl PluginEngine {
         let component = Component::from_binary(&self.engine, bytes).map_err(|e| describe(&e))?;
         if let Some(path) = cached {
             if let Ok(compiled) = component.serialize() {
-                if let Err(e) = write_private(&path, &compiled) {
+                if let Err(e) = crate::proxy::files::write_atomically(&path, &compiled, 0o600) {
                     tracing::debug!("cannot cache compiled code in {path:?}: {e}");
                 }
             }
@@ -244,28 +243,6 @@ fn private_to_us(meta: &fs::Metadata) -> bool {
 fn current_uid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
-}
-
-/// Writes `bytes` to `path` via a 0600 temp file beside it and a rename, so
-/// a reader sees the whole file or none, and it is private whatever the umask.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    // Unique per writer: two loads of one component may race to cache it.
-    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = WRITES.fetch_add(1, Ordering::Relaxed);
-    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
-    let write = || {
-        let _ = fs::remove_file(&tmp);
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        fs::rename(&tmp, path)
-    };
-    write().inspect_err(|_| {
-        let _ = fs::remove_file(&tmp);
-    })
 }
 
 pub fn hex(bytes: &[u8]) -> String {

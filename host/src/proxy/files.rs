@@ -310,23 +310,27 @@ impl<B> Tee<B> {
     }
 }
 
-/// A hidden temp file in `path`'s directory, unique in this process, so
-/// renaming it over `path` is atomic and never races another writer.
-fn temp_beside(path: &Path) -> PathBuf {
+/// Writes `contents` to a fresh temp file (created with `mode`, whatever
+/// the umask allows) beside `path`, then renames it over `path`: a reader
+/// sees the whole file or none. For proxlet's own files (not a plugin's:
+/// see `GrantedPath`).
+pub fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
-    dir.join(grant::temp_name(path.file_name().unwrap_or_default()))
-}
-
-/// Writes `contents` to a temp file beside `path`, then renames it over
-/// `path`. For proxlet's own files (not a plugin's: see `GrantedPath`).
-pub fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
-    let temp = temp_beside(path);
-    std::fs::write(&temp, contents)
-        .and_then(|()| std::fs::rename(&temp, path))
-        .inspect_err(|_| {
-            let _ = std::fs::remove_file(&temp);
-        })
+    std::fs::create_dir_all(dir)?;
+    let temp = dir.join(grant::temp_name(path.file_name().unwrap_or_default()));
+    let write = || {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&temp)?;
+        file.write_all(contents)?;
+        std::fs::rename(&temp, path)
+    };
+    write().inspect_err(|_| {
+        let _ = std::fs::remove_file(&temp);
+    })
 }
 
 impl<B> HttpBody for Tee<B>
