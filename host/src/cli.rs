@@ -124,6 +124,23 @@ pub struct RunArgs {
     #[arg(long, env = "PROXLET_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
 
+    /// Longest time a connection or tunnel may move no byte in either
+    /// direction (relayed tunnels, HTTP/1.1 and HTTP/2 inside intercepted
+    /// ones, request and response bodies) before it is closed [default: 5m].
+    #[arg(long, env = "PROXLET_IDLE_TIMEOUT", value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+
+    /// Require proxy clients to authenticate (HTTP Basic) with these
+    /// credentials; repeatable. Without it anyone who reaches the listen
+    /// address may use the proxy.
+    #[arg(
+        long = "proxy-auth",
+        env = "PROXLET_PROXY_AUTH",
+        value_name = "USER:PASS",
+        hide_env_values = true
+    )]
+    pub proxy_auth: Vec<String>,
+
     /// Time in-flight flows get to finish after SIGINT/SIGTERM [default: 10s].
     #[arg(long, env = "PROXLET_SHUTDOWN_GRACE", value_name = "DURATION")]
     pub shutdown_grace: Option<String>,
