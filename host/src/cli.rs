@@ -114,8 +114,10 @@ pub struct RunArgs {
     #[arg(long, env = "PROXLET_UPSTREAM_TIMEOUT", value_name = "DURATION")]
     pub upstream_timeout: Option<String>,
 
-    /// Time a client gets to send a complete request head, and the longest a
-    /// keep-alive connection may sit idle between requests [default: 30s].
+    /// Time a client gets to send a complete request head or finish the TLS
+    /// handshake inside a tunnel, the longest a keep-alive connection may sit
+    /// idle between requests, and how long a tunnel may stay entirely
+    /// silent [default: 30s].
     #[arg(long, env = "PROXLET_CLIENT_TIMEOUT", value_name = "DURATION")]
     pub client_timeout: Option<String>,
 

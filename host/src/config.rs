@@ -198,7 +198,7 @@ impl ProxyCredential {
     pub fn parse(text: &str) -> Result<Self> {
         let invalid = |reason: &str| Error::InvalidOption {
             option: "--proxy-auth",
-            value: "USER:***".to_owned(),
+            value: "***".to_owned(),
             reason: reason.to_owned(),
         };
         let Some((user, password)) = text.split_once(':') else {
@@ -542,6 +542,46 @@ mod tests {
         assert!(v6.matches("[::1]", 443));
         assert!(HostPattern::parse("::1").unwrap().matches("::1", 80));
         assert!(HostPattern::parse("host:notaport").is_err());
+    }
+
+    #[test]
+    fn idle_timeout_and_proxy_auth_come_from_the_file_unless_flags_say_otherwise() {
+        let dir = std::env::temp_dir().join(format!("proxlet-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("proxlet.toml");
+        std::fs::write(
+            &path,
+            "idle_timeout = \"90s\"\nproxy_auth = [\"a:1\", \"b:2\"]\n",
+        )
+        .unwrap();
+        let args = RunArgs {
+            config: Some(path.clone()),
+            plugins: vec!["none".into()],
+            ..RunArgs::default()
+        };
+        let settings = Settings::resolve(&args, dir.clone()).unwrap();
+        assert_eq!(settings.idle_timeout, Duration::from_secs(90));
+        assert_eq!(settings.proxy_auth.len(), 2);
+        assert_eq!(settings.proxy_auth[1].user, "b");
+        let args = RunArgs {
+            idle_timeout: Some("2s".into()),
+            proxy_auth: vec!["c:3".into()],
+            ..args
+        };
+        let settings = Settings::resolve(&args, dir.clone()).unwrap();
+        assert_eq!(settings.idle_timeout, Duration::from_secs(2));
+        assert_eq!(
+            settings.proxy_auth,
+            [ProxyCredential::parse("c:3").unwrap()]
+        );
+        let defaults = RunArgs {
+            plugins: vec!["none".into()],
+            ..RunArgs::default()
+        };
+        let settings = Settings::resolve(&defaults, dir.clone()).unwrap();
+        assert_eq!(settings.idle_timeout, DEFAULT_IDLE_TIMEOUT);
+        assert!(settings.proxy_auth.is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

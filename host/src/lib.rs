@@ -83,6 +83,13 @@ fn run_proxy(mut settings: Settings, args: RunArgs) -> Result<()> {
         if let Some(warning) = open_proxy_warning(&settings) {
             tracing::warn!("{warning}");
         }
+        if settings.idle_timeout < settings.upstream_timeout {
+            tracing::warn!(
+                "--idle-timeout ({:?}) is shorter than --upstream-timeout ({:?}): a client waiting for a slow response head is disconnected before it would get 504",
+                settings.idle_timeout,
+                settings.upstream_timeout
+            );
+        }
         tracing::info!(
             "CA certificate: {} (clients must trust it to intercept HTTPS)",
             ca.path().display()

@@ -436,6 +436,13 @@ fn bad_options_and_config_exit_with_clear_errors() {
     assert!(stderr.contains("/nonexistent/ca.pem"), "{stderr}");
     let stderr = run(&["--upstream-timeout", "soon", "--listen", "127.0.0.1:0"]);
     assert!(stderr.contains("--upstream-timeout"), "{stderr}");
+    let stderr = run(&["--idle-timeout", "soon", "--listen", "127.0.0.1:0"]);
+    assert!(stderr.contains("--idle-timeout"), "{stderr}");
+    let stderr = run(&["--proxy-auth", "no-colon", "--listen", "127.0.0.1:0"]);
+    assert!(
+        stderr.contains("--proxy-auth") && stderr.contains("USER:PASS"),
+        "{stderr}"
+    );
 
     let broken = tempfile::tempdir().unwrap();
     std::fs::write(broken.path().join("ca.pem"), "not a certificate").unwrap();
@@ -815,7 +822,7 @@ async fn idle_connections_inside_intercepted_tunnels_are_closed() {
 #[test]
 fn upstream_timeout_spares_moving_uploads_but_not_silent_origins() {
     let origin = Origin::http();
-    let proxy = Proxlet::start(&["--upstream-timeout", "1s", "--idle-timeout", "1s"]);
+    let proxy = Proxlet::start(&["--upstream-timeout", "1s", "--idle-timeout", "2s"]);
 
     // 15 chunks, one every 200 ms: three times the upstream timeout.
     let mut upload = TcpStream::connect(proxy.addr).unwrap();
