@@ -114,8 +114,10 @@ pub struct RunArgs {
     #[arg(long, env = "PROXLET_UPSTREAM_TIMEOUT", value_name = "DURATION")]
     pub upstream_timeout: Option<String>,
 
-    /// Time a client gets to send a complete request head, and the longest a
-    /// keep-alive connection may sit idle between requests [default: 30s].
+    /// Time a client gets to send a complete request head or finish the TLS
+    /// handshake inside a tunnel, the longest a keep-alive connection may sit
+    /// idle between requests, and how long a tunnel may stay entirely
+    /// silent [default: 30s].
     #[arg(long, env = "PROXLET_CLIENT_TIMEOUT", value_name = "DURATION")]
     pub client_timeout: Option<String>,
 
@@ -123,6 +125,23 @@ pub struct RunArgs {
     /// [default: half the open-file limit].
     #[arg(long, env = "PROXLET_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
+
+    /// Longest time a connection or tunnel may move no byte in either
+    /// direction (relayed tunnels, HTTP/1.1 and HTTP/2 inside intercepted
+    /// ones, request and response bodies) before it is closed [default: 5m].
+    #[arg(long, env = "PROXLET_IDLE_TIMEOUT", value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+
+    /// Require proxy clients to authenticate (HTTP Basic) with these
+    /// credentials; repeatable. Without it anyone who reaches the listen
+    /// address may use the proxy.
+    #[arg(
+        long = "proxy-auth",
+        env = "PROXLET_PROXY_AUTH",
+        value_name = "USER:PASS",
+        hide_env_values = true
+    )]
+    pub proxy_auth: Vec<String>,
 
     /// Time in-flight flows get to finish after SIGINT/SIGTERM [default: 10s].
     #[arg(long, env = "PROXLET_SHUTDOWN_GRACE", value_name = "DURATION")]

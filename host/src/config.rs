@@ -21,6 +21,7 @@ pub const DEFAULT_CACHE_DIR: &str = "./proxlet-cache";
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 /// Half the open-file limit (each intercepted flow holds a client and an
 /// upstream socket), after raising the soft limit to the hard one as nginx's
@@ -70,6 +71,10 @@ pub struct FileConfig {
     pub client_timeout: Option<String>,
     /// Most client connections at once (`--max-connections`).
     pub max_connections: Option<usize>,
+    /// Time a connection, tunnel or body may move no byte (`--idle-timeout`).
+    pub idle_timeout: Option<String>,
+    /// "USER:PASS" credentials proxy clients must present (`--proxy-auth`).
+    pub proxy_auth: Option<Vec<String>>,
     /// Allow a listen address other machines can reach (`--allow-remote`).
     pub allow_remote: Option<bool>,
     /// Proxy mode (`--mode`); only "regular".
@@ -180,6 +185,44 @@ impl HostPattern {
     }
 }
 
+/// A user and password of `--proxy-auth`. Debug output hides the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProxyCredential {
+    pub user: String,
+    pub password: String,
+}
+
+impl ProxyCredential {
+    /// Parses `USER:PASS`; the password may contain `:`, the user may not
+    /// (RFC 7617 §2).
+    pub fn parse(text: &str) -> Result<Self> {
+        let invalid = |reason: &str| Error::InvalidOption {
+            option: "--proxy-auth",
+            value: "***".to_owned(),
+            reason: reason.to_owned(),
+        };
+        let Some((user, password)) = text.split_once(':') else {
+            return Err(invalid("expected USER:PASS"));
+        };
+        if user.is_empty() {
+            return Err(invalid("the user name is empty"));
+        }
+        if text.chars().any(char::is_control) {
+            return Err(invalid("control characters are not allowed"));
+        }
+        Ok(Self {
+            user: user.to_owned(),
+            password: password.to_owned(),
+        })
+    }
+}
+
+impl std::fmt::Debug for ProxyCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:***", self.user)
+    }
+}
+
 /// Parses `30`, `30s`, `500ms`, `2m` into a duration.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
@@ -209,6 +252,9 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     pub client_timeout: Duration,
     pub max_connections: usize,
+    pub idle_timeout: Duration,
+    /// Credentials proxy clients must present; empty: no authentication.
+    pub proxy_auth: Vec<ProxyCredential>,
     /// The plugin chain, in order (`plugin_dir`'s components last).
     pub plugins: Vec<PluginSpec>,
     /// The watched directory of plugin components.
@@ -314,6 +360,28 @@ impl Settings {
             file.client_timeout,
             DEFAULT_CLIENT_TIMEOUT,
         )?;
+        let idle_timeout = duration(
+            "--idle-timeout",
+            &args.idle_timeout,
+            file.idle_timeout,
+            DEFAULT_IDLE_TIMEOUT,
+        )?;
+        if idle_timeout.is_zero() {
+            return Err(Error::InvalidOption {
+                option: "--idle-timeout",
+                value: "0".into(),
+                reason: "must be longer than zero, e.g. 5m".into(),
+            });
+        }
+        let proxy_auth = if args.proxy_auth.is_empty() {
+            file.proxy_auth.unwrap_or_default()
+        } else {
+            args.proxy_auth.clone()
+        };
+        let proxy_auth = proxy_auth
+            .iter()
+            .map(|c| ProxyCredential::parse(c))
+            .collect::<Result<_>>()?;
         let max_connections = match args.max_connections.or(file.max_connections) {
             Some(0) => {
                 return Err(Error::InvalidOption {
@@ -356,6 +424,8 @@ impl Settings {
             shutdown_grace,
             client_timeout,
             max_connections,
+            idle_timeout,
+            proxy_auth,
             plugins,
             plugin_dir,
         })
@@ -472,6 +542,61 @@ mod tests {
         assert!(v6.matches("[::1]", 443));
         assert!(HostPattern::parse("::1").unwrap().matches("::1", 80));
         assert!(HostPattern::parse("host:notaport").is_err());
+    }
+
+    #[test]
+    fn idle_timeout_and_proxy_auth_come_from_the_file_unless_flags_say_otherwise() {
+        let dir = std::env::temp_dir().join(format!("proxlet-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("proxlet.toml");
+        std::fs::write(
+            &path,
+            "idle_timeout = \"90s\"\nproxy_auth = [\"a:1\", \"b:2\"]\n",
+        )
+        .unwrap();
+        let args = RunArgs {
+            config: Some(path.clone()),
+            plugins: vec!["none".into()],
+            ..RunArgs::default()
+        };
+        let settings = Settings::resolve(&args, dir.clone()).unwrap();
+        assert_eq!(settings.idle_timeout, Duration::from_secs(90));
+        assert_eq!(settings.proxy_auth.len(), 2);
+        assert_eq!(settings.proxy_auth[1].user, "b");
+        let args = RunArgs {
+            idle_timeout: Some("2s".into()),
+            proxy_auth: vec!["c:3".into()],
+            ..args
+        };
+        let settings = Settings::resolve(&args, dir.clone()).unwrap();
+        assert_eq!(settings.idle_timeout, Duration::from_secs(2));
+        assert_eq!(
+            settings.proxy_auth,
+            [ProxyCredential::parse("c:3").unwrap()]
+        );
+        let defaults = RunArgs {
+            plugins: vec!["none".into()],
+            ..RunArgs::default()
+        };
+        let settings = Settings::resolve(&defaults, dir.clone()).unwrap();
+        assert_eq!(settings.idle_timeout, DEFAULT_IDLE_TIMEOUT);
+        assert!(settings.proxy_auth.is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn proxy_credentials_split_at_the_first_colon_and_hide_the_password() {
+        let credential = ProxyCredential::parse("ci:s3:cr,et").unwrap();
+        assert_eq!(credential.user, "ci");
+        assert_eq!(credential.password, "s3:cr,et");
+        assert_eq!(format!("{credential:?}"), "ci:***");
+        assert!(ProxyCredential::parse("nopassword").is_err());
+        assert!(ProxyCredential::parse(":pass").is_err());
+        let error = ProxyCredential::parse("u:p\n").unwrap_err().to_string();
+        assert!(
+            error.contains("--proxy-auth") && !error.contains("p\n"),
+            "{error}"
+        );
     }
 
     #[test]

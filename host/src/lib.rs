@@ -80,6 +80,16 @@ fn run_proxy(mut settings: Settings, args: RunArgs) -> Result<()> {
     runtime.block_on(async move {
         let listener = bind(settings.listen).await?;
         settings.listen = listener.local_addr()?;
+        if let Some(warning) = open_proxy_warning(&settings) {
+            tracing::warn!("{warning}");
+        }
+        if settings.idle_timeout < settings.upstream_timeout {
+            tracing::warn!(
+                "--idle-timeout ({:?}) is shorter than --upstream-timeout ({:?}): a client waiting for a slow response head is disconnected before it would get 504",
+                settings.idle_timeout,
+                settings.upstream_timeout
+            );
+        }
         tracing::info!(
             "CA certificate: {} (clients must trust it to intercept HTTPS)",
             ca.path().display()
@@ -90,6 +100,17 @@ fn run_proxy(mut settings: Settings, args: RunArgs) -> Result<()> {
         eprintln!("proxlet listening on http://{}", settings.listen);
         proxy::serve(listener, proxy, shutdown_signal()).await;
         Ok(())
+    })
+}
+
+/// The warning for a proxy that anyone who reaches it may use: listening
+/// beyond loopback without `--proxy-auth`.
+fn open_proxy_warning(settings: &Settings) -> Option<String> {
+    (!settings.listen.ip().is_loopback() && settings.proxy_auth.is_empty()).then(|| {
+        format!(
+            "listening on {} without --proxy-auth: the proxy is open to anyone who reaches it (add --proxy-auth USER:PASS)",
+            settings.listen
+        )
     })
 }
 
@@ -139,5 +160,34 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_remote_listener_without_proxy_auth_is_warned_about() {
+        let resolve = |args: &[&str]| {
+            let cli = <Cli as clap::Parser>::try_parse_from(
+                ["proxlet", "--allow-remote", "--plugin", "none"]
+                    .iter()
+                    .chain(args),
+            )
+            .unwrap();
+            Settings::resolve(&cli.run, "/nonexistent".into()).unwrap()
+        };
+        let open = resolve(&["--listen", "0.0.0.0:0"]);
+        let warning = open_proxy_warning(&open).expect("a warning");
+        assert!(
+            warning.contains("0.0.0.0:0") && warning.contains("open to anyone"),
+            "{warning}"
+        );
+        assert!(
+            open_proxy_warning(&resolve(&["--listen", "[::]:0", "--proxy-auth", "u:p"])).is_none()
+        );
+        assert!(open_proxy_warning(&resolve(&["--listen", "127.0.0.1:0"])).is_none());
+        assert!(open_proxy_warning(&resolve(&["--listen", "[::1]:0"])).is_none());
     }
 }

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod origin;
 pub mod proxlet;
+pub mod raw;
 pub mod test_ca;
 
 pub use client::{curl, Curl};

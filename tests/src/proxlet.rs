@@ -56,7 +56,10 @@ pub fn binary() -> &'static Path {
 /// A `proxlet` command with a clean environment: no `PROXLET_*` or proxy
 /// variables leak in from the machine running the tests.
 pub fn command() -> Command {
-    let mut command = Command::new(binary());
+    clean(Command::new(binary()))
+}
+
+fn clean(mut command: Command) -> Command {
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy();
         if key.starts_with("PROXLET_") || key.to_ascii_lowercase().ends_with("_proxy") {
@@ -86,6 +89,22 @@ impl Proxlet {
             command.arg("--plugin").arg("none");
         }
         Self::spawn(command, home, args)
+    }
+
+    /// Starts proxlet (no plugins) with its open-file limit lowered to
+    /// `nofile` by `prlimit`, to run it out of file descriptors.
+    pub fn start_with_open_file_limit(nofile: u32, args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut command = Command::new("prlimit");
+        command
+            .arg(format!("--nofile={nofile}:{nofile}"))
+            .arg("--")
+            .arg(binary());
+        let mut command = clean(command);
+        command.arg("--plugin").arg("none");
+        let mut proxlet = Self::spawn(command, dir.path(), args).unwrap_or_else(|e| panic!("{e}"));
+        proxlet._home_dir = Some(dir);
+        proxlet
     }
 
     /// Starts proxlet in `dir` with only `--listen` and `--home` added: the

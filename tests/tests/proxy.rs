@@ -436,6 +436,13 @@ fn bad_options_and_config_exit_with_clear_errors() {
     assert!(stderr.contains("/nonexistent/ca.pem"), "{stderr}");
     let stderr = run(&["--upstream-timeout", "soon", "--listen", "127.0.0.1:0"]);
     assert!(stderr.contains("--upstream-timeout"), "{stderr}");
+    let stderr = run(&["--idle-timeout", "soon", "--listen", "127.0.0.1:0"]);
+    assert!(stderr.contains("--idle-timeout"), "{stderr}");
+    let stderr = run(&["--proxy-auth", "no-colon", "--listen", "127.0.0.1:0"]);
+    assert!(
+        stderr.contains("--proxy-auth") && stderr.contains("USER:PASS"),
+        "{stderr}"
+    );
 
     let broken = tempfile::tempdir().unwrap();
     std::fs::write(broken.path().join("ca.pem"), "not a certificate").unwrap();
@@ -558,4 +565,378 @@ fn connections_over_the_limit_are_closed_with_a_warning() {
     drop(held);
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(curl(&proxy, &[&origin.url("/bytes/10")]).status, 200);
+}
+
+/// A CONNECT tunnel through `proxy` to `target` on a blocking socket, after
+/// the proxy's `200`.
+fn tunnel(proxy: &Proxlet, target: std::net::SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(proxy.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(
+            stream.read(&mut byte).unwrap(),
+            1,
+            "proxy closed in CONNECT"
+        );
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200"), "{head:?}");
+    stream
+}
+
+/// Sends `bytes` into an echo tunnel and reads them back.
+fn echo_round_trip(stream: &mut TcpStream, bytes: &[u8]) {
+    stream.write_all(bytes).unwrap();
+    let mut back = vec![0u8; bytes.len()];
+    stream.read_exact(&mut back).unwrap();
+    assert_eq!(back, bytes);
+}
+
+/// Reads until the peer closes (EOF or reset), at most `limit`; how long
+/// that took, or `None` if the connection was still open at the limit.
+fn time_to_close(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let started = std::time::Instant::now();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    while started.elapsed() < limit {
+        match stream.read(&mut buf) {
+            Ok(0) => return Some(started.elapsed()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return Some(started.elapsed()),
+        }
+    }
+    None
+}
+
+/// Retries `curl` for up to 10 s until it answers 200.
+fn eventually_ok(proxy: &Proxlet, url: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = curl(proxy, &[url]);
+        if got.status == 200 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{got:?}\n{}",
+            proxy.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn connect_tunnels_count_against_max_connections_until_they_close() {
+    let echo = proxlet_tests::raw::echo();
+    let origin = Origin::http();
+    let proxy = Proxlet::start(&["--max-connections", "3"]);
+    let mut tunnels: Vec<TcpStream> = (0..3).map(|_| tunnel(&proxy, echo)).collect();
+    for t in &mut tunnels {
+        echo_round_trip(t, b"ping");
+    }
+
+    let mut extra = TcpStream::connect(proxy.addr).unwrap();
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: x\r\n\r\n",
+        origin.url("/bytes/10")
+    );
+    let _ = extra.write_all(request.as_bytes());
+    assert!(
+        time_to_close(&mut extra, Duration::from_secs(5)).is_some(),
+        "a fourth connection is closed while three tunnels are open"
+    );
+    assert!(
+        proxy.wait_for_log("connection limit reached (3 open", Duration::from_secs(2)),
+        "{}",
+        proxy.log()
+    );
+    // The tunnels are unaffected.
+    for t in &mut tunnels {
+        echo_round_trip(t, b"still here");
+    }
+
+    drop(tunnels);
+    eventually_ok(&proxy, &origin.url("/bytes/10"));
+}
+
+#[test]
+fn accept_errors_are_logged_at_a_bounded_rate_and_accepting_recovers() {
+    let origin = Origin::http();
+    let proxy = Proxlet::start_with_open_file_limit(40, &["--max-connections", "1000"]);
+    // More connections than proxlet has file descriptors: accept fails.
+    let held: Vec<TcpStream> = (0..60)
+        .map(|_| TcpStream::connect(proxy.addr).unwrap())
+        .collect();
+    assert!(
+        proxy.wait_for_log("accept failed", Duration::from_secs(10)),
+        "{}",
+        proxy.log()
+    );
+    // The next report comes a second later and counts what happened since.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let reports = loop {
+        let log = proxy.log();
+        let reports: Vec<String> = log
+            .lines()
+            .filter(|l| l.contains("accept failed"))
+            .map(str::to_owned)
+            .collect();
+        if reports.len() >= 2 || std::time::Instant::now() > deadline {
+            break reports;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(reports.len(), 2, "{}", proxy.log());
+    assert!(
+        reports[0].contains("Too many open files") && reports[0].contains("ulimit -n"),
+        "{}",
+        reports[0]
+    );
+    assert!(
+        !reports[1].contains("(1 times since"),
+        "failures in between are counted, not logged: {}",
+        reports[1]
+    );
+
+    drop(held);
+    eventually_ok(&proxy, &origin.url("/bytes/10"));
+}
+
+#[test]
+fn silent_tunnels_and_partial_client_hellos_are_cut_at_the_client_timeout() {
+    let origin = https_origin();
+    let proxy = proxlet_for(&origin, &["--client-timeout", "1s"]);
+
+    // CONNECT, then not a byte: the TLS origin waits for a ClientHello too.
+    let mut silent = tunnel(&proxy, origin.addr);
+    let closed = time_to_close(&mut silent, Duration::from_secs(8));
+    assert!(closed.is_some(), "a silent tunnel stays open");
+    assert!(
+        proxy.wait_for_log("(--client-timeout)", Duration::from_secs(2)),
+        "{}",
+        proxy.log()
+    );
+
+    // A TLS record header announcing a ClientHello that never comes.
+    let mut partial = tunnel(&proxy, origin.addr);
+    partial
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .unwrap();
+    let closed =
+        time_to_close(&mut partial, Duration::from_secs(8)).expect("a partial ClientHello is cut");
+    assert!(closed < Duration::from_secs(5), "{closed:?}");
+    assert!(
+        proxy.wait_for_log("TLS handshake for", Duration::from_secs(2)),
+        "{}",
+        proxy.log()
+    );
+    assert_eq!(curl(&proxy, &[&origin.url("/bytes/10")]).status, 200);
+}
+
+#[test]
+fn relayed_tunnels_are_closed_when_idle_and_kept_while_bytes_move() {
+    let echo = proxlet_tests::raw::echo();
+    let proxy = Proxlet::start(&["--idle-timeout", "1s"]);
+    let mut busy = tunnel(&proxy, echo);
+    let started = std::time::Instant::now();
+    // Traffic every 300 ms for 2.4 s, more than twice the idle timeout.
+    while started.elapsed() < Duration::from_millis(2400) {
+        echo_round_trip(&mut busy, b"tick");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    echo_round_trip(&mut busy, b"last");
+    // Then silence: the tunnel is closed.
+    let closed = time_to_close(&mut busy, Duration::from_secs(8))
+        .unwrap_or_else(|| panic!("the idle tunnel is still open:\n{}", proxy.log()));
+    assert!(closed >= Duration::from_millis(800), "{closed:?}");
+    assert!(
+        proxy.wait_for_log(
+            "without a byte moving (--idle-timeout)",
+            Duration::from_secs(2)
+        ),
+        "{}",
+        proxy.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_inside_intercepted_tunnels_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = https_origin();
+    let proxy = proxlet_for(&origin, &["--idle-timeout", "1s"]);
+
+    let mut h2 = client::h2_through(proxy.addr, origin.addr, &proxy.ca_path()).await;
+    let request = http::Request::get(origin.url("/bytes/10"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = h2.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    while !h2.is_closed() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle HTTP/2 connection is still open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // HTTP/1.1 keep-alive inside a tunnel: --client-timeout (30 s) would
+    // close it much later.
+    let stream = client::connect_tunnel(proxy.addr, origin.addr).await;
+    let config = proxlet_tests::test_ca::client_config(&proxy.ca_path(), &[b"http/1.1"]);
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = rustls::pki_types::ServerName::IpAddress(origin.addr.ip().into());
+    let mut tls = connector.connect(name, stream).await.unwrap();
+    tls.write_all(b"GET /bytes/10 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(8), async {
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = tls.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the idle HTTP/1.1 connection is still open");
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+    assert!(answer.ends_with(&pattern(10)), "{answer:?}");
+}
+
+#[test]
+fn upstream_timeout_spares_moving_uploads_but_not_silent_origins() {
+    let origin = Origin::http();
+    let proxy = Proxlet::start(&["--upstream-timeout", "1s", "--idle-timeout", "2s"]);
+
+    // 15 chunks, one every 200 ms: three times the upstream timeout.
+    let mut upload = TcpStream::connect(proxy.addr).unwrap();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Length: 1500\r\nConnection: close\r\n\r\n",
+        origin.url("/count")
+    );
+    upload.write_all(head.as_bytes()).unwrap();
+    for _ in 0..15 {
+        upload.write_all(&[b'u'; 100]).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    upload
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = upload.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.ends_with("1500\n") || answer.ends_with("1500"),
+        "{answer}"
+    );
+
+    // An origin that never answers: 504, with or without a request body.
+    let silent = proxlet_tests::raw::silent();
+    let url = format!("http://{silent}/");
+    for args in [vec![url.as_str()], vec!["-d", "small body", url.as_str()]] {
+        let got = curl(&proxy, &args);
+        assert_eq!(got.status, 504, "{got:?}");
+        assert!(got.time_total < 5.0, "{got:?}");
+        assert!(
+            got.text().contains("did not answer within 1000 ms"),
+            "{got:?}"
+        );
+    }
+
+    // A request body that stops moving is cut by --idle-timeout, not
+    // answered 504 by the upstream timeout.
+    let mut stalled = TcpStream::connect(proxy.addr).unwrap();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n",
+        origin.url("/count")
+    );
+    stalled.write_all(head.as_bytes()).unwrap();
+    stalled.write_all(&[b's'; 100]).unwrap();
+    let mut answer = Vec::new();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(8)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let _ = stalled.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(started.elapsed() < Duration::from_secs(6), "{answer}");
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+}
+
+#[test]
+fn proxy_auth_is_required_and_never_forwarded() {
+    let origin = https_origin();
+    let plain = Origin::http();
+    let proxy = proxlet_for(
+        &origin,
+        &["--proxy-auth", "ci:s3:cret", "--proxy-auth", "other:pw"],
+    );
+
+    // Plain HTTP without credentials: 407 with the challenge.
+    let got = curl(&proxy, &["-i", &plain.url("/echo")]);
+    assert_eq!(got.status, 407, "{got:?}");
+    assert!(
+        got.text()
+            .to_ascii_lowercase()
+            .contains("proxy-authenticate: basic realm=\"proxlet\""),
+        "{}",
+        got.text()
+    );
+    assert_eq!(plain.hits("/echo"), 0);
+    let got = curl(&proxy, &["-U", "ci:wrong", &plain.url("/echo")]);
+    assert_eq!(got.status, 407, "{got:?}");
+
+    // With credentials: through, and the origin never sees them.
+    for user in ["ci:s3:cret", "other:pw"] {
+        let got = curl(&proxy, &["-U", user, &plain.url("/echo")]);
+        assert_eq!(got.status, 200, "{got:?}");
+        assert!(
+            !got.text()
+                .to_ascii_lowercase()
+                .contains("proxy-authorization"),
+            "{}",
+            got.text()
+        );
+    }
+
+    // CONNECT without credentials is refused before any tunnel opens.
+    let got = curl(&proxy, &[&origin.url("/echo")]);
+    assert!(!got.success, "{got:?}");
+    assert!(got.stderr.contains("407"), "{got:?}");
+    assert_eq!(origin.hits("/echo"), 0);
+    // With them, requests inside the tunnel need no more.
+    let got = curl(&proxy, &["-U", "ci:s3:cret", &origin.url("/echo")]);
+    assert_eq!(got.status, 200, "{got:?}");
+    assert!(
+        !got.text()
+            .to_ascii_lowercase()
+            .contains("proxy-authorization"),
+        "{}",
+        got.text()
+    );
+    assert!(
+        proxy.wait_for_log(" 407 ", Duration::from_secs(2)),
+        "{}",
+        proxy.log()
+    );
 }

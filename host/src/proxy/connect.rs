@@ -18,16 +18,16 @@ use tokio_rustls::LazyConfigAcceptor;
 
 use super::{
     body::{boxed, text_response, Body},
-    io::Prefixed,
+    io::{Activity, Prefixed, Tracked},
     ConnInfo, Proxy,
 };
 
 /// First byte of a TLS record carrying a handshake message (RFC 8446 §5.1).
 const TLS_HANDSHAKE: u8 = 0x16;
 /// How long a client may stay silent after CONNECT before we stop waiting
-/// for a ClientHello and relay (server-speaks-first protocols).
+/// for a ClientHello and relay (server-speaks-first protocols); shorter when
+/// `--client-timeout` is.
 const FIRST_BYTE_WAIT: Duration = Duration::from_secs(3);
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub(crate) fn handle_connect(
     proxy: Arc<Proxy>,
@@ -57,12 +57,18 @@ pub(crate) fn handle_connect(
         let Some(stream) = into_tcp(upgraded) else {
             return tracing::error!("CONNECT {authority}: unexpected connection type");
         };
+        // `conn` (and with it the connection's --max-connections slot) lives
+        // until the tunnel ends.
         let result = if ignored {
-            relay(stream, &authority, &proxy).await.map_err(Into::into)
+            relay(stream, &authority, &proxy, &conn)
+                .await
+                .map_err(Into::into)
         } else {
-            match first_byte(&stream).await {
+            match first_byte(&stream, FIRST_BYTE_WAIT.min(timeout)).await {
                 Some(TLS_HANDSHAKE) => intercept(stream, authority.clone(), proxy, conn).await,
-                _ => relay(stream, &authority, &proxy).await.map_err(Into::into),
+                _ => relay(stream, &authority, &proxy, &conn)
+                    .await
+                    .map_err(Into::into),
             }
         };
         if let Err(e) = result {
@@ -77,36 +83,64 @@ pub(crate) fn handle_connect(
 /// The client's TCP stream behind the upgrade, with whatever hyper already
 /// read past the CONNECT head.
 fn into_tcp(upgraded: Upgraded) -> Option<Prefixed<TcpStream>> {
-    let parts = upgraded.downcast::<TokioIo<TcpStream>>().ok()?;
-    Some(Prefixed::new(parts.read_buf, parts.io.into_inner()))
+    let parts = upgraded.downcast::<TokioIo<Tracked<TcpStream>>>().ok()?;
+    Some(Prefixed::new(
+        parts.read_buf,
+        parts.io.into_inner().into_inner(),
+    ))
 }
 
-async fn first_byte(stream: &Prefixed<TcpStream>) -> Option<u8> {
+async fn first_byte(stream: &Prefixed<TcpStream>, wait: Duration) -> Option<u8> {
     if let Some(&b) = stream.prefix().first() {
         return Some(b);
     }
     let mut byte = [0u8; 1];
-    match tokio::time::timeout(FIRST_BYTE_WAIT, stream.get_ref().peek(&mut byte)).await {
+    match tokio::time::timeout(wait, stream.get_ref().peek(&mut byte)).await {
         Ok(Ok(1)) => Some(byte[0]),
         _ => None,
     }
 }
 
-/// Relays bytes between the client and `authority` untouched.
+/// Relays bytes between the client and `authority` untouched, until either
+/// side closes, no byte has moved at all within `--client-timeout` (a TLS
+/// client that never says hello to a server that waits for it), or none has
+/// moved for `--idle-timeout`.
 async fn relay(
     stream: Prefixed<TcpStream>,
     authority: &Authority,
     proxy: &Proxy,
+    conn: &ConnInfo,
 ) -> std::io::Result<()> {
     let connect = TcpStream::connect(authority.as_str());
     let mut upstream = tokio::time::timeout(proxy.settings.upstream_timeout, connect)
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
     upstream.set_nodelay(true)?;
-    let (prefix, mut client) = stream.into_parts();
+    let (prefix, client) = stream.into_parts();
     client.set_nodelay(true)?;
-    upstream.write_all(&prefix).await?;
-    copy_bidirectional(&mut client, &mut upstream).await?;
+    let activity = Activity::new();
+    if !prefix.is_empty() {
+        upstream.write_all(&prefix).await?;
+        activity.touch();
+    }
+    let mut client = Tracked::new(client, activity.clone());
+    let settings = &proxy.settings;
+    tokio::select! {
+        copied = copy_bidirectional(&mut client, &mut upstream) => {
+            copied?;
+        }
+        () = activity.idle(settings.client_timeout, settings.idle_timeout) => {
+            let (limit, option) = if activity.has_moved() {
+                (settings.idle_timeout, "--idle-timeout")
+            } else {
+                (settings.client_timeout, "--client-timeout")
+            };
+            tracing::info!(
+                "client {}: tunnel to {authority} closed after {limit:?} without a byte moving ({option})",
+                conn.client
+            );
+        }
+    }
     Ok(())
 }
 
@@ -120,6 +154,8 @@ async fn intercept(
     conn: Arc<ConnInfo>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let _ = stream.get_ref().set_nodelay(true);
+    let activity = Activity::new();
+    let stream = Tracked::new(stream, activity.clone());
     let handshake = async {
         let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
         let host = start
@@ -130,16 +166,23 @@ async fn intercept(
         let config = proxy.leaf_certs.server_config(&host)?;
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(start.into_stream(config).await?)
     };
-    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
-        .await
-        .map_err(|_| "TLS handshake timed out")?
-        .map_err(|e| format!("TLS handshake with client failed: {e}"))?;
+    // A partial ClientHello is a slow request head too.
+    let (client_timeout, idle) = (proxy.settings.client_timeout, proxy.settings.idle_timeout);
+    let Ok(tls) = tokio::time::timeout(client_timeout, handshake).await else {
+        tracing::info!(
+            "client {}: TLS handshake for {authority} not completed within {client_timeout:?} (--client-timeout)",
+            conn.client
+        );
+        return Ok(());
+    };
+    let tls = tls.map_err(|e| format!("TLS handshake with client failed: {e}"))?;
 
-    let proxy_timeout = proxy.settings.client_timeout;
+    let client = conn.client;
     let inner = Arc::new(ConnInfo {
-        client: conn.client,
+        client,
         tunnel: Some(authority),
         stop: conn.stop.clone(),
+        slot: conn.slot.clone(),
     });
     let service = hyper::service::service_fn(move |request| {
         super::service::handle(proxy.clone(), inner.clone(), request)
@@ -149,8 +192,13 @@ async fn intercept(
     builder
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(proxy_timeout);
+        .header_read_timeout(client_timeout);
     let connection = builder.serve_connection(TokioIo::new(tls), service);
-    super::listener::until_stopped(connection, stop, |c| c.graceful_shutdown()).await?;
+    let driven = super::listener::drive(connection, stop, &activity, idle, client, |c| {
+        c.graceful_shutdown()
+    });
+    if let Some(result) = driven.await {
+        result?;
+    }
     Ok(())
 }

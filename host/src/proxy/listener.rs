@@ -1,12 +1,29 @@
 //! Accepting proxy clients and shutting down gracefully: on SIGINT/SIGTERM
 //! stop accepting and give in-flight flows a grace period to finish.
 
-use std::{future::Future, pin::Pin, sync::Arc};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{atomic::Ordering, Arc},
+    time::{Duration, Instant},
+};
 
+use http::{header, Request};
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::{net::TcpListener, sync::watch};
 
-use super::{ConnInfo, Proxy};
+use super::{
+    auth::ProxyAuth,
+    body::{FlowRecord, Logged},
+    io::{Activity, Tracked},
+    ConnInfo, Proxy,
+};
+
+/// How long a connection closed for idleness gets to finish what it is
+/// doing (an HTTP/2 GOAWAY) before its socket is dropped.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Serves proxy clients on `listener` until `shutdown` completes.
 pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Future<Output = ()>) {
@@ -24,55 +41,68 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Futu
         // (`nc -N`, scripts) and still gets its response.
         .half_close(true);
     let slots = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
-    let mut last_refusal: Option<std::time::Instant> = None;
+    let mut last_refusal: Option<Instant> = None;
+    let mut accept_errors = AcceptErrors::default();
     tokio::pin!(shutdown);
     loop {
         let (stream, client) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
+                Ok(accepted) => {
+                    accept_errors.pause = Duration::ZERO;
+                    accepted
+                }
                 Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
+                    let pause = accept_errors.failed(&e);
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => continue,
+                        () = &mut shutdown => break,
+                    }
                 }
             },
             () = &mut shutdown => break,
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             // One line a second at most: a flood must not flood the log too.
-            if last_refusal.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1)) {
+            if last_refusal.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                 tracing::warn!(
                     "connection limit reached ({} open, --max-connections): closing new connections such as {client}",
                     settings.max_connections
                 );
-                last_refusal = Some(std::time::Instant::now());
+                last_refusal = Some(Instant::now());
             }
             drop(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let activity = Activity::new();
+        let stream = Tracked::new(stream, activity.clone());
+        // The slot lives in the connection's info, which the CONNECT tunnel
+        // task inherits: a tunnel counts until its socket closes.
         let conn = Arc::new(ConnInfo {
             client,
             tunnel: None,
             stop: stopped.clone(),
+            slot: Arc::new(slot),
         });
         let proxy = proxy.clone();
         let service = hyper::service::service_fn({
             let conn = conn.clone();
-            move |request| super::service::handle(proxy.clone(), conn.clone(), request)
+            move |request| authorized(proxy.clone(), conn.clone(), request)
         });
         // Proxy clients speak HTTP/1.1 to the proxy; CONNECT needs upgrades.
         let connection = http1
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
-        let watched = until_stopped(connection, stopped.clone(), |c| c.graceful_shutdown());
-        let timeout = settings.client_timeout;
+        let (timeout, idle) = (settings.client_timeout, settings.idle_timeout);
+        let stop = stopped.clone();
         tokio::spawn(async move {
-            if let Err(e) = watched.await {
+            let watched = drive(connection, stop, &activity, idle, client, |c| {
+                c.graceful_shutdown()
+            });
+            if let Some(Err(e)) = watched.await {
                 log_client_error(client, &e, timeout);
             }
-            drop(slot);
+            drop(conn);
         });
     }
     drop(listener);
@@ -85,6 +115,70 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Futu
     );
     if tokio::time::timeout(grace, stop.closed()).await.is_err() {
         tracing::warn!("grace period over: closing the remaining flows");
+    }
+}
+
+/// Checks `--proxy-auth` at the entry, before the pipeline: a request
+/// without valid credentials gets `407` and never reaches a plugin or an
+/// upstream; a valid `Proxy-Authorization` is removed, so no plugin sees it.
+/// Requests inside an authorized CONNECT tunnel do not come through here.
+async fn authorized(
+    proxy: Arc<Proxy>,
+    conn: Arc<ConnInfo>,
+    mut request: Request<Incoming>,
+) -> Result<http::Response<Logged<super::body::Body>>, std::convert::Infallible> {
+    if let Some(auth) = &proxy.auth {
+        if ProxyAuth::applies_to(&request) {
+            if !auth.allows(request.headers()) {
+                let record = FlowRecord {
+                    id: proxy.next_flow.fetch_add(1, Ordering::Relaxed),
+                    client: conn.client,
+                    method: request.method().clone(),
+                    url: request.uri().to_string(),
+                    client_version: request.version(),
+                    upstream_version: None,
+                    status: http::StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+                    started: std::time::Instant::now(),
+                    note: Some("proxy authentication required (--proxy-auth)".into()),
+                    leases: Vec::new(),
+                };
+                return Ok(ProxyAuth::required().map(|b| Logged::new(b, record)));
+            }
+            request.headers_mut().remove(header::PROXY_AUTHORIZATION);
+        }
+    }
+    super::service::handle(proxy, conn, request).await
+}
+
+/// Accept failures (EMFILE when out of file descriptors, ENOBUFS…): each
+/// pauses accepting a little longer, up to a second, so the loop does not
+/// spin, and they are logged at most once a second with a count.
+#[derive(Default)]
+struct AcceptErrors {
+    pause: Duration,
+    unreported: u64,
+    last_report: Option<Instant>,
+}
+
+impl AcceptErrors {
+    const MAX_PAUSE: Duration = Duration::from_secs(1);
+
+    /// Records `error`; how long to pause before accepting again.
+    fn failed(&mut self, error: &std::io::Error) -> Duration {
+        self.unreported += 1;
+        if self
+            .last_report
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            tracing::warn!(
+                "accept failed: {error} ({} times since the last report; raise the open-file limit (ulimit -n) or lower --max-connections)",
+                self.unreported
+            );
+            self.unreported = 0;
+            self.last_report = Some(Instant::now());
+        }
+        self.pause = (self.pause * 2).clamp(Duration::from_millis(10), Self::MAX_PAUSE);
+        self.pause
     }
 }
 
@@ -107,17 +201,30 @@ pub(crate) fn log_client_error(
     }
 }
 
-/// Drives `connection` to its end; once shutdown is signalled on `stop`,
+/// Drives `connection` to its end. Once shutdown is signalled on `stop`,
 /// asks it to finish gracefully (no new requests, in-flight ones complete).
-pub(crate) async fn until_stopped<C: Future>(
+/// Once no byte has moved on it for `idle` (`activity`), asks the same but
+/// gives it only [`IDLE_CLOSE_GRACE`]; `None` when it was cut then.
+pub(crate) async fn drive<C: Future>(
     connection: C,
     mut stop: watch::Receiver<()>,
+    activity: &Activity,
+    idle: Duration,
+    client: SocketAddr,
     graceful_shutdown: impl FnOnce(Pin<&mut C>),
-) -> C::Output {
+) -> Option<C::Output> {
     tokio::pin!(connection);
-    tokio::select! {
-        output = connection.as_mut() => return output,
-        _ = stop.changed() => graceful_shutdown(connection.as_mut()),
+    let stopping = tokio::select! {
+        output = connection.as_mut() => return Some(output),
+        _ = stop.changed() => true,
+        () = activity.idle(idle, idle) => false,
+    };
+    graceful_shutdown(connection.as_mut());
+    if stopping {
+        return Some(connection.await);
     }
-    connection.await
+    tracing::info!("client {client}: closed after {idle:?} without a byte moving (--idle-timeout)");
+    tokio::time::timeout(IDLE_CLOSE_GRACE, connection)
+        .await
+        .ok()
 }

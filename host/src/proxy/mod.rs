@@ -1,6 +1,7 @@
 //! Moving bytes: the listener, CONNECT interception, the per-flow pipeline and
 //! the upstream client. Shared state is built once and handed out by `Arc`.
 
+mod auth;
 pub mod body;
 mod connect;
 pub(crate) mod encoding;
@@ -31,6 +32,8 @@ pub struct Proxy {
     leaf_certs: LeafCertCache,
     upstream: upstream::Upstream,
     ignore_hosts: Vec<HostPattern>,
+    /// `--proxy-auth`; `None` when the proxy is open.
+    auth: Option<auth::ProxyAuth>,
     plugins: Arc<arc_swap::ArcSwap<crate::plugin::Chain>>,
     settings: Settings,
     next_flow: AtomicU64,
@@ -49,8 +52,13 @@ impl Proxy {
         Ok(Arc::new(Self {
             leaf_certs: LeafCertCache::new(ca.clone())?,
             ca,
-            upstream: upstream::Upstream::new(tls, settings.upstream_timeout),
+            upstream: upstream::Upstream::new(
+                tls,
+                settings.upstream_timeout,
+                settings.idle_timeout,
+            ),
             ignore_hosts: settings.ignore_hosts.clone(),
+            auth: auth::ProxyAuth::new(&settings.proxy_auth),
             plugins,
             settings,
             next_flow: AtomicU64::new(1),
@@ -70,4 +78,7 @@ pub(crate) struct ConnInfo {
     pub tunnel: Option<http::uri::Authority>,
     /// Changes when proxlet shuts down; held while the connection lives.
     pub stop: tokio::sync::watch::Receiver<()>,
+    /// The connection's `--max-connections` slot, held by everything that
+    /// serves the client's socket (its tunnel too) and freed when it closes.
+    pub slot: Arc<tokio::sync::OwnedSemaphorePermit>,
 }

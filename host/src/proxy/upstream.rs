@@ -1,21 +1,35 @@
 //! The pooled client towards origin servers (HTTP/1.1 and HTTP/2 by ALPN),
 //! and the translation of its failures into what the client should see.
 
-use std::{error::Error as StdError, time::Duration};
+use std::{
+    error::Error as StdError,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering},
+        Arc,
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
 
+use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
     rt::{TokioExecutor, TokioTimer},
 };
 
-use super::body::Body;
+use super::body::{boxed, Body, BoxError};
 
 pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, Body>,
+    /// Connecting, and waiting for the response head once the request
+    /// (body included) has been sent.
     timeout: Duration,
+    /// Longest a request body may go without moving.
+    idle: Duration,
 }
 
 /// Why no upstream response came: the status and the one-line reason the
@@ -49,7 +63,7 @@ impl UpstreamError {
 }
 
 impl Upstream {
-    pub fn new(tls: rustls::ClientConfig, timeout: Duration) -> Self {
+    pub fn new(tls: rustls::ClientConfig, timeout: Duration, idle: Duration) -> Self {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -70,27 +84,185 @@ impl Upstream {
             .http2_initial_stream_window_size(1024 * 1024)
             .http2_initial_connection_window_size(8 * 1024 * 1024)
             .build(https);
-        Self { client, timeout }
+        Self {
+            client,
+            timeout,
+            idle,
+        }
     }
 
     /// Sends `request` (absolute URI) and waits for the response head.
+    ///
+    /// `--upstream-timeout` covers connecting and, once the request body has
+    /// been sent, the wait for the response head; it never cuts an upload
+    /// that is moving, however long. While the body is being sent the limit
+    /// is `--idle-timeout` without a byte of it moving.
     pub async fn send(&self, request: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
         let authority = request
             .uri()
             .authority()
             .map(|a| a.to_string())
             .unwrap_or_default();
-        match tokio::time::timeout(self.timeout, self.client.request(request)).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(error)) => Err(classify(&error, &authority)),
-            Err(_) => Err(UpstreamError {
+        let started = tokio::time::Instant::now();
+        // Only requests with a body pay for watching it.
+        let upload = (!request.body().is_end_stream()).then(|| Arc::new(Upload::new(started)));
+        let request = match &upload {
+            Some(upload) => request.map(|body| {
+                boxed(Uploading {
+                    body,
+                    upload: upload.clone(),
+                })
+            }),
+            None => request,
+        };
+        let response = self.client.request(request);
+        tokio::pin!(response);
+        loop {
+            let deadline = self.deadline(upload.as_deref(), started, &authority)?;
+            tokio::select! {
+                result = &mut response => return result.map_err(|e| classify(&e, &authority)),
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    /// When the wait for a response ends at the latest given how far the
+    /// upload got, or the error if that moment has passed.
+    fn deadline(
+        &self,
+        upload: Option<&Upload>,
+        started: tokio::time::Instant,
+        authority: &str,
+    ) -> Result<tokio::time::Instant, UpstreamError> {
+        let timeout = self.timeout.as_millis();
+        let idle = self.idle.as_millis();
+        let (deadline, stalled) = match upload.map(Upload::state) {
+            None | Some(UploadState::NotStarted) => (started + self.timeout, None),
+            Some(UploadState::Sent(at)) => (at + self.timeout, None),
+            Some(UploadState::Sending { since, client }) => (since + self.idle, Some(client)),
+        };
+        if tokio::time::Instant::now() < deadline {
+            return Ok(deadline);
+        }
+        Err(match stalled {
+            None => UpstreamError {
+                status: StatusCode::GATEWAY_TIMEOUT,
+                reason: format!("upstream {authority} did not answer within {timeout} ms"),
+            },
+            Some(true) => UpstreamError {
+                status: StatusCode::REQUEST_TIMEOUT,
+                reason: format!(
+                    "the client sent no request-body bytes for {idle} ms (--idle-timeout)"
+                ),
+            },
+            Some(false) => UpstreamError {
                 status: StatusCode::GATEWAY_TIMEOUT,
                 reason: format!(
-                    "upstream {authority} did not answer within {} ms",
-                    self.timeout.as_millis()
+                    "upstream {authority} took no request-body bytes for {idle} ms (--idle-timeout)"
                 ),
-            }),
+            },
+        })
+    }
+}
+
+/// How far a request body has been sent, shared by the body on its way
+/// upstream ([`Uploading`]) and the wait for the response.
+struct Upload {
+    start: tokio::time::Instant,
+    phase: AtomicU8,
+    /// Milliseconds after `start` when the body last moved (or ended).
+    last: AtomicU64,
+    /// The body waits for the client to send more (as opposed to the
+    /// upstream connection not taking more).
+    client: AtomicBool,
+}
+
+const NOT_STARTED: u8 = 0;
+const SENDING: u8 = 1;
+const SENT: u8 = 2;
+
+enum UploadState {
+    /// Not asked for yet: connecting, or queued for a pooled connection.
+    NotStarted,
+    /// Being sent; `client` when the client owes the next bytes.
+    Sending {
+        since: tokio::time::Instant,
+        client: bool,
+    },
+    /// Completely sent at this moment.
+    Sent(tokio::time::Instant),
+}
+
+impl Upload {
+    fn new(start: tokio::time::Instant) -> Self {
+        Self {
+            start,
+            phase: AtomicU8::new(NOT_STARTED),
+            last: AtomicU64::new(0),
+            client: AtomicBool::new(false),
         }
+    }
+
+    fn mark(&self, phase: u8) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last.store(ms, Ordering::Relaxed);
+        self.phase.store(phase, Ordering::Relaxed);
+    }
+
+    fn state(&self) -> UploadState {
+        let at = self.start + Duration::from_millis(self.last.load(Ordering::Relaxed));
+        match self.phase.load(Ordering::Relaxed) {
+            NOT_STARTED => UploadState::NotStarted,
+            SENDING => UploadState::Sending {
+                since: at,
+                client: self.client.load(Ordering::Relaxed),
+            },
+            _ => UploadState::Sent(at),
+        }
+    }
+}
+
+/// A request body on its way upstream, reporting its progress to [`Upload`].
+struct Uploading {
+    body: Body,
+    upload: Arc<Upload>,
+}
+
+impl HttpBody for Uploading {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        let upload = &self.upload;
+        match &polled {
+            Poll::Pending => {
+                if upload.phase.load(Ordering::Relaxed) == NOT_STARTED {
+                    upload.mark(SENDING);
+                }
+                upload.client.store(true, Ordering::Relaxed);
+            }
+            Poll::Ready(Some(Ok(_))) if !self.body.is_end_stream() => {
+                upload.client.store(false, Ordering::Relaxed);
+                upload.mark(SENDING);
+            }
+            Poll::Ready(_) => {
+                upload.client.store(false, Ordering::Relaxed);
+                upload.mark(SENT);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
