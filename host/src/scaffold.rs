@@ -25,7 +25,7 @@ const WIT: [(&str, &str); 7] = [
     ("world.wit", include_str!("../../wit/world.wit")),
 ];
 
-const SDK: [(&str, &str); 4] = [
+const SDK: [(&str, &str); 5] = [
     ("lib.rs", include_str!("../../plugins/sdk/src/lib.rs")),
     ("accept.rs", include_str!("../../plugins/sdk/src/accept.rs")),
     (
@@ -33,6 +33,7 @@ const SDK: [(&str, &str); 4] = [
         include_str!("../../plugins/sdk/src/cachepath.rs"),
     ),
     ("filter.rs", include_str!("../../plugins/sdk/src/filter.rs")),
+    ("tree.rs", include_str!("../../plugins/sdk/src/tree.rs")),
 ];
 
 const SDK_MANIFEST: &str = r#"[package]
@@ -177,4 +178,22 @@ pub fn create(dir: &Path, lang: Lang) -> Result<String, String> {
     Ok(format!(
         "created {language} plugin {name} in {shown}\nnext:\n  {shown}/build.sh\n  proxlet --plugin {shown}/{name}.wasm      # or copy it into a --plugin-dir\n"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    /// A module added to the SDK must be copied into scaffolded plugins too.
+    #[test]
+    fn every_sdk_module_is_scaffolded() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/sdk/src");
+        let mut on_disk: Vec<String> = std::fs::read_dir(src)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".rs"))
+            .collect();
+        on_disk.sort();
+        let mut copied: Vec<String> = super::SDK.iter().map(|(n, _)| n.to_string()).collect();
+        copied.sort();
+        assert_eq!(copied, on_disk);
+    }
 }

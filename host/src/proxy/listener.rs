@@ -134,7 +134,7 @@ async fn authorized(
                     id: proxy.next_flow.fetch_add(1, Ordering::Relaxed),
                     client: conn.client,
                     method: request.method().clone(),
-                    url: request.uri().to_string(),
+                    url: super::headers::redacted(request.uri()),
                     client_version: request.version(),
                     upstream_version: None,
                     status: http::StatusCode::PROXY_AUTHENTICATION_REQUIRED,
