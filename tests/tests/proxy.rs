@@ -447,6 +447,12 @@ fn bad_options_and_config_exit_with_clear_errors() {
     let broken = tempfile::tempdir().unwrap();
     std::fs::write(broken.path().join("ca.pem"), "not a certificate").unwrap();
     std::fs::write(broken.path().join("ca-key.pem"), "not a key").unwrap();
+    // Private, as a key must be: what fails is its content.
+    std::fs::set_permissions(
+        broken.path().join("ca-key.pem"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let out = proxlet::command()
         .arg("--home")
         .arg(broken.path())
@@ -800,9 +806,9 @@ async fn idle_connections_inside_intercepted_tunnels_are_closed() {
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let name = rustls::pki_types::ServerName::IpAddress(origin.addr.ip().into());
     let mut tls = connector.connect(name, stream).await.unwrap();
-    tls.write_all(b"GET /bytes/10 HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    // The tunnel's own authority: another one would get 421.
+    let request = format!("GET /bytes/10 HTTP/1.1\r\nHost: {}\r\n\r\n", origin.addr);
+    tls.write_all(request.as_bytes()).await.unwrap();
     let mut answer = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(8), async {
         let mut buf = [0u8; 1024];
