@@ -44,6 +44,12 @@ pub struct FillLease {
 }
 
 impl FillLease {
+    /// Marks the start of the store this lease moved into: from now on its
+    /// waiters expect it to move.
+    pub fn storing(&self) {
+        self.progress.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts bytes written by the store this lease moved into.
     pub fn stored(&self, bytes: u64) {
         self.progress.fetch_add(bytes, Ordering::Relaxed);
@@ -113,7 +119,9 @@ async fn acquire_within(plugin: &Arc<str>, key: &str, stall: Duration) -> Fill {
             return Fill::Ended;
         }
         let now = held.progress.load(Ordering::Relaxed);
-        if now == seen {
+        // Before its store starts the fill waits for a response head, which
+        // `--upstream-timeout` bounds: a slow origin is not a stall.
+        if now == seen && now > 0 {
             tracing::warn!(
                 "plugin {plugin}: the fetch of {key:?} by another flow stored nothing for {stall:?}; fetching without waiting"
             );
@@ -162,6 +170,13 @@ mod tests {
             let plugin = plugin.clone();
             async move { acquire_within(&plugin, "stall", stall).await }
         });
+        // Waiting for the response head is not a stall.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !waiter.is_finished(),
+            "a fill before its store is waited for"
+        );
+        lease.storing();
         // Progress keeps the waiter waiting past several stall periods.
         for _ in 0..5 {
             tokio::time::sleep(Duration::from_millis(60)).await;

@@ -259,6 +259,7 @@ impl<B> Tee<B> {
         });
         match opened {
             Ok((dir, name, temp, file)) => Ok(Self {
+                leases: leases.into_iter().inspect(FillLease::storing).collect(),
                 inner,
                 file: Some(file),
                 dir,
@@ -269,7 +270,6 @@ impl<B> Tee<B> {
                 expected,
                 sidecar,
                 private,
-                leases,
             }),
             Err(e) => Err((inner, e)),
         }
