@@ -19,10 +19,14 @@ pub struct Proxlet {
 }
 
 /// The `proxlet` binary of this workspace, built once per test process so
-/// the tests always run the current code.
+/// the tests always run the current code; `PROXLET_TEST_BINARY` names
+/// another build instead (e.g. an older release, to see a test fail on it).
 pub fn binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
+        if let Some(path) = std::env::var_os("PROXLET_TEST_BINARY") {
+            return PathBuf::from(path);
+        }
         // target/<profile>/deps/<test> → target/<profile>
         let exe = std::env::current_exe().unwrap();
         let profile_dir = exe.parent().unwrap().parent().unwrap().to_owned();

@@ -451,17 +451,12 @@ fn limits_too_large_are_a_clear_error() {
         "[[plugin]]\nname = \"sandbox\"\npath = {:?}\nlimits = {{ memory_mb = 9223372036854775807 }}\n",
         guest("sandbox.wasm")
     ));
-    let output = proxlet_tests::proxlet::command()
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-            path.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let home = tempfile::tempdir().unwrap();
+    // Bounded: a proxy that starts anyway is killed and reported.
+    let started = Proxlet::start_with_home(home.path(), &["--config", path.to_str().unwrap()]);
+    let Err(stderr) = started else {
+        panic!("proxlet started with limits.memory_mb = i64::MAX")
+    };
     assert!(
         stderr.contains("limits.memory_mb must be an integer from 1 to 4096"),
         "{stderr}"

@@ -11,13 +11,19 @@
 //! links as data (error-links) read them through WASI themselves.
 
 use std::{
+    collections::HashMap,
     ffi::{OsStr, OsString},
     io,
     os::fd::{AsFd, OwnedFd},
     path::{Component, Path, PathBuf},
+    sync::{Arc, LazyLock, RwLock},
 };
 
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
+
+/// Grant directories by host path, opened once (and again at each store).
+/// Bounded by the dirs the configuration ever named.
+static ROOTS: LazyLock<RwLock<HashMap<PathBuf, Arc<OwnedFd>>>> = LazyLock::new(Default::default);
 
 /// A guest path mapped into one of the plugin's grants: the grant's host
 /// directory and the path beneath it (only normal components, never empty).
@@ -105,20 +111,42 @@ impl GrantedPath {
         }
     }
 
-    fn open_root(&self) -> Result<OwnedFd, GrantError> {
-        // The grant's own path is the user's configuration and may be a link
-        // (a cache dir on another disk): it is followed, nothing below it is.
-        rustix::fs::open(
+    /// Opens the grant's directory by path and keeps the descriptor for
+    /// reads. The grant's own path is the user's configuration and may be a
+    /// link (a cache dir on another disk): it is followed, nothing below it is.
+    fn open_root(&self) -> Result<Arc<OwnedFd>, GrantError> {
+        let fd = rustix::fs::open(
             &self.root,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| GrantError::Io(self.root.clone(), e.into()))
+        .map_err(|e| GrantError::Io(self.root.clone(), e.into()))?;
+        let fd = Arc::new(fd);
+        ROOTS
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(self.root.clone(), fd.clone());
+        Ok(fd)
+    }
+
+    /// The grant's directory as last opened: a read (a cache hit) costs no
+    /// extra open. Writes reopen it, so a grant dir deleted and made again
+    /// is picked up at the next store.
+    fn root(&self) -> Result<Arc<OwnedFd>, GrantError> {
+        let known = ROOTS
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&self.root)
+            .cloned();
+        match known {
+            Some(fd) => Ok(fd),
+            None => self.open_root(),
+        }
     }
 
     /// Opens the file for reading; a symlink anywhere on the way is refused.
     pub fn open_read(&self) -> Result<std::fs::File, GrantError> {
-        let root = self.open_root()?;
+        let root = self.root()?;
         let fd = open_beneath(&root, &self.rel, OFlags::RDONLY).map_err(|e| self.error(e))?;
         Ok(std::fs::File::from(fd))
     }
@@ -133,7 +161,10 @@ impl GrantedPath {
             .file_name()
             .map(OsStr::to_owned)
             .ok_or_else(|| GrantError::Refused(self.display()))?;
-        let mut dir = root;
+        let mut dir = root
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| GrantError::Io(self.root.clone(), e))?;
         if let Some(parent) = self.rel.parent() {
             for part in parent.components() {
                 match rustix::fs::mkdirat(&dir, part.as_os_str(), Mode::from_raw_mode(0o755)) {
@@ -303,5 +334,21 @@ mod tests {
             std::fs::read(outside.path().join("secret")).unwrap(),
             b"secret"
         );
+    }
+
+    #[test]
+    fn a_grant_dir_made_again_is_picked_up_at_the_next_store() {
+        let parent = tempfile::tempdir().unwrap();
+        let root = parent.path().join("cache");
+        std::fs::create_dir(&root).unwrap();
+        let dirs = dirs(&root);
+        let at = |p: &str| GrantedPath::locate(&dirs, p).unwrap();
+        at("/data/a").write_atomically(b"1", false).unwrap();
+        assert!(at("/data/a").open_read().is_ok());
+        std::fs::remove_dir_all(&root).unwrap();
+        std::fs::create_dir(&root).unwrap();
+        at("/data/b").write_atomically(b"2", false).unwrap();
+        assert_eq!(std::fs::read(root.join("b")).unwrap(), b"2");
+        assert!(at("/data/b").open_read().is_ok(), "reads use the new dir");
     }
 }
