@@ -61,12 +61,14 @@ pub(crate) async fn handle(
 
     let (mut parts, body) = request.into_parts();
     let mut body = boxed(body);
-    // RFC 9112 §3.2.2: a proxy replaces Host with the target's authority.
-    if let Some(host) = target
-        .authority()
-        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    {
-        parts.headers.insert(header::HOST, host);
+    // RFC 9112 §3.2.2: a proxy replaces Host with the target's authority
+    // (most clients already sent exactly that: then nothing is allocated).
+    if let Some(authority) = target.authority() {
+        let same = parts.headers.get(header::HOST).map(HeaderValue::as_bytes)
+            == Some(authority.as_str().as_bytes());
+        if let (false, Ok(host)) = (same, HeaderValue::from_str(authority.as_str())) {
+            parts.headers.insert(header::HOST, host);
+        }
     }
     parts.uri = target;
     let mut notes = Vec::new();
