@@ -17,3 +17,12 @@ pub use test_ca::TestCa;
 pub fn guest(file: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("OUT_DIR")).join(file)
 }
+
+/// A `proxlet.toml` holding `body` in a fresh temporary dir (kept alive by
+/// the returned guard), for `--config`.
+pub fn config_file(body: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proxlet.toml");
+    std::fs::write(&path, body).unwrap();
+    (dir, path)
+}

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use proxlet_tests::{curl, guest, proxlet, Origin, Proxlet, TestCa};
+use proxlet_tests::{config_file, curl, guest, proxlet, Origin, Proxlet, TestCa};
 
 fn https_origin() -> Origin {
     Origin::https(Arc::new(TestCa::new("plugin test origin CA")))
@@ -26,16 +26,8 @@ fn upstream_ca(origin: &Origin) -> String {
         .to_owned()
 }
 
-/// Writes a config file with `body` into a fresh dir; returns (dir, path).
-fn config(body: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("proxlet.toml");
-    std::fs::write(&path, body).unwrap();
-    (dir, path)
-}
-
 fn sandbox_config(mode: &str, extra: &str) -> (tempfile::TempDir, PathBuf) {
-    config(&format!(
+    config_file(&format!(
         "[[plugin]]\nname = \"sandbox\"\npath = {:?}\nconfig = {{ mode = \"{mode}\" }}\n{extra}\n",
         guest("sandbox.wasm")
     ))
@@ -626,7 +618,7 @@ fn plugins_get_no_network_and_no_environment() {
         "config = {{ mode = \"net\", target = \"{}\" }}",
         origin.addr
     );
-    let (_dir, path) = config(&format!(
+    let (_dir, path) = config_file(&format!(
         "[[plugin]]\nname = \"sandbox\"\npath = {:?}\n{extra}\n",
         guest("sandbox.wasm")
     ));

@@ -14,19 +14,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use proxlet_tests::{curl, guest, Origin, Proxlet, TestCa};
-
-/// Writes a config file with `body` into a fresh dir; returns (dir, path).
-fn config(body: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("proxlet.toml");
-    std::fs::write(&path, body).unwrap();
-    (dir, path)
-}
+use proxlet_tests::{config_file, curl, guest, Origin, Proxlet, TestCa};
 
 /// proxlet running the sandbox test plugin with `config` and `extra` lines.
 fn sandbox(config_table: &str, extra: &str, args: &[&str]) -> (tempfile::TempDir, Proxlet) {
-    let (dir, path) = config(&format!(
+    let (dir, path) = config_file(&format!(
         "[[plugin]]\nname = \"sandbox\"\npath = {:?}\nconfig = {{ {config_table} }}\n{extra}\n",
         guest("sandbox.wasm")
     ));
@@ -431,7 +423,7 @@ fn stacked_content_codings_are_refused_not_decoded() {
 #[test]
 fn a_plugin_delay_is_capped_by_its_limit() {
     let origin = Origin::http();
-    let (_dir, path) = config(
+    let (_dir, path) = config_file(
         "[[plugin]]\nname = \"replace\"\nlimits = { max_delay_ms = 200 }\n\
          config = { rules = [{ path = \"/bytes/*\", delay_ms = 600000 }] }\n",
     );
@@ -447,7 +439,7 @@ fn a_plugin_delay_is_capped_by_its_limit() {
 
 #[test]
 fn limits_too_large_are_a_clear_error() {
-    let (_dir, path) = config(&format!(
+    let (_dir, path) = config_file(&format!(
         "[[plugin]]\nname = \"sandbox\"\npath = {:?}\nlimits = {{ memory_mb = 9223372036854775807 }}\n",
         guest("sandbox.wasm")
     ));

@@ -214,13 +214,13 @@ impl PluginEngine {
             return Some(dir);
         }
         if !self.cache_warned.swap(true, Ordering::Relaxed) {
-            let fix = if meta.uid() == current_uid() {
+            let fix = if meta.uid() == crate::tls::current_uid() {
                 format!("chmod 700 {}", dir.display())
             } else {
                 format!(
                     "remove {} or chown it to uid {}",
                     dir.display(),
-                    current_uid()
+                    crate::tls::current_uid()
                 )
             };
             tracing::warn!(
@@ -237,12 +237,7 @@ impl PluginEngine {
 
 /// Owned by the user running proxlet and not writable by group or others.
 fn private_to_us(meta: &fs::Metadata) -> bool {
-    meta.uid() == current_uid() && meta.mode() & 0o022 == 0
-}
-
-fn current_uid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
+    meta.uid() == crate::tls::current_uid() && meta.mode() & 0o022 == 0
 }
 
 pub fn hex(bytes: &[u8]) -> String {

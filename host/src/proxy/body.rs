@@ -57,6 +57,23 @@ pub struct FlowRecord {
 }
 
 impl FlowRecord {
+    /// The record of a flow that starts now with `request` (its URL is
+    /// set once the target is known).
+    pub fn new<B>(id: u64, client: SocketAddr, request: &http::Request<B>) -> Self {
+        Self {
+            id,
+            client,
+            method: request.method().clone(),
+            url: String::new(),
+            client_version: request.version(),
+            upstream_version: None,
+            status: StatusCode::OK,
+            started: Instant::now(),
+            note: None,
+            leases: Vec::new(),
+        }
+    }
+
     fn log(self, bytes: u64, outcome: &str) {
         let upstream = match self.upstream_version {
             Some(v) => version_str(v),

@@ -130,18 +130,11 @@ async fn authorized(
     if let Some(auth) = &proxy.auth {
         if ProxyAuth::applies_to(&request) {
             if !auth.allows(request.headers()) {
-                let record = FlowRecord {
-                    id: proxy.next_flow.fetch_add(1, Ordering::Relaxed),
-                    client: conn.client,
-                    method: request.method().clone(),
-                    url: super::headers::redacted(request.uri()),
-                    client_version: request.version(),
-                    upstream_version: None,
-                    status: http::StatusCode::PROXY_AUTHENTICATION_REQUIRED,
-                    started: std::time::Instant::now(),
-                    note: Some("proxy authentication required (--proxy-auth)".into()),
-                    leases: Vec::new(),
-                };
+                let id = proxy.next_flow.fetch_add(1, Ordering::Relaxed);
+                let mut record = FlowRecord::new(id, conn.client, &request);
+                record.url = super::headers::redacted(request.uri());
+                record.status = http::StatusCode::PROXY_AUTHENTICATION_REQUIRED;
+                record.note = Some("proxy authentication required (--proxy-auth)".into());
                 return Ok(ProxyAuth::required().map(|b| Logged::new(b, record)));
             }
             request.headers_mut().remove(header::PROXY_AUTHORIZATION);

@@ -1,7 +1,7 @@
 //! The per-flow pipeline, in order: accept (listener) → MITM (connect) →
 //! target → on-request → upstream → on-response → stream back → log.
 
-use std::{convert::Infallible, sync::atomic::Ordering, sync::Arc, time::Instant};
+use std::{convert::Infallible, sync::atomic::Ordering, sync::Arc};
 
 use http::{header, uri::Scheme, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
@@ -18,18 +18,8 @@ pub(crate) async fn handle(
     conn: Arc<ConnInfo>,
     request: Request<Incoming>,
 ) -> Result<Response<Logged<Body>>, Infallible> {
-    let mut record = FlowRecord {
-        id: proxy.next_flow.fetch_add(1, Ordering::Relaxed),
-        client: conn.client,
-        method: request.method().clone(),
-        url: String::new(),
-        client_version: request.version(),
-        upstream_version: None,
-        status: StatusCode::OK,
-        started: Instant::now(),
-        note: None,
-        leases: Vec::new(),
-    };
+    let id = proxy.next_flow.fetch_add(1, Ordering::Relaxed);
+    let mut record = FlowRecord::new(id, conn.client, &request);
 
     // 1. CONNECT opens a tunnel, intercepted or not (connect.rs).
     if request.method() == Method::CONNECT && conn.tunnel.is_none() {

@@ -229,9 +229,9 @@ fn check_owner(path: &Path, meta: &fs::Metadata, risk: &'static str) -> Result<(
     })
 }
 
-fn current_uid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
+/// The effective user proxlet runs as: the owner its private files need.
+pub(crate) fn current_uid() -> u32 {
+    rustix::process::geteuid().as_raw()
 }
 
 /// `path` as one shell word, so the suggested command can be pasted.

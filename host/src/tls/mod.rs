@@ -5,6 +5,7 @@ mod ca;
 mod leaf;
 mod upstream;
 
+pub(crate) use ca::current_uid;
 pub use ca::CertificateAuthority;
 pub use leaf::LeafCertCache;
 pub use upstream::client_config;
