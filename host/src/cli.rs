@@ -39,6 +39,32 @@ pub enum Command {
         /// The plugin component (.wasm).
         plugin: PathBuf,
     },
+    /// List the flows of a flow file (one line each, like the access log),
+    /// show one, or export them as HAR.
+    Flows {
+        /// A proxlet flow file, a HAR file or a mitmproxy dump.
+        file: PathBuf,
+        /// Only flows matching this mitmproxy filter expression (`~u /simple/ & ~c 200`).
+        filter: Option<String>,
+        /// Print one flow in full: heads, decoded bodies, timings, plugin decisions.
+        #[arg(long, value_name = "ID")]
+        show: Option<u64>,
+        /// Write the (filtered) flows as HAR 1.2 to this file (`-` for stdout).
+        #[arg(long, value_name = "OUT")]
+        har: Option<PathBuf>,
+    },
+    /// Convert between proxlet flow files, HAR (`.har`) and mitmproxy dumps
+    /// (`.mitm`); the input's format is recognised by its content.
+    Convert {
+        input: PathBuf,
+        /// `.har`: HAR 1.2; `.mitm`: mitmproxy dump; anything else: proxlet flow file.
+        output: PathBuf,
+        /// Only flows matching this filter expression.
+        #[arg(long, value_name = "EXPR")]
+        filter: Option<String>,
+    },
+    /// Re-send recorded requests and report responses that differ (client replay).
+    Replay(ReplayArgs),
     /// Show, print or replace the CA that signs intercepted certificates.
     Ca {
         #[command(subcommand)]
@@ -54,6 +80,24 @@ pub enum CaAction {
     Export,
     /// Replace the CA with a new one; clients must trust the new certificate.
     Regenerate,
+}
+
+/// Options of `proxlet replay`.
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    /// A proxlet flow file, a HAR file or a mitmproxy dump.
+    pub file: PathBuf,
+    /// Only flows matching this filter expression.
+    pub filter: Option<String>,
+    /// Extra CA (PEM) trusted for servers, besides the system store; repeatable.
+    #[arg(long = "upstream-ca", value_delimiter = ',', value_name = "PEM")]
+    pub upstream_ca: Vec<PathBuf>,
+    /// Do not verify server certificates.
+    #[arg(long)]
+    pub insecure_upstream: bool,
+    /// Time allowed for each request's connect and response head [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub upstream_timeout: Option<String>,
 }
 
 /// Options of `proxlet run`; `None` means "not given", so the config file or
@@ -150,6 +194,59 @@ pub struct RunArgs {
     /// Allow listening on an address other machines can reach.
     #[arg(long, env = "PROXLET_ALLOW_REMOTE")]
     pub allow_remote: bool,
+
+    /// Save every finished flow to this flow file (`+FILE` appends).
+    #[arg(long, env = "PROXLET_SAVE", value_name = "FILE")]
+    pub save: Option<String>,
+
+    /// Only save flows matching this filter expression (`~d example.com & ~c 200`).
+    #[arg(long, env = "PROXLET_SAVE_FILTER", value_name = "EXPR")]
+    pub save_filter: Option<String>,
+
+    /// Most bytes of each request and response body kept in a flow; longer
+    /// bodies keep their size and are marked truncated [default: 1M].
+    #[arg(long, env = "PROXLET_FLOW_BODY_MAX", value_name = "SIZE")]
+    pub flow_body_max: Option<String>,
+
+    /// Flows kept in memory, newest first (`N`, or `N,SIZE` to also bound
+    /// their bytes) [default: 0, none; the bytes bound defaults to 256M].
+    #[arg(long, env = "PROXLET_FLOWS_MAX", value_name = "N[,SIZE]")]
+    pub flows_max: Option<String>,
+
+    /// Answer requests from the responses recorded in this file (a proxlet
+    /// flow file, a HAR or a mitmproxy dump); repeatable.
+    #[arg(
+        long = "server-replay",
+        env = "PROXLET_SERVER_REPLAY",
+        value_delimiter = ',',
+        value_name = "FILE"
+    )]
+    pub server_replay: Vec<PathBuf>,
+
+    /// Request parts server replay does not compare: params, payload, host, port, content; repeatable.
+    #[arg(
+        long = "server-replay-ignore",
+        value_delimiter = ',',
+        value_name = "PART"
+    )]
+    pub server_replay_ignore: Vec<String>,
+
+    /// Request header that must also match for server replay; repeatable.
+    #[arg(
+        long = "server-replay-use-headers",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
+    pub server_replay_use_headers: Vec<String>,
+
+    /// Keep a recorded response for later requests instead of consuming it.
+    #[arg(long)]
+    pub server_replay_reuse: bool,
+
+    /// What unmatched requests get under server replay: `forward` (to the
+    /// upstream), `kill` (the connection is closed) or a status code [default: forward].
+    #[arg(long, value_name = "forward|kill|STATUS")]
+    pub server_replay_extra: Option<String>,
 
     /// Proxy mode; only `regular` (explicit HTTP proxy with CONNECT) exists today.
     #[arg(long, env = "PROXLET_MODE", value_name = "MODE")]

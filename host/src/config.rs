@@ -81,6 +81,24 @@ pub struct FileConfig {
     pub mode: Option<String>,
     /// Watched directory of plugin components (`--plugin-dir`).
     pub plugin_dir: Option<PathBuf>,
+    /// Flow file every finished flow is saved to; "+FILE" appends (`--save`).
+    pub save: Option<String>,
+    /// Filter expression a flow must match to be saved (`--save-filter`).
+    pub save_filter: Option<String>,
+    /// Bytes of each body kept in a flow, e.g. "1M" (`--flow-body-max`).
+    pub flow_body_max: Option<String>,
+    /// Flows kept in memory: "N" or "N,SIZE" (`--flows-max`).
+    pub flows_max: Option<String>,
+    /// Recorded flows to answer requests from (`--server-replay`).
+    pub server_replay: Option<Vec<PathBuf>>,
+    /// Request parts server replay ignores (`--server-replay-ignore`).
+    pub server_replay_ignore: Option<Vec<String>>,
+    /// Request headers server replay compares (`--server-replay-use-headers`).
+    pub server_replay_use_headers: Option<Vec<String>>,
+    /// Reuse recorded responses instead of consuming them (`--server-replay-reuse`).
+    pub server_replay_reuse: Option<bool>,
+    /// "forward", "kill" or a status for unmatched requests (`--server-replay-extra`).
+    pub server_replay_extra: Option<String>,
     /// Plugin chain, in order.
     #[serde(default, rename = "plugin")]
     pub plugins: Vec<PluginEntry>,
@@ -259,6 +277,89 @@ pub struct Settings {
     pub plugins: Vec<PluginSpec>,
     /// The watched directory of plugin components.
     pub plugin_dir: Option<PathBuf>,
+    /// What is kept of flows, and where.
+    pub capture: CaptureSettings,
+    /// `--server-replay`, when given.
+    pub server_replay: Option<ServerReplaySettings>,
+}
+
+/// Flow capture: on when flows are saved or kept in memory.
+#[derive(Debug, Clone, Default)]
+pub struct CaptureSettings {
+    /// `--save`: the file, and whether to append to it.
+    pub save: Option<(PathBuf, bool)>,
+    /// `--save-filter`, checked when the settings are resolved.
+    pub save_filter: Option<String>,
+    /// Bytes of each body kept.
+    pub body_max: usize,
+    /// Flows kept in memory (0: no store) and their bytes.
+    pub store_count: usize,
+    pub store_bytes: usize,
+}
+
+impl CaptureSettings {
+    /// Whether flows are recorded at all.
+    pub fn enabled(&self) -> bool {
+        self.save.is_some() || self.store_count > 0
+    }
+}
+
+/// What server replay compares and does (mitmproxy's `server_replay_*`).
+#[derive(Debug, Clone, Default)]
+pub struct ServerReplaySettings {
+    /// Recorded flows: proxlet flow files, HAR files or mitmproxy dumps.
+    pub files: Vec<PathBuf>,
+    /// Ignore the query string.
+    pub ignore_params: bool,
+    /// Ignore the request body.
+    pub ignore_payload: bool,
+    /// Ignore the host.
+    pub ignore_host: bool,
+    /// Ignore the port.
+    pub ignore_port: bool,
+    /// Ignore the request body (mitmproxy's `server_replay_ignore_content`).
+    pub ignore_content: bool,
+    /// Request headers (lower case) that must match too.
+    pub use_headers: Vec<String>,
+    /// Keep responses for later requests rather than consuming them.
+    pub reuse: bool,
+    /// What an unmatched request gets.
+    pub extra: ReplayExtra,
+}
+
+/// What server replay does with a request it has no recording for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReplayExtra {
+    /// Send it upstream as usual.
+    #[default]
+    Forward,
+    /// Close the connection without a response.
+    Kill,
+    /// Answer with this status.
+    Status(u16),
+}
+
+pub const DEFAULT_FLOW_BODY_MAX: usize = 1 << 20;
+pub const DEFAULT_FLOWS_MAX_BYTES: usize = 256 << 20;
+
+/// Parses `1048576`, `512K`, `1M`, `2G` (powers of 1024; a trailing `B`
+/// or `iB` is allowed).
+pub fn parse_size(text: &str) -> Option<usize> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: usize = number.parse().ok()?;
+    let unit = unit.trim().to_ascii_uppercase();
+    let shift = match unit.trim_end_matches("IB").trim_end_matches('B') {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        _ => return None,
+    };
+    n.checked_mul(1 << shift)
 }
 
 /// `--home`, then `PROXLET_HOME` (both via clap), then `~/.proxlet`.
@@ -298,6 +399,9 @@ impl Settings {
         if let Some(dir) = &plugin_dir {
             plugins.extend(dir_plugins(dir)?);
         }
+
+        let capture = capture_settings(args, &file, &base)?;
+        let server_replay = server_replay_settings(args, &file, &base)?;
 
         let mode = args
             .mode
@@ -428,8 +532,138 @@ impl Settings {
             proxy_auth,
             plugins,
             plugin_dir,
+            capture,
+            server_replay,
         })
     }
+}
+
+fn capture_settings(args: &RunArgs, file: &FileConfig, base: &Path) -> Result<CaptureSettings> {
+    let size = |option: &'static str, text: &str| {
+        parse_size(text).ok_or_else(|| Error::InvalidOption {
+            option,
+            value: text.to_owned(),
+            reason: "expected a size such as 1M, 512K or 1048576".into(),
+        })
+    };
+    let save = args.save.clone().or(file.save.clone()).map(|spec| {
+        let (path, append) = match spec.strip_prefix('+') {
+            Some(path) => (path, true),
+            None => (spec.as_str(), false),
+        };
+        let path = match &args.save {
+            Some(_) => PathBuf::from(path),
+            None => base.join(path),
+        };
+        (path, append)
+    });
+    let save_filter = args.save_filter.clone().or(file.save_filter.clone());
+    if let Some(expr) = &save_filter {
+        crate::flows::filter::Filter::parse(expr).map_err(|e| Error::InvalidOption {
+            option: "--save-filter",
+            value: expr.clone(),
+            reason: e.to_string(),
+        })?;
+    }
+    let body_max = match args.flow_body_max.as_ref().or(file.flow_body_max.as_ref()) {
+        Some(text) => size("--flow-body-max", text)?.min(1 << 30),
+        None => DEFAULT_FLOW_BODY_MAX,
+    };
+    let (store_count, store_bytes) = match args.flows_max.as_ref().or(file.flows_max.as_ref()) {
+        None => (0, DEFAULT_FLOWS_MAX_BYTES),
+        Some(text) => {
+            let (count, bytes) = text.split_once(',').unwrap_or((text, ""));
+            let count = count.trim().parse().map_err(|_| Error::InvalidOption {
+                option: "--flows-max",
+                value: text.clone(),
+                reason: "expected a number of flows, optionally with a size: 10000 or 10000,256M"
+                    .into(),
+            })?;
+            let bytes = match bytes.trim() {
+                "" => DEFAULT_FLOWS_MAX_BYTES,
+                b => size("--flows-max", b)?,
+            };
+            (count, bytes)
+        }
+    };
+    Ok(CaptureSettings {
+        save,
+        save_filter,
+        body_max,
+        store_count,
+        store_bytes,
+    })
+}
+
+fn server_replay_settings(
+    args: &RunArgs,
+    file: &FileConfig,
+    base: &Path,
+) -> Result<Option<ServerReplaySettings>> {
+    let files: Vec<PathBuf> = if args.server_replay.is_empty() {
+        let listed = file.server_replay.clone().unwrap_or_default();
+        listed.into_iter().map(|p| base.join(p)).collect()
+    } else {
+        args.server_replay.clone()
+    };
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let mut settings = ServerReplaySettings {
+        files,
+        reuse: args.server_replay_reuse || file.server_replay_reuse.unwrap_or(false),
+        ..ServerReplaySettings::default()
+    };
+    let ignore = if args.server_replay_ignore.is_empty() {
+        file.server_replay_ignore.clone().unwrap_or_default()
+    } else {
+        args.server_replay_ignore.clone()
+    };
+    for part in ignore {
+        match part.trim() {
+            "params" => settings.ignore_params = true,
+            "payload" => settings.ignore_payload = true,
+            "host" => settings.ignore_host = true,
+            "port" => settings.ignore_port = true,
+            "content" => settings.ignore_content = true,
+            other => {
+                return Err(Error::InvalidOption {
+                    option: "--server-replay-ignore",
+                    value: other.to_owned(),
+                    reason: "expected params, payload, host, port or content".into(),
+                })
+            }
+        }
+    }
+    settings.use_headers = if args.server_replay_use_headers.is_empty() {
+        file.server_replay_use_headers.clone().unwrap_or_default()
+    } else {
+        args.server_replay_use_headers.clone()
+    };
+    settings.use_headers = settings
+        .use_headers
+        .iter()
+        .map(|h| h.trim().to_ascii_lowercase())
+        .collect();
+    let extra = args
+        .server_replay_extra
+        .clone()
+        .or(file.server_replay_extra.clone());
+    settings.extra = match extra.as_deref().map(str::trim) {
+        None | Some("forward") => ReplayExtra::Forward,
+        Some("kill") => ReplayExtra::Kill,
+        Some(text) => match text.parse::<u16>() {
+            Ok(status) if (100..=599).contains(&status) => ReplayExtra::Status(status),
+            _ => {
+                return Err(Error::InvalidOption {
+                    option: "--server-replay-extra",
+                    value: text.to_owned(),
+                    reason: "expected forward, kill or a status code such as 404".into(),
+                })
+            }
+        },
+    };
+    Ok(Some(settings))
 }
 
 /// The chain when neither `--plugin` nor `[[plugin]]` names one: the

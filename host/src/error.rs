@@ -62,6 +62,14 @@ pub enum Error {
     #[error("{0}")]
     PluginLoad(String),
 
+    /// Reading, writing or converting flows.
+    #[error("{0}")]
+    Flows(String),
+
+    /// `proxlet replay` saw responses that differ from the recorded ones.
+    #[error("{0} of the replayed responses differ")]
+    ReplayDiffers(usize),
+
     #[error("proxlet new: {0}")]
     Scaffold(String),
 

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod flows;
 pub mod plugin;
 pub mod proxy;
 pub mod scaffold;
@@ -35,6 +36,18 @@ pub fn run(cli: Cli) -> Result<()> {
             print!("{next}");
             Ok(())
         }
+        Some(Command::Flows {
+            file,
+            filter,
+            show,
+            har,
+        }) => flows::cli::flows(&file, filter.as_deref(), show, har.as_deref()),
+        Some(Command::Convert {
+            input,
+            output,
+            filter,
+        }) => flows::convert::convert(&input, &output, filter.as_deref()),
+        Some(Command::Replay(args)) => flows::replay::client_replay(&args),
         Some(Command::Run(args)) => run_proxy(Settings::resolve(&args, home.clone())?, args),
         None => run_proxy(Settings::resolve(&cli.run, home)?, cli.run),
     }

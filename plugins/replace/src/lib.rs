@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use proxlet_plugin::{
-    filter::{Filter, Flow},
+    filter::{Fields, Filter, Flow},
     remove_header, set_header, text_response, url_parts, Body, Delay, FlowInfo, Headers, Hooks,
     Plugin, RequestAction, RequestHead, Response, ResponseAction, ResponseBodyAction, ResponseHead,
 };
@@ -273,7 +273,8 @@ impl Rule {
                     url: &request.url,
                     host,
                     request_headers: &request.headers,
-                    response: response.map(|r| (r.status, r.headers.as_slice())),
+                    response: response.map(|r| (r.status, &r.headers as &dyn Fields)),
+                    ..Flow::default()
                 })
             })
     }

@@ -1,9 +1,13 @@
 //! mitmproxy-style flow filters: `~u REGEX` (URL), `~d REGEX` (host),
 //! `~m REGEX` (method), `~h`/`~hq`/`~hs REGEX` (a header line, either /
 //! request / response), `~t`/`~tq`/`~ts REGEX` (Content-Type), `~c CODE`
-//! (status), `~q` (no response yet), `~s` (has a response), `~all`;
-//! combined with `!`, `&` (or just a space), `|` and parentheses. A bare
-//! word or quoted string is `~u`. Regexes are case-insensitive.
+//! (status), `~q` (no response yet), `~s` (has a response), `~all`,
+//! `~b`/`~bq`/`~bs REGEX` (decoded body), `~e` (failed), `~a` (asset:
+//! script, style, image, font), `~src`/`~dst REGEX` (client / server
+//! address), `~marked`, `~comment REGEX`, `~http`; combined with `!`, `&`
+//! (or just a space), `|` and parentheses. A bare word or quoted string is
+//! `~u`. Regexes are case-insensitive. Tests of what a flow does not carry
+//! (a guest sees no bodies or addresses) are false.
 //!
 //! ```text
 //! ~d example.com & ~u "/app\.js$"
@@ -26,6 +30,13 @@ pub enum Filter {
     Code(u16),
     Request,
     Response,
+    Body(Side, Regex),
+    Error,
+    Asset,
+    Source(Regex),
+    Destination(Regex),
+    Marked,
+    Comment(Regex),
     Not(Box<Filter>),
     And(Box<Filter>, Box<Filter>),
     Or(Box<Filter>, Box<Filter>),
@@ -54,17 +65,59 @@ impl fmt::Display for FilterError {
 
 impl std::error::Error for FilterError {}
 
+/// Header fields a filter can look through.
+pub trait Fields {
+    /// Whether `test` holds for any field (name, value).
+    fn any_field(&self, test: &mut dyn FnMut(&str, &[u8]) -> bool) -> bool;
+}
+
 /// Header fields as the WIT `headers` type holds them.
-pub type Fields = [(String, Vec<u8>)];
+impl Fields for Vec<(String, Vec<u8>)> {
+    fn any_field(&self, test: &mut dyn FnMut(&str, &[u8]) -> bool) -> bool {
+        self.iter().any(|(n, v)| test(n, v))
+    }
+}
+
+static NO_FIELDS: Vec<(String, Vec<u8>)> = Vec::new();
 
 /// What a filter is evaluated on: a request and, later, its response.
+#[derive(Clone, Copy)]
 pub struct Flow<'a> {
     pub method: &'a str,
     pub url: &'a str,
     pub host: &'a str,
-    pub request_headers: &'a Fields,
+    pub request_headers: &'a dyn Fields,
     /// Status and headers once there is a response.
-    pub response: Option<(u16, &'a Fields)>,
+    pub response: Option<(u16, &'a dyn Fields)>,
+    /// Decoded bodies, where known.
+    pub request_body: Option<&'a [u8]>,
+    pub response_body: Option<&'a [u8]>,
+    /// Whether the exchange failed.
+    pub error: bool,
+    /// Client and server addresses (`ip:port`), where known.
+    pub client: &'a str,
+    pub server: &'a str,
+    pub marked: bool,
+    pub comment: &'a str,
+}
+
+impl Default for Flow<'_> {
+    fn default() -> Self {
+        Self {
+            method: "",
+            url: "",
+            host: "",
+            request_headers: &NO_FIELDS,
+            response: None,
+            request_body: None,
+            response_body: None,
+            error: false,
+            client: "",
+            server: "",
+            marked: false,
+            comment: "",
+        }
+    }
 }
 
 impl Filter {
@@ -83,18 +136,33 @@ impl Filter {
         Ok(filter)
     }
 
+    /// Whether evaluating needs the flow's bodies (`~b`, `~bq`, `~bs`).
+    pub fn uses_bodies(&self) -> bool {
+        match self {
+            Self::Body(..) => true,
+            Self::Not(inner) => inner.uses_bodies(),
+            Self::And(a, b) | Self::Or(a, b) => a.uses_bodies() || b.uses_bodies(),
+            _ => false,
+        }
+    }
+
     pub fn matches(&self, flow: &Flow<'_>) -> bool {
-        let lines = |headers: &Fields, re: &Regex| {
+        let lines = |headers: &dyn Fields, re: &Regex| {
             headers
-                .iter()
-                .any(|(n, v)| re.is_match(&format!("{n}: {}", String::from_utf8_lossy(v))))
+                .any_field(&mut |n, v| re.is_match(&format!("{n}: {}", String::from_utf8_lossy(v))))
         };
-        let content_type = |headers: &Fields, re: &Regex| {
-            headers.iter().any(|(n, v)| {
+        let content_type = |headers: &dyn Fields, re: &Regex| {
+            headers.any_field(&mut |n, v| {
                 n.eq_ignore_ascii_case("content-type") && re.is_match(&String::from_utf8_lossy(v))
             })
         };
-        let sides = |side: Side, test: &dyn Fn(&Fields) -> bool| {
+        let body = |side: Side, re: &Regex| {
+            let test =
+                |b: Option<&[u8]>| b.is_some_and(|b| re.is_match(&String::from_utf8_lossy(b)));
+            matches!(side, Side::Either | Side::Request) && test(flow.request_body)
+                || matches!(side, Side::Either | Side::Response) && test(flow.response_body)
+        };
+        let sides = |side: Side, test: &dyn Fn(&dyn Fields) -> bool| {
             let request =
                 matches!(side, Side::Either | Side::Request) && test(flow.request_headers);
             let response = matches!(side, Side::Either | Side::Response)
@@ -111,12 +179,37 @@ impl Filter {
             Self::Code(code) => flow.response.is_some_and(|(status, _)| status == *code),
             Self::Request => flow.response.is_none(),
             Self::Response => flow.response.is_some(),
+            Self::Body(side, re) => body(*side, re),
+            Self::Error => flow.error,
+            // mitmproxy's ~a: the response is a script, style sheet, image or font.
+            Self::Asset => flow.response.is_some_and(|(_, h)| {
+                h.any_field(&mut |n, v| {
+                    n.eq_ignore_ascii_case("content-type")
+                        && ASSET
+                            .iter()
+                            .any(|a| String::from_utf8_lossy(v).to_ascii_lowercase().contains(a))
+                })
+            }),
+            Self::Source(re) => !flow.client.is_empty() && re.is_match(flow.client),
+            Self::Destination(re) => !flow.server.is_empty() && re.is_match(flow.server),
+            Self::Marked => flow.marked,
+            Self::Comment(re) => re.is_match(flow.comment),
             Self::Not(inner) => !inner.matches(flow),
             Self::And(a, b) => a.matches(flow) && b.matches(flow),
             Self::Or(a, b) => a.matches(flow) || b.matches(flow),
         }
     }
 }
+
+/// Content types `~a` counts as assets.
+const ASSET: [&str; 6] = [
+    "javascript",
+    "ecmascript",
+    "text/css",
+    "image/",
+    "font/",
+    "woff",
+];
 
 struct Parser<'a> {
     text: &'a str,
@@ -226,7 +319,16 @@ impl Parser<'_> {
             Ok(make(regex(&arg, at)?))
         };
         match name {
-            "all" => Ok(Filter::All),
+            "all" | "http" => Ok(Filter::All),
+            "e" => Ok(Filter::Error),
+            "a" => Ok(Filter::Asset),
+            "marked" => Ok(Filter::Marked),
+            "b" => with_regex(|r| Filter::Body(Side::Either, r)),
+            "bq" => with_regex(|r| Filter::Body(Side::Request, r)),
+            "bs" => with_regex(|r| Filter::Body(Side::Response, r)),
+            "src" => with_regex(Filter::Source),
+            "dst" => with_regex(Filter::Destination),
+            "comment" => with_regex(Filter::Comment),
             "q" => Ok(Filter::Request),
             "s" => Ok(Filter::Response),
             "u" => with_regex(Filter::Url),
@@ -310,13 +412,13 @@ fn regex(pattern: &str, position: usize) -> Result<Regex, FilterError> {
 mod tests {
     use super::*;
 
-    fn flow(response: Option<(u16, &Fields)>) -> Flow<'_> {
+    fn flow(response: Option<(u16, &dyn Fields)>) -> Flow<'_> {
         Flow {
             method: "GET",
             url: "https://example.com/static/app.js?v=2",
             host: "example.com",
-            request_headers: &[],
             response,
+            ..Flow::default()
         }
     }
 
@@ -341,6 +443,42 @@ mod tests {
             .unwrap()
             .matches(&flow(Some((200, &headers)))));
         assert!(Filter::parse("~q").unwrap().matches(&flow(None)));
+        let script = vec![(
+            "Content-Type".to_owned(),
+            b"application/javascript".to_vec(),
+        )];
+        assert!(Filter::parse("~a")
+            .unwrap()
+            .matches(&flow(Some((200, &script)))));
+        assert!(!Filter::parse("~a")
+            .unwrap()
+            .matches(&flow(Some((200, &headers)))));
+    }
+
+    #[test]
+    fn body_address_and_mark_tests_see_what_the_flow_carries() {
+        let f = Filter::parse("~bs needle").unwrap();
+        assert!(f.uses_bodies() && !Filter::parse("~u x").unwrap().uses_bodies());
+        let headers: Vec<(String, Vec<u8>)> = Vec::new();
+        let with_body = Flow {
+            response: Some((200, &headers)),
+            response_body: Some(b"a NEEDLE here"),
+            ..flow(None)
+        };
+        assert!(f.matches(&with_body));
+        assert!(!Filter::parse("~bq needle").unwrap().matches(&with_body));
+        assert!(!f.matches(&flow(None)));
+        let addressed = Flow {
+            client: "127.0.0.1:5000",
+            server: "10.0.0.1:443",
+            marked: true,
+            error: true,
+            ..flow(None)
+        };
+        assert!(Filter::parse("~src ^127\\. & ~dst :443$ & ~marked & ~e")
+            .unwrap()
+            .matches(&addressed));
+        assert!(!Filter::parse("~dst 127").unwrap().matches(&addressed));
     }
 
     #[test]

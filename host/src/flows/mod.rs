@@ -1,0 +1,284 @@
+//! Flows: the record of one HTTP exchange (heads, bodies up to a bound,
+//! timings, connection and TLS facts, what each plugin did), the bounded
+//! in-memory store, flow files, and their conversions (HAR, mitmproxy dumps).
+//!
+//! A [`Flow`] is plain data: the pipeline fills one per exchange when capture
+//! is on (`--save`, `--flows-max`) and hands it to the [`sink::Sink`]; readers
+//! (the `proxlet flows`, `convert` and `replay` commands) build them from files.
+
+pub mod cli;
+pub mod convert;
+pub mod file;
+pub mod filter;
+pub mod replay;
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// One HTTP exchange as proxlet saw it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Flow {
+    /// The access-log id (`#7`), unique within one proxlet run.
+    pub id: u64,
+    /// The listener's mode (`regular` today).
+    pub mode: String,
+    /// The client's address.
+    pub client: Option<SocketAddr>,
+    /// The upstream's address, when a connection was made.
+    pub server: Option<SocketAddr>,
+    /// TLS between the client and proxlet (inside an intercepted CONNECT).
+    pub client_tls: Option<Tls>,
+    /// TLS between proxlet and the upstream.
+    pub server_tls: Option<Tls>,
+    pub timings: Timings,
+    /// The request as it was sent upstream (after plugins), or as the client
+    /// sent it when no upstream request was made.
+    pub request: Request,
+    /// The response as it was sent to the client (after plugins).
+    pub response: Option<Response>,
+    /// Why the exchange failed, when it did (upstream error, client abort).
+    pub error: Option<String>,
+    /// The access log's note (who answered, why).
+    pub note: Option<String>,
+    /// Each plugin call, in order.
+    pub plugins: Vec<PluginStep>,
+    /// Set by a user (web UI, `marked` in files from elsewhere).
+    pub marked: bool,
+    pub comment: String,
+}
+
+/// Facts of one TLS session.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Tls {
+    /// Server name the client asked for (SNI).
+    pub sni: Option<String>,
+    /// Negotiated application protocol (`h2`, `http/1.1`).
+    pub alpn: Option<String>,
+    /// `TLSv1.3`, `TLSv1.2`.
+    pub version: Option<String>,
+    /// Whether proxlet terminated this TLS itself (an intercepted tunnel).
+    pub intercepted: bool,
+}
+
+/// Moments of a flow in microseconds since the Unix epoch; `None` when the
+/// step did not happen in this flow (a reused connection has no connect).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Timings {
+    /// The client's TCP connection was accepted.
+    pub client_connect: Option<i64>,
+    /// The client's TLS handshake finished (intercepted tunnels).
+    pub client_tls: Option<i64>,
+    /// The request head was read.
+    pub request_start: Option<i64>,
+    /// The request body was read to its end.
+    pub request_end: Option<i64>,
+    /// proxlet began connecting upstream.
+    pub server_connect: Option<i64>,
+    /// The upstream TCP connection was established.
+    pub server_tcp: Option<i64>,
+    /// The upstream TLS handshake finished.
+    pub server_tls: Option<i64>,
+    /// The response head was received (or made).
+    pub response_start: Option<i64>,
+    /// The response body was sent to its end.
+    pub response_end: Option<i64>,
+}
+
+/// A request head and its captured body.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Request {
+    pub method: String,
+    /// Absolute URL without userinfo.
+    pub url: String,
+    /// `HTTP/1.1`, `HTTP/2`.
+    pub version: String,
+    pub headers: Vec<Header>,
+    pub body: Body,
+}
+
+/// A response head and its captured body.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Response {
+    pub status: u16,
+    pub version: String,
+    pub headers: Vec<Header>,
+    pub body: Body,
+}
+
+/// A header field; the value is bytes (fields need not be UTF-8). In JSON a
+/// field is `["name", "value"]`, or `["name", {"base64": "…"}]` when the
+/// value is not UTF-8.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub name: String,
+    pub value: Bytes,
+}
+
+impl Header {
+    pub fn new(name: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        Self {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+}
+
+/// A body as captured: the bytes as they went over the wire (content-coded
+/// when the message says so), up to `--flow-body-max`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Body {
+    /// The bytes kept (in files, stored raw after the record's JSON).
+    #[serde(skip)]
+    pub data: Bytes,
+    /// The body's true length in bytes, kept or not.
+    pub size: u64,
+    /// Whether `data` holds only the first bytes of the body.
+    pub truncated: bool,
+}
+
+impl Body {
+    /// A body held whole.
+    pub fn whole(data: impl Into<Bytes>) -> Self {
+        let data = data.into();
+        Self {
+            size: data.len() as u64,
+            truncated: false,
+            data,
+        }
+    }
+}
+
+/// One plugin call in a flow.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PluginStep {
+    pub plugin: String,
+    /// `on-request`, `on-response`, `on-error`.
+    pub hook: String,
+    /// What it decided: `continue`, `respond 200`, `store`, `trap: …`.
+    pub decision: String,
+    /// Time spent in the call.
+    pub micros: u64,
+}
+
+impl Flow {
+    /// The host (without port) the request is for.
+    pub fn host(&self) -> &str {
+        let rest = self
+            .request
+            .url
+            .split_once("://")
+            .map_or(self.request.url.as_str(), |(_, r)| r);
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+        }
+    }
+
+    /// Bytes this flow holds in memory, for the store's bound.
+    pub fn weight(&self) -> usize {
+        let heads = |h: &[Header]| {
+            h.iter()
+                .map(|h| h.name.len() + h.value.len() + 32)
+                .sum::<usize>()
+        };
+        let response = self
+            .response
+            .as_ref()
+            .map_or(0, |r| heads(&r.headers) + r.body.data.len());
+        512 + self.request.url.len()
+            + heads(&self.request.headers)
+            + self.request.body.data.len()
+            + response
+    }
+}
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+impl Serialize for Header {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut tuple = serializer.serialize_tuple(2)?;
+        tuple.serialize_element(&self.name)?;
+        match std::str::from_utf8(&self.value) {
+            Ok(text) => tuple.serialize_element(text)?,
+            Err(_) => {
+                use base64::Engine;
+                let encoded = base64::engine::general_purpose::STANDARD.encode(&self.value);
+                tuple.serialize_element(&Base64Value { base64: encoded })?
+            }
+        }
+        tuple.end()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Base64Value {
+    base64: String,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum HeaderValueRepr {
+    Text(String),
+    Binary(Base64Value),
+}
+
+impl<'de> Deserialize<'de> for Header {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (name, value): (String, HeaderValueRepr) = Deserialize::deserialize(deserializer)?;
+        let value = match value {
+            HeaderValueRepr::Text(text) => Bytes::from(text),
+            HeaderValueRepr::Binary(b) => {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD
+                    .decode(b.base64)
+                    .map_err(serde::de::Error::custom)?
+                    .into()
+            }
+        };
+        Ok(Self { name, value })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_round_trip_through_json_text_or_base64() {
+        let headers = vec![Header::new("a", "text"), Header::new("b", vec![0xff, 0x00])];
+        let json = serde_json::to_string(&headers).unwrap();
+        assert_eq!(json, r#"[["a","text"],["b",{"base64":"/wA="}]]"#);
+        let back: Vec<Header> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, headers);
+    }
+
+    #[test]
+    fn host_is_the_url_host_without_port() {
+        let flow = |url: &str| Flow {
+            request: Request {
+                url: url.into(),
+                ..Request::default()
+            },
+            ..Flow::default()
+        };
+        assert_eq!(flow("https://a.example:8443/x").host(), "a.example");
+        assert_eq!(flow("http://[::1]:80/").host(), "::1");
+        assert_eq!(flow("https://b.example?q").host(), "b.example");
+    }
+}
