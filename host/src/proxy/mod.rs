@@ -11,6 +11,7 @@ mod headers;
 mod io;
 mod listener;
 mod service;
+pub(crate) mod stamped;
 mod upstream;
 
 use std::{
