@@ -751,6 +751,60 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_config_example_parses() {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("```toml\nlisten = ").expect("the config example") + 8;
+        let end = start + readme[start..].find("```").unwrap();
+        let config = FileConfig::parse(&readme[start..end]).unwrap();
+        assert_eq!(config.save.as_deref(), Some("+ci.flows"));
+        assert_eq!(config.server_replay_extra.as_deref(), Some("forward"));
+    }
+
+    #[test]
+    fn sizes_and_capture_options_parse() {
+        assert_eq!(parse_size("1M"), Some(1 << 20));
+        assert_eq!(parse_size("512K"), Some(512 << 10));
+        assert_eq!(parse_size("2GiB"), Some(2 << 30));
+        assert_eq!(parse_size("100"), Some(100));
+        assert_eq!(parse_size("1T"), None);
+        assert_eq!(parse_size("x"), None);
+        let resolve = |args: &[&str]| {
+            let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(
+                ["proxlet", "--plugin", "none"].iter().chain(args),
+            )
+            .unwrap();
+            Settings::resolve(&cli.run, "/nonexistent".into())
+        };
+        let settings = resolve(&["--save", "+a.flows", "--flows-max", "10,1M"]).unwrap();
+        assert_eq!(settings.capture.save, Some(("a.flows".into(), true)));
+        assert_eq!(settings.capture.store_count, 10);
+        assert_eq!(settings.capture.store_bytes, 1 << 20);
+        assert!(settings.capture.enabled());
+        assert!(!resolve(&[]).unwrap().capture.enabled());
+        let replay = resolve(&[
+            "--server-replay",
+            "r.flows",
+            "--server-replay-ignore",
+            "params,host",
+            "--server-replay-extra",
+            "404",
+        ])
+        .unwrap()
+        .server_replay
+        .unwrap();
+        assert!(replay.ignore_params && replay.ignore_host && !replay.ignore_port);
+        assert_eq!(replay.extra, ReplayExtra::Status(404));
+        for bad in [
+            &["--server-replay", "r", "--server-replay-extra", "maybe"][..],
+            &["--server-replay", "r", "--server-replay-ignore", "cookies"],
+            &["--flows-max", "many"],
+            &["--save-filter", "~zz"],
+        ] {
+            assert!(resolve(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn plugin_entries_parse() {
         let config = FileConfig::parse(
             "[[plugin]]\nname = \"cache\"\nconfig = { offline = true }\non_error = \"fail-open\"\n",
