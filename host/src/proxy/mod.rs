@@ -7,11 +7,11 @@ mod connect;
 pub(crate) mod encoding;
 pub(crate) mod files;
 pub(crate) mod grant;
-mod headers;
+pub(crate) mod headers;
 mod io;
 mod listener;
 mod service;
-mod upstream;
+pub(crate) mod upstream;
 
 use std::{
     net::SocketAddr,
@@ -37,6 +37,8 @@ pub struct Proxy {
     plugins: Arc<arc_swap::ArcSwap<crate::plugin::Chain>>,
     settings: Settings,
     next_flow: AtomicU64,
+    /// `--server-replay`: recorded responses answer matching requests.
+    server_replay: Option<crate::flows::replay::ServerReplay>,
 }
 
 impl Proxy {
@@ -49,6 +51,7 @@ impl Proxy {
         if settings.insecure_upstream {
             tracing::warn!("--insecure-upstream: upstream certificates are NOT verified");
         }
+        let server_replay = crate::flows::replay::ServerReplay::load(&settings)?;
         Ok(Arc::new(Self {
             leaf_certs: LeafCertCache::new(ca.clone())?,
             ca,
@@ -62,6 +65,7 @@ impl Proxy {
             plugins,
             settings,
             next_flow: AtomicU64::new(1),
+            server_replay,
         }))
     }
 

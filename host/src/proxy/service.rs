@@ -1,7 +1,7 @@
 //! The per-flow pipeline, in order: accept (listener) → MITM (connect) →
 //! target → on-request → upstream → on-response → stream back → log.
 
-use std::{convert::Infallible, sync::atomic::Ordering, sync::Arc};
+use std::{sync::atomic::Ordering, sync::Arc};
 
 use http::{header, uri::Scheme, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
@@ -17,7 +17,7 @@ pub(crate) async fn handle(
     proxy: Arc<Proxy>,
     conn: Arc<ConnInfo>,
     request: Request<Incoming>,
-) -> Result<Response<Logged<Body>>, Infallible> {
+) -> Result<Response<Logged<Body>>, crate::flows::replay::Killed> {
     let id = proxy.next_flow.fetch_add(1, Ordering::Relaxed);
     let mut record = FlowRecord::new(id, conn.client, &request);
 
@@ -100,21 +100,28 @@ pub(crate) async fn handle(
             parts.headers.remove(header::HOST);
             // hyper-util picks HTTP/1.1 or HTTP/2 per pooled connection from 1.1.
             parts.version = Version::HTTP_11;
-            match proxy.upstream.send(Request::from_parts(parts, body)).await {
+            // Under --server-replay a recorded response may answer instead.
+            let request = Request::from_parts(parts, body);
+            let replay = proxy.server_replay.as_ref();
+            match crate::flows::replay::send(
+                &proxy.upstream,
+                replay,
+                request,
+                &mut record,
+                &mut notes,
+            )
+            .await?
+            {
                 // 5. on-response.
-                Ok(response) => {
-                    record.upstream_version = Some(response.version());
-                    let response = response.map(boxed);
-                    match &sent {
-                        Some((flow, sent)) if plugins.wants(Hooks::ON_RESPONSE) => {
-                            let leases = std::mem::take(&mut record.leases);
-                            plugins
-                                .on_response(flow, sent, response, &mut notes, leases)
-                                .await
-                        }
-                        _ => response,
+                Ok(response) => match &sent {
+                    Some((flow, sent)) if plugins.wants(Hooks::ON_RESPONSE) => {
+                        let leases = std::mem::take(&mut record.leases);
+                        plugins
+                            .on_response(flow, sent, response, &mut notes, leases)
+                            .await
                     }
-                }
+                    _ => response,
+                },
                 Err(error) => {
                     tracing::debug!(flow = record.id, "upstream failed: {}", error.reason);
                     notes.push(error.reason.clone());
