@@ -11,6 +11,7 @@ pub mod convert;
 pub mod file;
 pub mod filter;
 pub mod replay;
+pub mod sink;
 
 use std::net::SocketAddr;
 

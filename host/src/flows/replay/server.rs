@@ -10,12 +10,13 @@ use std::{
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Body as _;
+use hyper::body::{Body as _, Incoming};
 
 use super::matcher::{joined, MatchRules, Miss, Recording, Recordings};
 use crate::{
     config::{ReplayExtra, Settings},
     error::{Error, Result},
+    plugin::Notes,
     proxy::{
         body::{collect_limited, full, text_response, Body, Collected, FlowRecord},
         upstream::{Upstream, UpstreamError},
@@ -91,19 +92,27 @@ impl ServerReplay {
     }
 }
 
+/// Who answers a request at the pipeline's upstream step.
+pub(crate) enum Answer {
+    /// The upstream, as usual.
+    Upstream(Response<Incoming>),
+    /// Server replay: a recording, or `--server-replay-extra STATUS`.
+    Replayed(Response<Body>),
+}
+
 /// Step 4 of the pipeline: the recorded response for `request` under server
 /// replay, or the upstream's. `Err(Killed)` when the client's connection
-/// must be closed instead. Adds `server-replay` to the flow's notes when a
+/// must be closed instead. Notes `server-replay` on the flow when a
 /// recording (or `--server-replay-extra STATUS`) answered.
 pub(crate) async fn send(
     upstream: &Upstream,
     replay: Option<&ServerReplay>,
     request: Request<Body>,
-    record: &mut FlowRecord,
-    notes: &mut Vec<String>,
-) -> Result<Result<Response<Body>, UpstreamError>, Killed> {
+    record: &FlowRecord,
+    notes: &mut Notes,
+) -> Result<Result<Answer, UpstreamError>, Killed> {
     let Some(replay) = replay else {
-        return Ok(forward(upstream, request, record).await);
+        return Ok(upstream.send(request).await.map(Answer::Upstream));
     };
     let (parts, mut body) = request.into_parts();
     let url = parts.uri.to_string();
@@ -170,11 +179,8 @@ pub(crate) async fn send(
                 recording.source
             );
             notes.push("server-replay".into());
-            return Ok(Ok(replayed_response(
-                &recording,
-                &parts.method,
-                SystemTime::now(),
-            )));
+            let response = replayed_response(&recording, &parts.method, SystemTime::now());
+            return Ok(Ok(Answer::Replayed(response)));
         }
         Err(miss) => miss,
     };
@@ -190,7 +196,8 @@ pub(crate) async fn send(
     match replay.extra {
         ReplayExtra::Forward => {
             tracing::debug!(flow = record.id, "server replay: {why}: forwarding");
-            Ok(forward(upstream, Request::from_parts(parts, body), record).await)
+            let request = Request::from_parts(parts, body);
+            Ok(upstream.send(request).await.map(Answer::Upstream))
         }
         ReplayExtra::Kill => {
             tracing::info!(
@@ -206,23 +213,10 @@ pub(crate) async fn send(
         ReplayExtra::Status(code) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::NOT_FOUND);
             notes.push(format!("server-replay: {why}"));
-            Ok(Ok(text_response(
-                status,
-                format!("proxlet: server replay: {why}"),
-            )))
+            let text = format!("proxlet: server replay: {why}");
+            Ok(Ok(Answer::Replayed(text_response(status, text))))
         }
     }
-}
-
-/// The upstream's answer, as the pipeline sends it on.
-async fn forward(
-    upstream: &Upstream,
-    request: Request<Body>,
-    record: &mut FlowRecord,
-) -> Result<Response<Body>, UpstreamError> {
-    let response = upstream.send(request).await?;
-    record.upstream_version = Some(response.version());
-    Ok(response.map(crate::proxy::body::boxed))
 }
 
 /// The recorded response as it is served now: its body as recorded (still
