@@ -181,6 +181,34 @@ fn forward_sends_unrecorded_and_used_up_requests_to_the_origin() {
 }
 
 #[test]
+fn request_bodies_pick_the_recording_and_unmatched_ones_reach_the_origin_whole() {
+    let origin = Origin::http();
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("post.flows");
+    let url = origin.url("/count");
+    record(&file, &[], 2, |proxy| {
+        assert_eq!(curl(proxy, &["--data-binary", "abc", &url]).text(), "3");
+        assert_eq!(curl(proxy, &["--data-binary", "abcdef", &url]).text(), "6");
+    });
+    assert_eq!(origin.hits("/count"), 2);
+    let proxy = replaying(&file, &["--server-replay-reuse"]);
+    assert_eq!(curl(&proxy, &["--data-binary", "abcdef", &url]).text(), "6");
+    assert_eq!(curl(&proxy, &["--data-binary", "abc", &url]).text(), "3");
+    assert_eq!(origin.hits("/count"), 2, "both answered from the recording");
+    // Another body of a recorded length, and one longer than any recorded
+    // body (not read whole), are forwarded intact.
+    assert_eq!(curl(&proxy, &["--data-binary", "xyz", &url]).text(), "3");
+    let big = work.path().join("big");
+    std::fs::write(&big, proxlet_tests::pattern(300_000)).unwrap();
+    let upload = format!("@{}", big.display());
+    assert_eq!(
+        curl(&proxy, &["--data-binary", &upload, &url]).text(),
+        "300000"
+    );
+    assert_eq!(origin.hits("/count"), 4);
+}
+
+#[test]
 fn kill_closes_the_connection_without_a_response() {
     let (origin, _work, file) = recorded_doc();
     let proxy = replaying(&file, &["--server-replay-extra", "kill"]);

@@ -120,6 +120,14 @@ pub(crate) async fn send(
         let recordings = replay.recordings();
         let rules = recordings.rules();
         let key = rules.key(parts.method.as_str(), &url, |name| {
+            // By now the pipeline has taken Host out: the URL's authority
+            // is what it said (RFC 9112 §3.2.2), and what was recorded.
+            if name == "host" {
+                return parts
+                    .uri
+                    .authority()
+                    .map(|a| a.as_str().as_bytes().to_vec());
+            }
             joined(
                 parts
                     .headers
