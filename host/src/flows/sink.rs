@@ -330,9 +330,25 @@ impl Recording {
         })
     }
 
-    /// The upstream's address and connection facts, from the response.
-    pub fn upstream(&mut self, server: Option<SocketAddr>, version: Version, tls: bool) {
-        self.flow.server = server;
+    /// The upstream's address and connection facts, from the response's
+    /// connection extras. Connect timings count only for a connection made
+    /// for this flow, not one reused from the pool.
+    pub fn upstream(&mut self, extensions: &http::Extensions, version: Version, tls: bool) {
+        use crate::proxy::stamped::{self, Stamp};
+        use hyper_util::client::legacy::connect::HttpInfo;
+        self.flow.server = extensions.get::<HttpInfo>().map(HttpInfo::remote_addr);
+        let started = self.flow.timings.request_start.unwrap_or(i64::MAX);
+        if let Some(tcp) = extensions
+            .get::<Stamp<stamped::Tcp>>()
+            .filter(|s| s.begun >= started)
+        {
+            let t = &mut self.flow.timings;
+            t.server_connect = Some(tcp.begun);
+            t.server_tcp = Some(tcp.ready);
+            if tls {
+                t.server_tls = extensions.get::<Stamp<stamped::Tls>>().map(|s| s.ready);
+            }
+        }
         if tls {
             self.flow.server_tls = Some(Tls {
                 alpn: Some(

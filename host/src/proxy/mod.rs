@@ -11,6 +11,7 @@ pub(crate) mod headers;
 mod io;
 mod listener;
 mod service;
+pub(crate) mod stamped;
 pub(crate) mod upstream;
 
 use std::{

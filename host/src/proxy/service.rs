@@ -136,13 +136,9 @@ pub(crate) async fn handle(
                         Answer::Upstream(response) => {
                             record.upstream_version = Some(response.version());
                             if let Some(recording) = record.recording.as_mut() {
-                                let server = response
-                                    .extensions()
-                                    .get::<hyper_util::client::legacy::connect::HttpInfo>()
-                                    .map(|info| info.remote_addr());
-                                let tls = sent_scheme_https;
                                 recording.response_started();
-                                recording.upstream(server, response.version(), tls);
+                                let tls = sent_scheme_https;
+                                recording.upstream(response.extensions(), response.version(), tls);
                             }
                             response.map(boxed)
                         }
