@@ -210,8 +210,17 @@ fn request_bodies_pick_the_recording_and_unmatched_ones_reach_the_origin_whole()
 
 #[test]
 fn kill_closes_the_connection_without_a_response() {
-    let (origin, _work, file) = recorded_doc();
-    let proxy = replaying(&file, &["--server-replay-extra", "kill"]);
+    let (origin, work, file) = recorded_doc();
+    let saved = work.path().join("killed.flows");
+    let proxy = replaying(
+        &file,
+        &[
+            "--server-replay-extra",
+            "kill",
+            "--save",
+            saved.to_str().unwrap(),
+        ],
+    );
     let killed = curl(&proxy, &[&origin.url("/bytes/9")]);
     assert!(!killed.success, "{killed:?}");
     assert_eq!(killed.status, 0, "{killed:?}");
@@ -227,6 +236,22 @@ fn kill_closes_the_connection_without_a_response() {
         proxy.log().contains("killed: server-replay"),
         "{}",
         proxy.log()
+    );
+    // Both flows are saved: the killed one without a response.
+    proxy
+        .signal_and_wait("TERM", Duration::from_secs(30))
+        .expect("proxlet stops on SIGTERM");
+    let listed = proxlet(&["flows", saved.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", show(&listed));
+    assert!(
+        lines[0].contains("/bytes/9 -") && lines[0].contains("killed by server replay"),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].contains("/doc 200 8B") && lines[1].contains("server-replay"),
+        "{stdout}"
     );
 }
 

@@ -123,7 +123,7 @@ pub(crate) async fn handle(
             // Under --server-replay a recorded response may answer instead.
             let request = Request::from_parts(parts, body);
             let replay = proxy.server_replay.as_ref();
-            match replay::send(&proxy.upstream, replay, request, &record, &mut notes).await? {
+            match replay::send(&proxy.upstream, replay, request, &mut record, &mut notes).await? {
                 // 5. on-response.
                 Ok(answer) => {
                     let response = match answer {

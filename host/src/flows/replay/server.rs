@@ -108,7 +108,7 @@ pub(crate) async fn send(
     upstream: &Upstream,
     replay: Option<&ServerReplay>,
     request: Request<Body>,
-    record: &FlowRecord,
+    record: &mut FlowRecord,
     notes: &mut Notes,
 ) -> Result<Result<Answer, UpstreamError>, Killed> {
     let Some(replay) = replay else {
@@ -208,6 +208,11 @@ pub(crate) async fn send(
             Ok(upstream.send(request).await.map(Answer::Upstream))
         }
         ReplayExtra::Kill => {
+            // Recorded like mitmproxy's killed flows: a request, no response.
+            if let Some(recording) = record.recording.take() {
+                let note = format!("server-replay: {why}");
+                recording.finish(Some("killed by server replay".into()), Some(note));
+            }
             tracing::info!(
                 target: "proxlet::access",
                 "#{} {} {} {} killed: server-replay: {why} (--server-replay-extra kill)",
