@@ -396,3 +396,26 @@ fn a_missing_recording_stops_start_up_with_the_reason() {
         "{error}"
     );
 }
+
+#[test]
+fn a_recording_cut_short_is_not_served_and_the_log_says_why() {
+    let origin = Origin::http();
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("cut.flows");
+    record(&file, &["--flow-body-max", "1K"], 2, |proxy| {
+        assert_eq!(
+            curl(proxy, &[&origin.url("/bytes/5000")]).size_download,
+            5000
+        );
+        assert_eq!(curl(proxy, &[&origin.url("/bytes/500")]).size_download, 500);
+    });
+    let proxy = replaying(&file, &["--server-replay-extra", "404"]);
+    assert_eq!(curl(&proxy, &[&origin.url("/bytes/5000")]).status, 404);
+    let whole = curl(&proxy, &[&origin.url("/bytes/500")]);
+    assert_eq!(whole.body, proxlet_tests::pattern(500));
+    let log = proxy.log();
+    assert!(
+        log.contains("not using") && log.contains("1024 of 5000 bytes"),
+        "{log}"
+    );
+}
