@@ -130,7 +130,7 @@ async fn authorized(
     proxy: Arc<Proxy>,
     conn: Arc<ConnInfo>,
     mut request: Request<Incoming>,
-) -> Result<http::Response<Logged<super::body::Body>>, std::convert::Infallible> {
+) -> Result<http::Response<Logged<super::body::Body>>, crate::flows::replay::Killed> {
     if let Some(auth) = &proxy.auth {
         if ProxyAuth::applies_to(&request) {
             if !auth.allows(request.headers()) {

@@ -7,12 +7,12 @@ mod connect;
 pub(crate) mod encoding;
 pub(crate) mod files;
 pub(crate) mod grant;
-mod headers;
+pub(crate) mod headers;
 mod io;
 mod listener;
 mod service;
 pub(crate) mod stamped;
-mod upstream;
+pub(crate) mod upstream;
 
 use std::{
     net::SocketAddr,
@@ -40,6 +40,8 @@ pub struct Proxy {
     next_flow: AtomicU64,
     /// Where finished flows go when capture is on (`--save`, `--flows-max`).
     pub(crate) sink: Option<Arc<crate::flows::sink::Sink>>,
+    /// `--server-replay`: recorded responses answer matching requests.
+    server_replay: Option<crate::flows::replay::ServerReplay>,
 }
 
 impl Proxy {
@@ -52,6 +54,7 @@ impl Proxy {
         if settings.insecure_upstream {
             tracing::warn!("--insecure-upstream: upstream certificates are NOT verified");
         }
+        let server_replay = crate::flows::replay::ServerReplay::load(&settings)?;
         Ok(Arc::new(Self {
             leaf_certs: LeafCertCache::new(ca.clone())?,
             ca,
@@ -66,6 +69,7 @@ impl Proxy {
             sink: crate::flows::sink::Sink::new(&settings.capture)?,
             settings,
             next_flow: AtomicU64::new(1),
+            server_replay,
         }))
     }
 

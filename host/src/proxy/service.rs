@@ -1,7 +1,7 @@
 //! The per-flow pipeline, in order: accept (listener) → MITM (connect) →
 //! target → on-request → upstream → on-response → stream back → log.
 
-use std::{convert::Infallible, sync::atomic::Ordering, sync::Arc};
+use std::{sync::atomic::Ordering, sync::Arc};
 
 use http::{header, uri::Scheme, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
@@ -11,7 +11,10 @@ use super::{
     connect, headers, ConnInfo, Proxy,
 };
 use crate::{
-    flows::sink::Recording,
+    flows::{
+        replay::{self, Answer},
+        sink::Recording,
+    },
     plugin::{FlowInfo, Hooks, Notes, RequestDecision, SentRequest},
 };
 
@@ -20,7 +23,7 @@ pub(crate) async fn handle(
     proxy: Arc<Proxy>,
     conn: Arc<ConnInfo>,
     request: Request<Incoming>,
-) -> Result<Response<Logged<Body>>, Infallible> {
+) -> Result<Response<Logged<Body>>, crate::flows::replay::Killed> {
     let id = proxy.next_flow.fetch_add(1, Ordering::Relaxed);
     let mut record = FlowRecord::new(id, conn.client, &request);
 
@@ -117,16 +120,29 @@ pub(crate) async fn handle(
             // hyper-util picks HTTP/1.1 or HTTP/2 per pooled connection from 1.1.
             parts.version = Version::HTTP_11;
             let sent_scheme_https = parts.uri.scheme() == Some(&Scheme::HTTPS);
-            match proxy.upstream.send(Request::from_parts(parts, body)).await {
+            // Under --server-replay a recorded response may answer instead.
+            let request = Request::from_parts(parts, body);
+            let replay = proxy.server_replay.as_ref();
+            match replay::send(&proxy.upstream, replay, request, &mut record, &mut notes).await? {
                 // 5. on-response.
-                Ok(response) => {
-                    record.upstream_version = Some(response.version());
-                    if let Some(recording) = record.recording.as_mut() {
-                        recording.response_started();
-                        let tls = sent_scheme_https;
-                        recording.upstream(response.extensions(), response.version(), tls);
-                    }
-                    let response = response.map(boxed);
+                Ok(answer) => {
+                    let response = match answer {
+                        Answer::Replayed(response) => {
+                            if let Some(recording) = record.recording.as_mut() {
+                                recording.response_started();
+                            }
+                            response
+                        }
+                        Answer::Upstream(response) => {
+                            record.upstream_version = Some(response.version());
+                            if let Some(recording) = record.recording.as_mut() {
+                                recording.response_started();
+                                let tls = sent_scheme_https;
+                                recording.upstream(response.extensions(), response.version(), tls);
+                            }
+                            response.map(boxed)
+                        }
+                    };
                     match &sent {
                         Some((flow, sent)) if plugins.wants(Hooks::ON_RESPONSE) => {
                             let leases = std::mem::take(&mut record.leases);
