@@ -10,7 +10,9 @@ pub mod cli;
 pub mod convert;
 pub mod file;
 pub mod filter;
+pub mod mitm;
 pub mod replay;
+pub mod tnetstring;
 
 use std::net::SocketAddr;
 
