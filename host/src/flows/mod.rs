@@ -10,6 +10,7 @@ pub mod cli;
 pub mod convert;
 pub mod file;
 pub mod filter;
+pub mod har;
 pub mod mitm;
 pub mod replay;
 pub mod tnetstring;
