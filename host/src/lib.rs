@@ -111,7 +111,8 @@ fn run_proxy(mut settings: Settings, args: RunArgs) -> Result<()> {
         let proxy = proxy::Proxy::new(settings.clone(), ca, chain)?;
         // The one line scripts and tests wait for; keep its format.
         eprintln!("proxlet listening on http://{}", settings.listen);
-        proxy::serve(listener, proxy, shutdown_signal()).await;
+        proxy::serve(listener, proxy.clone(), shutdown_signal()).await;
+        proxy.close();
         Ok(())
     })
 }

@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod origin;
+pub mod packages;
 pub mod proxlet;
 pub mod raw;
 pub mod test_ca;

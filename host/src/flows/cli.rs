@@ -1,8 +1,19 @@
-//! `proxlet flows`: list the flows of a file one line each, show one in
-//! full, or export them as HAR.
+//! `proxlet flows`: list the flows of a file one line each (like the access
+//! log), show one in full, or export them as HAR. Listing reads only the
+//! records' heads unless the filter tests bodies, so a large file lists in
+//! one pass without being held in memory.
 
-use std::path::Path;
+use std::{
+    fmt::Write as _,
+    io::{self, Write},
+    path::Path,
+};
 
+use super::{
+    file::{FlowFileError, FlowReader},
+    filter::{decoded, matches, Filter},
+    Flow, Header,
+};
 use crate::error::{Error, Result};
 
 /// `proxlet flows FILE [FILTER] [--show ID] [--har OUT]`.
@@ -12,6 +23,260 @@ pub fn flows(
     show: Option<u64>,
     har: Option<&Path>,
 ) -> Result<()> {
-    let _ = (file, filter, show, har);
-    Err(Error::Flows("proxlet flows: not built yet".into()))
+    let filter = parse_filter(filter)?;
+    if let Some(id) = show {
+        let flow = find(file, id)?;
+        let mut out = io::stdout().lock();
+        out.write_all(render(&flow).as_bytes())?;
+        return Ok(());
+    }
+    if let Some(out) = har {
+        let _ = out;
+        return Err(Error::Flows("HAR export is not available yet".into()));
+    }
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    each(file, false, filter.as_ref(), &mut |flow| {
+        writeln!(out, "{}", line(flow))?;
+        Ok(true)
+    })?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Parses a filter argument, naming the position of a mistake.
+pub fn parse_filter(filter: Option<&str>) -> Result<Option<Filter>> {
+    filter
+        .map(|text| {
+            Filter::parse(text).map_err(|e| {
+                Error::Flows(format!(
+                    "bad filter {text:?} {e}\n  {text}\n  {}^",
+                    " ".repeat(e.position)
+                ))
+            })
+        })
+        .transpose()
+}
+
+/// Calls `visit` with each flow of the proxlet flow file `path` that matches
+/// `filter`, bodies read only when `bodies` is set or the filter needs them;
+/// `visit` returns whether to go on.
+pub fn each(
+    path: &Path,
+    bodies: bool,
+    filter: Option<&Filter>,
+    visit: &mut dyn FnMut(&Flow) -> io::Result<bool>,
+) -> Result<()> {
+    let mut reader = FlowReader::open(path).map_err(flow_error)?;
+    let bodies = bodies || filter.is_some_and(Filter::uses_bodies);
+    loop {
+        let next = if bodies {
+            reader.next_flow()
+        } else {
+            reader.next_head()
+        };
+        let flow = match next {
+            None => break,
+            Some(Ok(flow)) => flow,
+            Some(Err(e)) => return Err(flow_error(e)),
+        };
+        if filter.is_none_or(|f| matches(f, &flow)) && !visit(&flow)? {
+            break;
+        }
+    }
+    if reader.torn {
+        tracing::warn!(
+            "{}: the last record is incomplete (the writer stopped mid-flow); it was skipped",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// The flow `id` of `path`, bodies included.
+fn find(path: &Path, id: u64) -> Result<Flow> {
+    let mut found = None;
+    each(path, true, None, &mut |flow| {
+        if flow.id == id {
+            found = Some(flow.clone());
+            return Ok(false);
+        }
+        Ok(true)
+    })?;
+    found.ok_or_else(|| Error::Flows(format!("{} has no flow #{id}", path.display())))
+}
+
+fn flow_error(e: FlowFileError) -> Error {
+    Error::Flows(e.to_string())
+}
+
+/// One line per flow, like the access log: id, client, method, URL,
+/// status, response size, duration, error or note.
+pub fn line(flow: &Flow) -> String {
+    let mut line = format!("#{} ", flow.id);
+    match flow.client {
+        Some(client) => write!(line, "{client} "),
+        None => write!(line, "- "),
+    }
+    .unwrap_or_default();
+    write!(line, "{} {}", flow.request.method, flow.request.url).unwrap_or_default();
+    match &flow.response {
+        Some(r) => write!(line, " {} {}B", r.status, r.body.size),
+        None => write!(line, " -"),
+    }
+    .unwrap_or_default();
+    if let Some(ms) = duration_ms(flow) {
+        write!(line, " {ms}ms").unwrap_or_default();
+    }
+    for extra in [&flow.error, &flow.note].into_iter().flatten() {
+        write!(line, " {extra}").unwrap_or_default();
+    }
+    line
+}
+
+fn duration_ms(flow: &Flow) -> Option<i64> {
+    let t = &flow.timings;
+    Some((t.response_end? - t.request_start?) / 1000)
+}
+
+/// A flow in full: connection facts, heads, decoded bodies, timings and
+/// what each plugin did.
+pub fn render(flow: &Flow) -> String {
+    let mut out = String::new();
+    let w = &mut out;
+    let started = flow.timings.request_start.map(iso_time).unwrap_or_default();
+    let _ = writeln!(w, "flow #{} ({}) {started}", flow.id, flow.mode);
+    if let Some(client) = flow.client {
+        let _ = write!(w, "client {client}");
+        if let Some(tls) = &flow.client_tls {
+            let _ = write!(w, "  {}", tls_line(tls));
+        }
+        let _ = writeln!(w);
+    }
+    if let Some(server) = flow.server {
+        let _ = write!(w, "server {server}");
+        if let Some(tls) = &flow.server_tls {
+            let _ = write!(w, "  {}", tls_line(tls));
+        }
+        let _ = writeln!(w);
+    }
+    let request = &flow.request;
+    let _ = writeln!(
+        w,
+        "\n{} {} {}",
+        request.method, request.url, request.version
+    );
+    heads(w, &request.headers);
+    body(w, &request.headers, &request.body);
+    match &flow.response {
+        Some(response) => {
+            let _ = writeln!(w, "\n{} {}", response.version, response.status);
+            heads(w, &response.headers);
+            body(w, &response.headers, &response.body);
+        }
+        None => {
+            let _ = writeln!(w, "\n(no response)");
+        }
+    }
+    let _ = writeln!(w, "\ntimings (ms after the request head):");
+    let t = &flow.timings;
+    let origin = t.request_start;
+    for (name, at) in [
+        ("client connected", t.client_connect),
+        ("client TLS done", t.client_tls),
+        ("request head", t.request_start),
+        ("request end", t.request_end),
+        ("upstream connect", t.server_connect),
+        ("upstream TCP done", t.server_tcp),
+        ("upstream TLS done", t.server_tls),
+        ("response head", t.response_start),
+        ("response end", t.response_end),
+    ] {
+        if let (Some(at), Some(origin)) = (at, origin) {
+            let _ = writeln!(w, "  {name:<18} {:+.3}", (at - origin) as f64 / 1000.0);
+        }
+    }
+    if !flow.plugins.is_empty() {
+        let _ = writeln!(w, "\nplugins:");
+        for step in &flow.plugins {
+            let _ = writeln!(
+                w,
+                "  {} {} {} {}µs",
+                step.plugin, step.hook, step.decision, step.micros
+            );
+        }
+    }
+    if let Some(error) = &flow.error {
+        let _ = writeln!(w, "\nerror: {error}");
+    }
+    if let Some(note) = &flow.note {
+        let _ = writeln!(w, "note: {note}");
+    }
+    out
+}
+
+fn tls_line(tls: &super::Tls) -> String {
+    let mut parts = vec!["TLS".to_owned()];
+    parts.extend(tls.version.clone());
+    parts.extend(tls.alpn.clone());
+    parts.extend(tls.sni.as_ref().map(|s| format!("sni={s}")));
+    if tls.intercepted {
+        parts.push("(intercepted)".into());
+    }
+    parts.join(" ")
+}
+
+fn heads(w: &mut String, headers: &[Header]) {
+    for h in headers {
+        let _ = writeln!(w, "{}: {}", h.name, String::from_utf8_lossy(&h.value));
+    }
+}
+
+/// Most bytes of a binary body shown as hex.
+const HEX_SHOWN: usize = 256;
+
+fn body(w: &mut String, headers: &[Header], body: &super::Body) {
+    if body.size == 0 {
+        return;
+    }
+    let plain = decoded(headers, &body.data);
+    let coding = headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-encoding"))
+        .map(|h| format!(", {} decoded", String::from_utf8_lossy(&h.value)))
+        .unwrap_or_default();
+    let kept = if body.truncated {
+        format!(", truncated: {} bytes kept", body.data.len())
+    } else {
+        String::new()
+    };
+    let _ = writeln!(w, "\n[body: {} bytes{coding}{kept}]", body.size);
+    match std::str::from_utf8(&plain) {
+        Ok(text) => {
+            let _ = writeln!(w, "{text}");
+        }
+        Err(_) => {
+            for (i, row) in plain[..plain.len().min(HEX_SHOWN)].chunks(16).enumerate() {
+                let hex: Vec<String> = row.iter().map(|b| format!("{b:02x}")).collect();
+                let text: String = row
+                    .iter()
+                    .map(|&b| if b.is_ascii_graphic() { b as char } else { '.' })
+                    .collect();
+                let _ = writeln!(w, "{:08x}  {:<47}  {text}", i * 16, hex.join(" "));
+            }
+            if plain.len() > HEX_SHOWN {
+                let _ = writeln!(w, "… {} more bytes", plain.len() - HEX_SHOWN);
+            }
+        }
+    }
+}
+
+/// `2026-11-29T10:03:51.123456Z` for microseconds since the epoch.
+pub fn iso_time(micros: i64) -> String {
+    let Ok(at) = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000) else {
+        return String::new();
+    };
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
+    at.format(&format).unwrap_or_default()
 }

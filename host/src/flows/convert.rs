@@ -180,14 +180,9 @@ fn mitm_source(path: &Path, skipped: Rc<RefCell<BTreeMap<String, usize>>>) -> Re
     })
 }
 
-/// Parses a filter expression of a flows command; the error names where.
-pub fn parse_filter(expr: &str) -> Result<Filter> {
-    Filter::parse(expr).map_err(|e| Error::Flows(format!("invalid filter {expr:?}: {e}")))
-}
-
 /// `proxlet convert IN OUT [--filter EXPR]`.
 pub fn convert(input: &Path, output: &Path, filter: Option<&str>) -> Result<()> {
-    let filter = filter.map(parse_filter).transpose()?;
+    let filter = super::cli::parse_filter(filter)?;
     let source = open(input)?;
     let format = Format::for_output(output);
     // Written beside OUT and renamed at the end: a failed conversion leaves

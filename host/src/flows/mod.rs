@@ -13,6 +13,7 @@ pub mod filter;
 pub mod har;
 pub mod mitm;
 pub mod replay;
+pub mod sink;
 pub mod tnetstring;
 
 use std::net::SocketAddr;

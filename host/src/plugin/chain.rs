@@ -2,7 +2,7 @@
 //! first `respond`/`replace` wins; head edits compose. Each slot holds the
 //! current version of its plugin; a flow takes the versions it starts with.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -109,6 +109,47 @@ impl SentRequest {
     }
 }
 
+/// What a flow's plugins did: short notes for its access-log line and, when
+/// the flow is recorded, every call with its decision and time.
+#[derive(Default)]
+pub struct Notes {
+    pub text: Vec<String>,
+    /// `Some` when the flow is recorded.
+    pub steps: Option<Vec<crate::flows::PluginStep>>,
+}
+
+impl Notes {
+    pub fn new(record_steps: bool) -> Self {
+        Self {
+            text: Vec::new(),
+            steps: record_steps.then(Vec::new),
+        }
+    }
+
+    pub fn push(&mut self, note: String) {
+        self.text.push(note);
+    }
+
+    /// Notes a call that began at `started`; `decision` is only formatted
+    /// when the flow is recorded.
+    fn step(
+        &mut self,
+        plugin: &str,
+        hook: &str,
+        started: Instant,
+        decision: impl FnOnce() -> String,
+    ) {
+        if let Some(steps) = &mut self.steps {
+            steps.push(crate::flows::PluginStep {
+                plugin: plugin.to_owned(),
+                hook: hook.to_owned(),
+                decision: decision(),
+                micros: started.elapsed().as_micros() as u64,
+            });
+        }
+    }
+}
+
 /// The plugin versions one flow runs with, and the notes for its log line.
 #[derive(Default)]
 pub struct FlowPlugins {
@@ -135,7 +176,7 @@ impl FlowPlugins {
         flow: &FlowInfo,
         parts: &mut http::request::Parts,
         body: &mut Body,
-        notes: &mut Vec<String>,
+        notes: &mut Notes,
         leases: &mut Vec<FillLease>,
     ) -> RequestDecision {
         for plugin in self.with_hook(Hooks::ON_REQUEST) {
@@ -144,7 +185,18 @@ impl FlowPlugins {
             let mut waits = 0;
             let action = loop {
                 let head = heads::request_head(parts, credentials);
-                match plugin.on_request(flow, &head).await {
+                let started = Instant::now();
+                let action = plugin.on_request(flow, &head).await;
+                notes.step(name, "on-request", started, || match &action {
+                    Ok(RequestAction::Continue(None)) => "continue".into(),
+                    Ok(RequestAction::Continue(Some(_))) => "edit".into(),
+                    Ok(RequestAction::Respond(r)) => format!("respond {}", r.head.status),
+                    Ok(RequestAction::Delay(d)) => format!("delay {}ms", d.ms),
+                    Ok(RequestAction::NeedBody(_)) => "need-body".into(),
+                    Ok(RequestAction::Fill(_)) => "fill".into(),
+                    Err(reason) => format!("failed: {reason}"),
+                });
+                match action {
                     Ok(RequestAction::Fill(fill)) if waits < MAX_FILL_WAITS => {
                         match fill::acquire(name, &fill.key).await {
                             Fill::Lease(lease) => {
@@ -225,7 +277,7 @@ impl FlowPlugins {
         flow: &FlowInfo,
         request: &SentRequest,
         response: Response<Body>,
-        notes: &mut Vec<String>,
+        notes: &mut Notes,
         leases: Vec<FillLease>,
     ) -> Response<Body> {
         let mut leases = leases;
@@ -234,8 +286,17 @@ impl FlowPlugins {
             let credentials = plugin.spec.credentials;
             let request_head = request.head(credentials);
             let head = heads::response_head(&parts, credentials);
+            let started = Instant::now();
             let action = plugin.on_response(flow, &request_head, &head).await;
             let name = &plugin.spec.name;
+            notes.step(name, "on-response", started, || match &action {
+                Ok(ResponseAction::Continue(None)) => "continue".into(),
+                Ok(ResponseAction::Continue(Some(_))) => "edit".into(),
+                Ok(ResponseAction::Replace(r)) => format!("replace {}", r.head.status),
+                Ok(ResponseAction::Store(_)) => "store".into(),
+                Ok(ResponseAction::NeedBody(_)) => "need-body".into(),
+                Err(reason) => format!("failed: {reason}"),
+            });
             let edit: Option<ResponseHead> = match action {
                 Err(reason) => match failure(plugin, reason, notes) {
                     Some(response) => return response,
@@ -299,11 +360,17 @@ impl FlowPlugins {
         flow: &FlowInfo,
         request: &SentRequest,
         error: &UpstreamError,
-        notes: &mut Vec<String>,
+        notes: &mut Notes,
     ) -> Option<Response<Body>> {
         for plugin in self.with_hook(Hooks::ON_ERROR) {
             let request_head = request.head(plugin.spec.credentials);
+            let started = Instant::now();
             let answer = plugin.on_error(flow, &request_head, error).await;
+            notes.step(&plugin.spec.name, "on-error", started, || match &answer {
+                Ok(Some(r)) => format!("respond {}", r.head.status),
+                Ok(None) => "continue".into(),
+                Err(reason) => format!("failed: {reason}"),
+            });
             match answer {
                 Ok(Some(response)) => {
                     notes.push(format!("{}=answered-error", plugin.spec.name));
@@ -334,7 +401,7 @@ fn edit_request(
     plugin: &LoadedPlugin,
     parts: &mut http::request::Parts,
     edit: Option<types::RequestHead>,
-    notes: &mut Vec<String>,
+    notes: &mut Notes,
 ) -> Option<Response<Body>> {
     let name = &plugin.spec.name;
     match heads::apply_request(parts, edit?, plugin.spec.credentials) {
@@ -355,7 +422,7 @@ fn edit_response(
     plugin: &LoadedPlugin,
     parts: &mut http::response::Parts,
     edit: Option<ResponseHead>,
-    notes: &mut Vec<String>,
+    notes: &mut Notes,
 ) -> Option<Response<Body>> {
     let name = &plugin.spec.name;
     match heads::apply_response(parts, edit?, plugin.spec.credentials) {
@@ -378,7 +445,7 @@ async fn request_body(
     flow: &FlowInfo,
     parts: &mut http::request::Parts,
     body: &mut Body,
-    notes: &mut Vec<String>,
+    notes: &mut Notes,
 ) -> Option<Response<Body>> {
     let name = &plugin.spec.name;
     if !plugin.hooks.contains(Hooks::ON_REQUEST_BODY) {
@@ -442,7 +509,7 @@ async fn response_body(
     request: &types::RequestHead,
     parts: &mut http::response::Parts,
     body: &mut Body,
-    notes: &mut Vec<String>,
+    notes: &mut Notes,
 ) -> Option<Response<Body>> {
     let name = &plugin.spec.name;
     if !plugin.hooks.contains(Hooks::ON_RESPONSE_BODY) {
@@ -580,11 +647,7 @@ fn replaced_body(headers: &mut HeaderMap, new: Vec<u8>) -> Body {
 }
 
 /// A plugin failed: fail-open logs and skips it, fail-closed answers 502.
-fn failure(
-    plugin: &LoadedPlugin,
-    reason: String,
-    notes: &mut Vec<String>,
-) -> Option<Response<Body>> {
+fn failure(plugin: &LoadedPlugin, reason: String, notes: &mut Notes) -> Option<Response<Body>> {
     let name = &plugin.spec.name;
     notes.push(format!("{name}=failed"));
     if plugin.spec.fail_closed {

@@ -13,7 +13,7 @@ mod reload;
 mod spec;
 
 pub use bindings::types::{ErrorKind, FlowInfo, Hooks, UpstreamError};
-pub use chain::{Chain, FlowPlugins, RequestDecision, SentRequest};
+pub use chain::{Chain, FlowPlugins, Notes, RequestDecision, SentRequest};
 pub use engine::PluginEngine;
 pub use fill::FillLease;
 pub use instance::LoadedPlugin;

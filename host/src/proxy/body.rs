@@ -54,6 +54,8 @@ pub struct FlowRecord {
     pub note: Option<String>,
     /// `fill` leases, released when the flow's response is done.
     pub leases: Vec<crate::plugin::FillLease>,
+    /// The flow's record when capture is on.
+    pub recording: Option<Box<crate::flows::sink::Recording>>,
 }
 
 impl FlowRecord {
@@ -71,10 +73,11 @@ impl FlowRecord {
             started: Instant::now(),
             note: None,
             leases: Vec::new(),
+            recording: None,
         }
     }
 
-    fn log(self, bytes: u64, outcome: &str) {
+    fn log(mut self, bytes: u64, outcome: &str) {
         let upstream = match self.upstream_version {
             Some(v) => version_str(v),
             None => "-",
@@ -95,6 +98,11 @@ impl FlowRecord {
             if self.note.is_some() { " " } else { "" },
             self.note.as_deref().unwrap_or(""),
         );
+        if let Some(recording) = self.recording.take() {
+            let error = outcome.trim();
+            let error = (!error.is_empty()).then(|| error.to_owned());
+            recording.finish(error, self.note.take());
+        }
     }
 }
 
@@ -150,6 +158,10 @@ where
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     self.bytes += data.len() as u64;
+                    if let Some(recording) = self.record.as_mut().and_then(|r| r.recording.as_mut())
+                    {
+                        recording.response_data(data);
+                    }
                 }
                 if self.inner.is_end_stream() {
                     self.finish("");

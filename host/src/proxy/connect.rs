@@ -178,11 +178,25 @@ async fn intercept(
     let tls = tls.map_err(|e| format!("TLS handshake with client failed: {e}"))?;
 
     let client = conn.client;
+    let mut facts = conn.facts.clone();
+    if proxy.sink.is_some() {
+        let session = tls.get_ref().1;
+        facts.tls_done = Some(crate::flows::now_micros());
+        facts.tls = Some(crate::flows::Tls {
+            sni: session.server_name().map(str::to_owned),
+            alpn: session
+                .alpn_protocol()
+                .map(|p| String::from_utf8_lossy(p).into_owned()),
+            version: session.protocol_version().map(tls_version),
+            intercepted: true,
+        });
+    }
     let inner = Arc::new(ConnInfo {
         client,
         tunnel: Some(authority),
         stop: conn.stop.clone(),
         slot: conn.slot.clone(),
+        facts,
     });
     let service = hyper::service::service_fn(move |request| {
         super::service::handle(proxy.clone(), inner.clone(), request)
@@ -201,4 +215,13 @@ async fn intercept(
         result?;
     }
     Ok(())
+}
+
+/// A TLS version as flow records (and mitmproxy) name it.
+fn tls_version(version: rustls::ProtocolVersion) -> String {
+    match version {
+        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".into(),
+        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".into(),
+        other => format!("{other:?}"),
+    }
 }

@@ -83,6 +83,10 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Futu
             tunnel: None,
             stop: stopped.clone(),
             slot: Arc::new(slot),
+            facts: crate::flows::sink::ConnFacts {
+                accepted: crate::flows::now_micros(),
+                ..Default::default()
+            },
         });
         let proxy = proxy.clone();
         let service = hyper::service::service_fn({

@@ -11,6 +11,7 @@ mod headers;
 mod io;
 mod listener;
 mod service;
+pub(crate) mod stamped;
 mod upstream;
 
 use std::{
@@ -37,6 +38,8 @@ pub struct Proxy {
     plugins: Arc<arc_swap::ArcSwap<crate::plugin::Chain>>,
     settings: Settings,
     next_flow: AtomicU64,
+    /// Where finished flows go when capture is on (`--save`, `--flows-max`).
+    pub(crate) sink: Option<Arc<crate::flows::sink::Sink>>,
 }
 
 impl Proxy {
@@ -60,9 +63,17 @@ impl Proxy {
             ignore_hosts: settings.ignore_hosts.clone(),
             auth: auth::ProxyAuth::new(&settings.proxy_auth),
             plugins,
+            sink: crate::flows::sink::Sink::new(&settings.capture)?,
             settings,
             next_flow: AtomicU64::new(1),
         }))
+    }
+
+    /// Writes out the flows still queued for `--save` (at shutdown).
+    pub fn close(&self) {
+        if let Some(sink) = &self.sink {
+            sink.close();
+        }
     }
 
     fn is_ignored(&self, host: &str, port: u16) -> bool {
@@ -81,4 +92,6 @@ pub(crate) struct ConnInfo {
     /// The connection's `--max-connections` slot, held by everything that
     /// serves the client's socket (its tunnel too) and freed when it closes.
     pub slot: Arc<tokio::sync::OwnedSemaphorePermit>,
+    /// When the client connected and, in a tunnel, its TLS (for flow records).
+    pub facts: crate::flows::sink::ConnFacts,
 }

@@ -10,7 +10,10 @@ use super::{
     body::{boxed, text_response, Body, FlowRecord, Logged},
     connect, headers, ConnInfo, Proxy,
 };
-use crate::plugin::{FlowInfo, Hooks, RequestDecision, SentRequest};
+use crate::{
+    flows::sink::Recording,
+    plugin::{FlowInfo, Hooks, Notes, RequestDecision, SentRequest},
+};
 
 /// Handles one request from a client connection: the pipeline of DESIGN §1.
 pub(crate) async fn handle(
@@ -29,6 +32,12 @@ pub(crate) async fn handle(
         return Ok(response.map(|b| Logged::new(b, record)));
     }
 
+    // Flows are recorded when capture is on (CONNECT itself is not a flow).
+    record.recording = proxy
+        .sink
+        .as_ref()
+        .map(|sink| Recording::new(sink.clone(), id, conn.client, &conn.facts));
+
     // 2. Where the request goes, decided once: the URL plugins see, the
     // authority fetched and every cache key are this one.
     let target = match target_uri(&request, &conn) {
@@ -36,8 +45,7 @@ pub(crate) async fn handle(
         Err((status, reason)) => {
             let response = text_response(status, format!("proxlet: {reason}"));
             record.url = headers::redacted(request.uri());
-            record.status = response.status();
-            return Ok(response.map(|b| Logged::new(b, record)));
+            return Ok(answered(record, request.version(), response));
         }
     };
     record.url = target.to_string();
@@ -45,8 +53,7 @@ pub(crate) async fn handle(
     // Requests to the proxy itself (not through it) get the CA to install.
     if target.authority().is_none() {
         let response = local_response(&proxy, &target);
-        record.status = response.status();
-        return Ok(response.map(|b| Logged::new(b, record)));
+        return Ok(answered(record, request.version(), response));
     }
 
     let (mut parts, body) = request.into_parts();
@@ -61,7 +68,7 @@ pub(crate) async fn handle(
         }
     }
     parts.uri = target;
-    let mut notes = Vec::new();
+    let mut notes = Notes::new(record.recording.is_some());
 
     // 3. on-request: plugins whose prefilter matches decide first.
     let plugins = proxy.plugins.load().for_flow(&parts.method, &parts.uri);
@@ -81,7 +88,12 @@ pub(crate) async fn handle(
     };
 
     let response = match decision {
-        RequestDecision::Respond(response) => response,
+        RequestDecision::Respond(response) => {
+            if let Some(recording) = record.recording.as_mut() {
+                recording.request(&parts.method, &parts.uri, parts.version, &parts.headers);
+            }
+            response
+        }
         RequestDecision::Continue => {
             // What on-response and on-error plugins see of the request.
             let sent = flow.map(|flow| {
@@ -94,16 +106,26 @@ pub(crate) async fn handle(
             });
             // 4. Upstream.
             headers::remove_hop_by_hop(&mut parts.headers);
+            if let Some(recording) = record.recording.as_mut() {
+                recording.request(&parts.method, &parts.uri, parts.version, &parts.headers);
+                body = recording.tee_request(body);
+            }
             // The upstream client derives Host (HTTP/1.1) or `:authority`
             // (HTTP/2) from the URI: whatever Host a client or plugin set
             // cannot make the fetch differ from the URL it is keyed on.
             parts.headers.remove(header::HOST);
             // hyper-util picks HTTP/1.1 or HTTP/2 per pooled connection from 1.1.
             parts.version = Version::HTTP_11;
+            let sent_scheme_https = parts.uri.scheme() == Some(&Scheme::HTTPS);
             match proxy.upstream.send(Request::from_parts(parts, body)).await {
                 // 5. on-response.
                 Ok(response) => {
                     record.upstream_version = Some(response.version());
+                    if let Some(recording) = record.recording.as_mut() {
+                        recording.response_started();
+                        let tls = sent_scheme_https;
+                        recording.upstream(response.extensions(), response.version(), tls);
+                    }
                     let response = response.map(boxed);
                     match &sent {
                         Some((flow, sent)) if plugins.wants(Hooks::ON_RESPONSE) => {
@@ -117,6 +139,9 @@ pub(crate) async fn handle(
                 }
                 Err(error) => {
                     tracing::debug!(flow = record.id, "upstream failed: {}", error.reason);
+                    if let Some(recording) = record.recording.as_mut() {
+                        recording.failed(&error.reason);
+                    }
                     notes.push(error.reason.clone());
                     let answered = match &sent {
                         Some((flow, sent)) if plugins.wants(Hooks::ON_ERROR) => {
@@ -138,10 +163,29 @@ pub(crate) async fn handle(
     let (mut parts, body) = response.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
     record.status = parts.status;
-    if !notes.is_empty() {
-        record.note = Some(notes.join(" "));
+    if !notes.text.is_empty() {
+        record.note = Some(notes.text.join(" "));
+    }
+    if let Some(recording) = record.recording.as_mut() {
+        recording.steps().extend(notes.steps.unwrap_or_default());
+        recording.response(parts.status, record.client_version, &parts.headers);
     }
     Ok(Response::from_parts(parts, Logged::new(body, record)))
+}
+
+/// A response proxlet makes itself before the pipeline runs (a bad target,
+/// a request to proxlet), logged and recorded like any other.
+fn answered(
+    mut record: FlowRecord,
+    version: Version,
+    response: Response<Body>,
+) -> Response<Logged<Body>> {
+    record.status = response.status();
+    if let Some(recording) = record.recording.as_mut() {
+        recording.request_line(&record.method, &record.url, version);
+        recording.response(response.status(), version, response.headers());
+    }
+    response.map(|b| Logged::new(b, record))
 }
 
 /// The absolute URI a request is for, without userinfo (RFC 9110 §4.2.4:

@@ -21,10 +21,16 @@ use hyper_util::{
     rt::{TokioExecutor, TokioTimer},
 };
 
-use super::body::{boxed, Body, BoxError};
+use super::{
+    body::{boxed, Body, BoxError},
+    stamped::{self, Stamped},
+};
+
+/// The connector: TCP, then TLS for https, each stamped with its timing.
+type Connector = Stamped<HttpsConnector<Stamped<HttpConnector, stamped::Tcp>>, stamped::Tls>;
 
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    client: Client<Connector, Body>,
     /// Connecting, and waiting for the response head once the request
     /// (body included) has been sent.
     timeout: Duration,
@@ -72,7 +78,7 @@ impl Upstream {
             .with_tls_config(tls)
             .https_or_http()
             .enable_all_versions()
-            .wrap_connector(http);
+            .wrap_connector(Stamped::new(http));
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
@@ -83,7 +89,7 @@ impl Upstream {
             // parallel downloads from one registry still fill a fast link.
             .http2_initial_stream_window_size(1024 * 1024)
             .http2_initial_connection_window_size(8 * 1024 * 1024)
-            .build(https);
+            .build(Stamped::new(https));
         Self {
             client,
             timeout,

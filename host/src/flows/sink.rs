@@ -1,0 +1,574 @@
+//! Where finished flows go: the bounded in-memory store and the `--save`
+//! file (written by its own thread), and the [`Recording`] the pipeline fills
+//! while a flow is under way. None of it exists when capture is off, so an
+//! uncaptured flow pays nothing.
+
+use std::{
+    collections::VecDeque,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        mpsc, Arc, Mutex,
+    },
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, Version};
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+
+use super::{filter::Filter, now_micros, Body, Flow, Header, PluginStep, Request, Response, Tls};
+use crate::{
+    config::CaptureSettings,
+    error::{Error, Result},
+    proxy::body::{version_str, BoxError},
+};
+
+/// Flows waiting for the save thread; beyond this the newest are dropped
+/// (and counted) rather than holding the proxy back.
+const SAVE_QUEUE: usize = 16 * 1024;
+/// Longest a saved flow waits in the writer's buffer under steady load.
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+
+/// Receives every finished flow when capture is on.
+pub struct Sink {
+    body_max: usize,
+    store: Option<Store>,
+    saver: Option<Saver>,
+}
+
+impl Sink {
+    /// The sink `settings` ask for; `None` when capture is off.
+    pub fn new(settings: &CaptureSettings) -> Result<Option<Arc<Self>>> {
+        if !settings.enabled() {
+            return Ok(None);
+        }
+        let saver = match &settings.save {
+            Some((path, append)) => {
+                let filter = match &settings.save_filter {
+                    Some(expr) => Some(Filter::parse(expr).map_err(|e| Error::InvalidOption {
+                        option: "--save-filter",
+                        value: expr.clone(),
+                        reason: e.to_string(),
+                    })?),
+                    None => None,
+                };
+                let writer = super::file::FlowWriter::create(path, *append)
+                    .map_err(|e| Error::Flows(format!("{e} (check --save)")))?;
+                tracing::info!(
+                    "saving flows to {}{}",
+                    path.display(),
+                    if *append { " (appending)" } else { "" }
+                );
+                Some(Saver::start(writer, filter)?)
+            }
+            None => None,
+        };
+        let store = (settings.store_count > 0)
+            .then(|| Store::new(settings.store_count, settings.store_bytes));
+        Ok(Some(Arc::new(Self {
+            body_max: settings.body_max,
+            store,
+            saver,
+        })))
+    }
+
+    /// The in-memory store, when `--flows-max` asks for one.
+    pub fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
+    }
+
+    fn finish(&self, flow: Flow) {
+        let flow = Arc::new(flow);
+        if let Some(saver) = &self.saver {
+            saver.send(&flow);
+        }
+        if let Some(store) = &self.store {
+            store.push(flow);
+        }
+    }
+
+    /// Writes out what is queued for the file and closes it (at shutdown).
+    pub fn close(&self) {
+        if let Some(saver) = &self.saver {
+            saver.close();
+        }
+    }
+}
+
+/// The newest flows, bounded by count and by bytes.
+pub struct Store {
+    max_count: usize,
+    max_bytes: usize,
+    inner: Mutex<StoreInner>,
+}
+
+#[derive(Default)]
+struct StoreInner {
+    flows: VecDeque<(usize, Arc<Flow>)>,
+    bytes: usize,
+}
+
+impl Store {
+    pub fn new(max_count: usize, max_bytes: usize) -> Self {
+        Self {
+            max_count,
+            max_bytes,
+            inner: Mutex::default(),
+        }
+    }
+
+    /// Adds `flow`, dropping the oldest ones beyond the bounds.
+    pub fn push(&self, flow: Arc<Flow>) {
+        let weight = flow.weight();
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.bytes += weight;
+        inner.flows.push_back((weight, flow));
+        while inner.flows.len() > self.max_count || inner.bytes > self.max_bytes {
+            let Some((weight, _)) = inner.flows.pop_front() else {
+                break;
+            };
+            inner.bytes -= weight;
+        }
+    }
+
+    /// The flow with this id, if still held.
+    pub fn get(&self, id: u64) -> Option<Arc<Flow>> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner
+            .flows
+            .iter()
+            .rev()
+            .find(|(_, f)| f.id == id)
+            .map(|(_, f)| f.clone())
+    }
+
+    /// The flows held that match `filter` (all without one), oldest first.
+    pub fn matching(&self, filter: Option<&Filter>) -> Vec<Arc<Flow>> {
+        let flows: Vec<Arc<Flow>> = {
+            let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            inner.flows.iter().map(|(_, f)| f.clone()).collect()
+        };
+        match filter {
+            Some(filter) => flows
+                .into_iter()
+                .filter(|f| super::filter::matches(filter, f))
+                .collect(),
+            None => flows,
+        }
+    }
+
+    /// Flows held and the bytes they are counted as.
+    pub fn size(&self) -> (usize, usize) {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        (inner.flows.len(), inner.bytes)
+    }
+}
+
+/// The `--save` writer thread and its queue.
+struct Saver {
+    queue: Mutex<Option<mpsc::SyncSender<Arc<Flow>>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    filter: Option<Filter>,
+    dropped: AtomicU64,
+}
+
+impl Saver {
+    fn start(mut writer: super::file::FlowWriter, filter: Option<Filter>) -> Result<Self> {
+        let (queue, flows) = mpsc::sync_channel::<Arc<Flow>>(SAVE_QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("proxlet-save".into())
+            .spawn(move || {
+                let mut flushed = Instant::now();
+                let mut failed = false;
+                let report = |e: std::io::Error, failed: &mut bool| {
+                    if !std::mem::replace(failed, true) {
+                        tracing::error!(
+                            "cannot write to the --save file: {e}; flows are no longer saved"
+                        );
+                    }
+                };
+                while let Ok(flow) = flows.recv() {
+                    let mut next = Some(flow);
+                    // Write what else is queued, then flush once the queue is
+                    // empty (or often enough under load): a finished flow is
+                    // in the file within FLUSH_EVERY.
+                    while let Some(flow) = next.take() {
+                        if let Err(e) = writer.write(&flow) {
+                            report(e, &mut failed);
+                        }
+                        if flushed.elapsed() < FLUSH_EVERY {
+                            next = flows.try_recv().ok();
+                        }
+                    }
+                    if let Err(e) = writer.flush() {
+                        report(e, &mut failed);
+                    }
+                    flushed = Instant::now();
+                }
+                let _ = writer.flush();
+            })?;
+        Ok(Self {
+            queue: Mutex::new(Some(queue)),
+            thread: Mutex::new(Some(thread)),
+            filter,
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    fn send(&self, flow: &Arc<Flow>) {
+        if self
+            .filter
+            .as_ref()
+            .is_some_and(|f| !super::filter::matches(f, flow))
+        {
+            return;
+        }
+        let queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(queue) = queue.as_ref() else {
+            return;
+        };
+        if queue.try_send(flow.clone()).is_err() {
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed);
+            if dropped.is_power_of_two() || dropped == 0 {
+                tracing::warn!(
+                    "the --save file cannot keep up: {} flows not saved so far",
+                    dropped + 1
+                );
+            }
+        }
+    }
+
+    fn close(&self) {
+        drop(self.queue.lock().unwrap_or_else(|e| e.into_inner()).take());
+        if let Some(thread) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// What a connection knows for the flows on it: when it was accepted and,
+/// inside an intercepted tunnel, its TLS.
+#[derive(Debug, Clone, Default)]
+pub struct ConnFacts {
+    pub accepted: i64,
+    pub tls: Option<Tls>,
+    pub tls_done: Option<i64>,
+}
+
+/// A flow being recorded: filled by the pipeline step by step and handed to
+/// the sink when its response is done.
+pub struct Recording {
+    flow: Flow,
+    request_body: Option<Arc<Mutex<Captured>>>,
+    response_body: Captured,
+    sink: Arc<Sink>,
+}
+
+impl Recording {
+    pub fn new(sink: Arc<Sink>, id: u64, client: SocketAddr, conn: &ConnFacts) -> Box<Self> {
+        let body_max = sink.body_max;
+        Box::new(Self {
+            flow: Flow {
+                id,
+                mode: "regular".into(),
+                client: Some(client),
+                client_tls: conn.tls.clone(),
+                timings: super::Timings {
+                    client_connect: Some(conn.accepted),
+                    client_tls: conn.tls_done,
+                    request_start: Some(now_micros()),
+                    ..Default::default()
+                },
+                ..Flow::default()
+            },
+            request_body: None,
+            response_body: Captured::new(body_max),
+            sink,
+        })
+    }
+
+    /// Records the request head as it goes on (to the upstream, or to the
+    /// plugin that answers it).
+    pub fn request(
+        &mut self,
+        method: &http::Method,
+        url: &http::Uri,
+        version: Version,
+        headers: &HeaderMap,
+    ) {
+        self.flow.request = Request {
+            method: method.as_str().to_owned(),
+            url: url.to_string(),
+            version: version_str(version).to_owned(),
+            headers: fields(headers),
+            body: std::mem::take(&mut self.flow.request.body),
+        };
+    }
+
+    /// Records the request URL and method of a flow that ends before its
+    /// target is known (a bad request, CONNECT).
+    pub fn request_line(&mut self, method: &http::Method, url: &str, version: Version) {
+        self.flow.request.method = method.as_str().to_owned();
+        self.flow.request.url = url.to_owned();
+        self.flow.request.version = version_str(version).to_owned();
+    }
+
+    /// Copies the request body, up to the bound, as it is read.
+    pub fn tee_request(&mut self, body: crate::proxy::body::Body) -> crate::proxy::body::Body {
+        if body.is_end_stream() {
+            self.flow.timings.request_end = Some(now_micros());
+            return body;
+        }
+        let captured = Arc::new(Mutex::new(Captured::new(self.sink.body_max)));
+        self.request_body = Some(captured.clone());
+        crate::proxy::body::boxed(Tee {
+            inner: body,
+            captured,
+        })
+    }
+
+    /// The upstream's address and connection facts, from the response's
+    /// connection extras. Connect timings count only for a connection made
+    /// for this flow, not one reused from the pool.
+    pub fn upstream(&mut self, extensions: &http::Extensions, version: Version, tls: bool) {
+        use crate::proxy::stamped::{self, Stamp};
+        use hyper_util::client::legacy::connect::HttpInfo;
+        self.flow.server = extensions.get::<HttpInfo>().map(HttpInfo::remote_addr);
+        let started = self.flow.timings.request_start.unwrap_or(i64::MAX);
+        if let Some(tcp) = extensions
+            .get::<Stamp<stamped::Tcp>>()
+            .filter(|s| s.begun >= started)
+        {
+            let t = &mut self.flow.timings;
+            t.server_connect = Some(tcp.begun);
+            t.server_tcp = Some(tcp.ready);
+            if tls {
+                t.server_tls = extensions.get::<Stamp<stamped::Tls>>().map(|s| s.ready);
+            }
+        }
+        if tls {
+            self.flow.server_tls = Some(Tls {
+                alpn: Some(
+                    if version == Version::HTTP_2 {
+                        "h2"
+                    } else {
+                        "http/1.1"
+                    }
+                    .into(),
+                ),
+                ..Tls::default()
+            });
+        }
+    }
+
+    /// Records why the upstream gave no response.
+    pub fn failed(&mut self, reason: &str) {
+        self.flow.error = Some(reason.to_owned());
+    }
+
+    /// Records the response head as it goes to the client.
+    pub fn response(&mut self, status: http::StatusCode, version: Version, headers: &HeaderMap) {
+        self.flow
+            .timings
+            .response_start
+            .get_or_insert_with(now_micros);
+        self.flow.response = Some(Response {
+            status: status.as_u16(),
+            version: version_str(version).to_owned(),
+            headers: fields(headers),
+            body: Body::default(),
+        });
+    }
+
+    /// Marks when the upstream's response head arrived.
+    pub fn response_started(&mut self) {
+        self.flow.timings.response_start = Some(now_micros());
+    }
+
+    /// Copies response bytes on their way to the client.
+    pub fn response_data(&mut self, data: &Bytes) {
+        self.response_body.push(data);
+    }
+
+    /// Where plugin calls are noted, when anything is recorded.
+    pub fn steps(&mut self) -> &mut Vec<PluginStep> {
+        &mut self.flow.plugins
+    }
+
+    /// Hands the flow to the sink.
+    pub fn finish(mut self: Box<Self>, error: Option<String>, note: Option<String>) {
+        let now = now_micros();
+        let flow = &mut self.flow;
+        flow.timings.response_end = Some(now);
+        if let Some(captured) = &self.request_body {
+            let captured = captured.lock().unwrap_or_else(|e| e.into_inner());
+            flow.request.body = captured.body();
+            flow.timings.request_end = captured.ended.or(flow.timings.request_end);
+        }
+        if flow.timings.request_end.is_none() {
+            flow.timings.request_end = flow.timings.request_start;
+        }
+        if let Some(response) = flow.response.as_mut() {
+            response.body = self.response_body.body();
+        }
+        if error.is_some() {
+            flow.error = error;
+        }
+        flow.note = note;
+        let flow = std::mem::take(&mut self.flow);
+        self.sink.finish(flow);
+    }
+}
+
+/// A body's first bytes up to a bound, and its true size.
+struct Captured {
+    chunks: Vec<Bytes>,
+    kept: usize,
+    size: u64,
+    max: usize,
+    ended: Option<i64>,
+}
+
+impl Captured {
+    fn new(max: usize) -> Self {
+        Self {
+            chunks: Vec::new(),
+            kept: 0,
+            size: 0,
+            max,
+            ended: None,
+        }
+    }
+
+    /// Keeps (a slice of) `data` without copying it: the frames are joined
+    /// once when the flow is done.
+    fn push(&mut self, data: &Bytes) {
+        self.size += data.len() as u64;
+        let room = self.max - self.kept;
+        if room > 0 && !data.is_empty() {
+            let take = data.len().min(room);
+            self.chunks.push(data.slice(..take));
+            self.kept += take;
+        }
+    }
+
+    fn body(&self) -> Body {
+        let data = match self.chunks.as_slice() {
+            [] => Bytes::new(),
+            [one] => Bytes::copy_from_slice(one),
+            many => {
+                let mut all = BytesMut::with_capacity(self.kept);
+                for chunk in many {
+                    all.extend_from_slice(chunk);
+                }
+                all.freeze()
+            }
+        };
+        Body {
+            truncated: (data.len() as u64) < self.size,
+            size: self.size,
+            data,
+        }
+    }
+}
+
+/// A request body on its way upstream, copied into the recording.
+struct Tee {
+    inner: crate::proxy::body::Body,
+    captured: Arc<Mutex<Captured>>,
+}
+
+impl HttpBody for Tee {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(ready) = &polled {
+            let mut captured = self.captured.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(Ok(frame)) = ready {
+                if let Some(data) = frame.data_ref() {
+                    captured.push(data);
+                }
+            }
+            if ready.is_none() || self.inner.is_end_stream() {
+                captured.ended.get_or_insert_with(now_micros);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Header fields as a flow holds them, in order.
+fn fields(headers: &HeaderMap) -> Vec<Header> {
+    headers
+        .iter()
+        .map(|(name, value)| Header {
+            name: name.as_str().to_owned(),
+            value: Bytes::copy_from_slice(value.as_bytes()),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flow(id: u64, body: usize) -> Arc<Flow> {
+        Arc::new(Flow {
+            id,
+            response: Some(Response {
+                body: super::super::Body::whole(vec![b'x'; body]),
+                ..Response::default()
+            }),
+            ..Flow::default()
+        })
+    }
+
+    #[test]
+    fn the_store_keeps_the_newest_within_count_and_bytes() {
+        let store = Store::new(3, usize::MAX);
+        for id in 1..=5 {
+            store.push(flow(id, 10));
+        }
+        let ids: Vec<_> = store.matching(None).iter().map(|f| f.id).collect();
+        assert_eq!(ids, [3, 4, 5]);
+        assert!(store.get(2).is_none() && store.get(4).is_some());
+
+        let store = Store::new(1000, 10_000);
+        for id in 1..=100 {
+            store.push(flow(id, 1000));
+        }
+        let (count, bytes) = store.size();
+        assert!(bytes <= 10_000 && count > 0, "{count} flows, {bytes} bytes");
+        assert_eq!(store.matching(None).last().unwrap().id, 100);
+    }
+
+    #[test]
+    fn captured_bodies_keep_the_true_size_past_the_bound() {
+        let mut captured = Captured::new(5);
+        captured.push(&Bytes::from_static(b"abc"));
+        captured.push(&Bytes::from_static(b"defgh"));
+        let body = captured.body();
+        assert_eq!(&body.data[..], b"abcde");
+        assert_eq!(body.size, 8);
+        assert!(body.truncated);
+        let mut whole = Captured::new(5);
+        whole.push(&Bytes::from_static(b"abc"));
+        assert!(!whole.body().truncated);
+    }
+}

@@ -1,0 +1,300 @@
+//! Flow capture through the real binary: `--save` files listed, filtered and
+//! shown by `proxlet flows`, bodies bounded, appending, saving filters,
+//! plugin decisions, and a proxy killed mid-capture.
+
+use std::{
+    path::Path,
+    process::Output,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use proxlet_tests::{
+    curl,
+    packages::{assert_ok, pip_install, registry},
+    proxlet::command,
+    Origin, Proxlet, TestCa,
+};
+
+/// `proxlet flows ARGS`, which must succeed.
+fn flows(args: &[&str]) -> String {
+    let output = flows_output(args);
+    assert!(
+        output.status.success(),
+        "proxlet flows {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn flows_output(args: &[&str]) -> Output {
+    command().arg("flows").args(args).output().unwrap()
+}
+
+/// The listing of `file` once it holds `count` flows (waiting up to 30 s:
+/// the file is written by the proxy's save thread).
+fn wait_for_flows(file: &Path, count: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let lines: Vec<String> = if file.exists() {
+            flows(&[file.to_str().unwrap()])
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if lines.len() >= count || Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn id_of(line: &str) -> &str {
+    line.split_whitespace()
+        .next()
+        .unwrap()
+        .trim_start_matches('#')
+}
+
+#[test]
+fn pip_install_with_save_lists_every_request_and_filters_the_index_pages() {
+    let (origin, packages) = registry("127.0.0.1");
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("pip.flows");
+    let proxy = Proxlet::start(&[
+        "--plugin",
+        "none",
+        "--save",
+        file.to_str().unwrap(),
+        "--upstream-ca",
+        origin.ca.as_ref().unwrap().path().to_str().unwrap(),
+    ]);
+    assert_ok(
+        "pip install",
+        &pip_install(&proxy, &origin, &work.path().join("target")),
+        &proxy,
+    );
+    let index_a = "/simple/pkg-a/";
+    let wheel_a = "/packages/pkg_a-1.0-py3-none-any.whl";
+    let paths = [
+        index_a,
+        "/simple/pkg-b/",
+        wheel_a,
+        "/packages/pkg_b-1.0-py3-none-any.whl",
+    ];
+    // Every request pip made has an access-log line (CONNECT aside).
+    let log = proxy.log();
+    let made = log
+        .lines()
+        .filter(|l| l.contains("proxlet::access") && !l.contains(" CONNECT "))
+        .count();
+    assert!(made >= 4, "pip made {made} requests:\n{log}");
+    let listing = wait_for_flows(&file, made);
+    assert_eq!(listing.len(), made, "one flow per request:\n{listing:#?}");
+    for path in paths {
+        let url = origin.url(path);
+        let n = listing.iter().filter(|l| l.contains(&url)).count();
+        assert_eq!(n, origin.hits(path), "{path} in\n{listing:#?}");
+    }
+
+    // The index pages, exactly.
+    let file_arg = file.to_str().unwrap();
+    let pages = flows(&[file_arg, "~u /simple/ & ~c 200"]);
+    let pages: Vec<&str> = pages.lines().collect();
+    assert_eq!(
+        pages.len(),
+        origin.hits(index_a) + origin.hits("/simple/pkg-b/"),
+        "{pages:#?}"
+    );
+    assert!(pages
+        .iter()
+        .all(|l| l.contains("/simple/") && l.contains(" 200 ")));
+
+    // The wheel in full, with its true size.
+    let wheel = listing.iter().find(|l| l.contains(wheel_a)).unwrap();
+    let shown = flows(&[file_arg, "--show", id_of(wheel)]);
+    let manifest = std::fs::read_to_string(packages.path().join("manifest")).unwrap();
+    let doc = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{wheel_a}\t")))
+        .and_then(|rest| rest.split('\t').nth(1))
+        .unwrap();
+    let size = std::fs::metadata(packages.path().join(doc)).unwrap().len();
+    assert!(
+        shown.contains(&format!("GET {}", origin.url(wheel_a))),
+        "{shown}"
+    );
+    assert!(shown.contains("HTTP/1.1 200"), "{shown}");
+    assert!(
+        shown.contains(&format!("[body: {size} bytes")),
+        "wheel of {size} bytes:\n{shown}"
+    );
+    assert!(
+        shown.contains("sni=127.0.0.1") || shown.contains("TLS"),
+        "{shown}"
+    );
+
+    // A bad filter names the position.
+    let bad = flows_output(&[file_arg, "~u a & ~zz"]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("position 7") && err.contains("unknown filter ~zz"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bodies_are_bounded_with_their_true_size_and_plugin_calls_are_recorded() {
+    let origin = Origin::http();
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("t.flows");
+    let proxy = Proxlet::start(&[
+        "--plugin",
+        "error-links,cache",
+        "--cache-dir",
+        work.path().join("cache").to_str().unwrap(),
+        "--save",
+        file.to_str().unwrap(),
+        "--flow-body-max",
+        "1K",
+    ]);
+    let big = curl(&proxy, &[&origin.url("/bytes/100000")]);
+    assert_eq!(big.body.len(), 100_000);
+    let posted = curl(
+        &proxy,
+        &["--data-binary", "hello upload", &origin.url("/echo")],
+    );
+    assert_eq!(posted.status, 200);
+    let listing = wait_for_flows(&file, 2);
+    assert_eq!(listing.len(), 2, "{listing:#?}");
+    assert!(listing[0].contains(" 200 100000B"), "{listing:#?}");
+
+    let shown = flows(&[file.to_str().unwrap(), "--show", id_of(&listing[0])]);
+    assert!(
+        shown.contains("[body: 100000 bytes, truncated: 1024 bytes kept]"),
+        "{shown}"
+    );
+    // Each plugin call: plugin, hook, decision, time.
+    assert!(shown.contains("cache on-request fill"), "{shown}");
+    assert!(shown.contains("cache on-response store"), "{shown}");
+    assert!(shown.contains("upstream connect"), "{shown}");
+    let post = flows(&[file.to_str().unwrap(), "--show", id_of(&listing[1])]);
+    assert!(post.contains("POST "), "{post}");
+    assert!(post.contains("hello upload"), "request body kept:\n{post}");
+    // Filters see bodies (decoded) when asked.
+    let matched = flows(&[file.to_str().unwrap(), "~bq upload"]);
+    assert_eq!(matched.lines().count(), 1, "{matched}");
+}
+
+#[test]
+fn save_filter_selects_and_plus_file_appends() {
+    let origin = Origin::http();
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("t.flows");
+    let file_arg = file.to_str().unwrap();
+    {
+        let proxy = Proxlet::start(&["--save", file_arg, "--save-filter", "~c 404"]);
+        assert_eq!(curl(&proxy, &[&origin.url("/status/404")]).status, 404);
+        assert_eq!(curl(&proxy, &[&origin.url("/bytes/10")]).status, 200);
+        assert_eq!(
+            curl(&proxy, &[&origin.url("/status/404?again")]).status,
+            404
+        );
+        let listing = wait_for_flows(&file, 2);
+        assert_eq!(listing.len(), 2, "{listing:#?}");
+        assert!(listing.iter().all(|l| l.contains(" 404 ")));
+    }
+    let appended = format!("+{file_arg}");
+    let proxy = Proxlet::start(&["--save", &appended]);
+    assert_eq!(curl(&proxy, &[&origin.url("/bytes/7")]).status, 200);
+    let listing = wait_for_flows(&file, 3);
+    assert_eq!(listing.len(), 3, "{listing:#?}");
+    assert!(listing[2].contains("/bytes/7 200 7B"), "{listing:#?}");
+
+    // Without the +, the file starts over.
+    drop(proxy);
+    let proxy = Proxlet::start(&["--save", file_arg]);
+    assert_eq!(curl(&proxy, &[&origin.url("/bytes/8")]).status, 200);
+    let listing = wait_for_flows(&file, 1);
+    assert_eq!(listing.len(), 1, "{listing:#?}");
+}
+
+#[test]
+fn a_killed_proxy_leaves_every_completed_flow_readable() {
+    let origin = Origin::https(Arc::new(TestCa::new("origin CA")));
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("t.flows");
+    let proxy = Proxlet::start(&[
+        "--save",
+        file.to_str().unwrap(),
+        "--upstream-ca",
+        origin.ca.as_ref().unwrap().path().to_str().unwrap(),
+    ]);
+    let completed = 40;
+    for i in 0..completed {
+        let got = curl(&proxy, &[&origin.url(&format!("/bytes/{}", 1000 + i))]);
+        assert_eq!(got.status, 200);
+    }
+    assert_eq!(wait_for_flows(&file, completed).len(), completed);
+    // One flow still streaming when the proxy dies.
+    let url = origin.url("/slow/20000");
+    let ca = proxy.ca_path();
+    let proxy_url = proxy.url();
+    let pending = std::thread::spawn(move || {
+        std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "30", "--cacert"])
+            .arg(&ca)
+            .args(["-x", &proxy_url, &url])
+            .output()
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while origin.hits("/slow/20000") == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(origin.hits("/slow/20000"), 1);
+    assert!(proxy
+        .signal_and_wait("KILL", Duration::from_secs(10))
+        .is_some());
+    let _ = pending.join();
+
+    let listing = flows(&[file.to_str().unwrap()]);
+    let lines: Vec<&str> = listing.lines().collect();
+    assert_eq!(lines.len(), completed, "{listing}");
+    for (i, line) in lines.iter().enumerate() {
+        let n = 1000 + i;
+        assert!(line.contains(&format!("/bytes/{n} 200 {n}B")), "{line}");
+    }
+    // The intercepted TLS is recorded.
+    let shown = flows(&[file.to_str().unwrap(), "--show", id_of(lines[0])]);
+    assert!(shown.contains("(intercepted)"), "{shown}");
+}
+
+#[test]
+fn bad_capture_options_are_refused_with_the_reason() {
+    let start = |args: &[&str]| {
+        let home = tempfile::tempdir().unwrap();
+        Proxlet::start_with_home(home.path(), args)
+            .err()
+            .unwrap_or_default()
+    };
+    let err = start(&["--save-filter", "~c", "--save", "/tmp/x.flows"]);
+    assert!(
+        err.contains("--save-filter") && err.contains("position"),
+        "{err}"
+    );
+    let err = start(&["--flow-body-max", "lots"]);
+    assert!(err.contains("--flow-body-max"), "{err}");
+    let err = start(&["--save", "/nonexistent-dir/x.flows"]);
+    assert!(err.contains("cannot open flow file"), "{err}");
+    let not_flows = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(not_flows.path(), "hello").unwrap();
+    let err = flows_output(&[not_flows.path().to_str().unwrap()]);
+    assert!(!err.status.success());
+    assert!(
+        String::from_utf8_lossy(&err.stderr).contains("not a proxlet flow file"),
+        "{err:?}"
+    );
+}
