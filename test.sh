@@ -13,6 +13,7 @@ say() { echo "test.sh: $*" >&2; }
 missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3 python3-pip)
+python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 command -v clang-14 >/dev/null 2>&1 || missing+=(clang-14)
 [ -x /usr/lib/llvm-14/bin/wasm-ld ] || missing+=(lld-14)
@@ -67,6 +68,24 @@ fi
 if ! wasm-tools --version 2>/dev/null | grep -q "1.263.0"; then
   say "installing wasm-tools 1.263.0"
   cargo install --locked -q wasm-tools --version 1.263.0 --no-default-features --features component
+fi
+
+# The interop tests (tests/tests/interop.rs) run real mitmproxy from PyPI,
+# in its own venv, and the npm HAR 1.2 validator, both kept under
+# $PROXLET_TEST_TOOLS. mitmproxy 11.0.2 is the newest that runs on Python
+# 3.11 (12 needs 3.12); its flow format (21) is the one 12 writes too.
+export PROXLET_TEST_TOOLS="${PROXLET_TEST_TOOLS:-$HOME/.cache/proxlet-test}"
+tools=$PROXLET_TEST_TOOLS
+mitmproxy_version=11.0.2
+if ! "$tools/mitmproxy/bin/mitmdump" --version 2>/dev/null | grep -q "Mitmproxy: $mitmproxy_version"; then
+  say "installing mitmproxy $mitmproxy_version into $tools/mitmproxy"
+  python3 -m venv "$tools/mitmproxy"
+  "$tools/mitmproxy/bin/python" -m pip install -q "mitmproxy==$mitmproxy_version"
+fi
+if ! [ -f "$tools/har/node_modules/har-validator/package.json" ]; then
+  say "installing har-validator into $tools/har"
+  mkdir -p "$tools/har"
+  npm install --prefix "$tools/har" --no-audit --no-fund --loglevel=error har-validator@5.1.5
 fi
 
 exec cargo test --workspace "$@"

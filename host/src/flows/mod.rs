@@ -10,8 +10,11 @@ pub mod cli;
 pub mod convert;
 pub mod file;
 pub mod filter;
+pub mod har;
+pub mod mitm;
 pub mod replay;
 pub mod sink;
+pub mod tnetstring;
 
 use std::net::SocketAddr;
 
