@@ -753,7 +753,10 @@ mod tests {
     #[test]
     fn the_readme_config_example_parses() {
         let readme = include_str!("../../README.md");
-        let start = readme.find("```toml\nlisten = ").expect("the config example") + 8;
+        let start = readme
+            .find("```toml\nlisten = ")
+            .expect("the config example")
+            + 8;
         let end = start + readme[start..].find("```").unwrap();
         let config = FileConfig::parse(&readme[start..end]).unwrap();
         assert_eq!(config.save.as_deref(), Some("+ci.flows"));

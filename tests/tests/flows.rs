@@ -298,3 +298,64 @@ fn bad_capture_options_are_refused_with_the_reason() {
         "{err:?}"
     );
 }
+
+#[test]
+fn har_exports_list_and_replay_like_the_flow_file_they_came_from() {
+    let mut origin = Origin::https(Arc::new(TestCa::new("origin CA")));
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("t.flows");
+    let ca = origin
+        .ca
+        .as_ref()
+        .unwrap()
+        .path()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let proxy = Proxlet::start(&["--save", file.to_str().unwrap(), "--upstream-ca", &ca]);
+    let mut bodies = Vec::new();
+    for path in ["/bytes/100", "/gzip", "/status/404"] {
+        let got = curl(&proxy, &["--compressed", &origin.url(path)]);
+        assert!(got.success);
+        bodies.push(got.body);
+    }
+    let listing = wait_for_flows(&file, 3);
+    drop(proxy);
+
+    // --har writes HAR 1.2 that lists the same flows, in order.
+    let har = work.path().join("t.har");
+    let file_arg = file.to_str().unwrap();
+    flows(&[file_arg, "--har", har.to_str().unwrap()]);
+    let text = std::fs::read_to_string(&har).unwrap();
+    assert!(text.contains("\"version\": \"1.2\"") || text.contains("\"version\":\"1.2\""));
+    let from_har = flows(&[har.to_str().unwrap()]);
+    let urls = |listing: &[String]| -> Vec<String> {
+        listing
+            .iter()
+            .map(|l| l.split_whitespace().nth(3).unwrap().to_owned())
+            .collect()
+    };
+    let har_lines: Vec<String> = from_har.lines().map(str::to_owned).collect();
+    assert_eq!(urls(&har_lines), urls(&listing), "{from_har}");
+    // A filter applies to the export.
+    let only = work.path().join("404.har");
+    flows(&[file_arg, "~c 404", "--har", only.to_str().unwrap()]);
+    assert_eq!(flows(&[only.to_str().unwrap()]).lines().count(), 1);
+    // To standard output with `-`.
+    assert!(flows(&[file_arg, "--har", "-"]).contains("\"entries\""));
+
+    // The HAR serves as a recording with the origin gone.
+    origin.stop();
+    let replaying = Proxlet::start(&[
+        "--server-replay",
+        har.to_str().unwrap(),
+        "--server-replay-extra",
+        "404",
+    ]);
+    let replayed = curl(&replaying, &["--compressed", &origin.url("/gzip")]);
+    assert_eq!(replayed.status, 200, "{}", replaying.log());
+    assert_eq!(replayed.body, bodies[1]);
+    assert!(replayed
+        .text()
+        .starts_with(proxlet_tests::origin::GZIP_TEXT));
+}

@@ -31,8 +31,7 @@ pub fn flows(
         return Ok(());
     }
     if let Some(out) = har {
-        let _ = out;
-        return Err(Error::Flows("HAR export is not available yet".into()));
+        return export_har(file, filter.as_ref(), out);
     }
     let mut out = io::BufWriter::new(io::stdout().lock());
     each(file, false, filter.as_ref(), &mut |flow| {
@@ -57,15 +56,25 @@ pub fn parse_filter(filter: Option<&str>) -> Result<Option<Filter>> {
         .transpose()
 }
 
-/// Calls `visit` with each flow of the proxlet flow file `path` that matches
-/// `filter`, bodies read only when `bodies` is set or the filter needs them;
-/// `visit` returns whether to go on.
+/// Calls `visit` with each flow of `path` (a proxlet flow file, a HAR or a
+/// mitmproxy dump) that matches `filter`; of a flow file, bodies are read
+/// only when `bodies` is set or the filter needs them. `visit` returns
+/// whether to go on.
 pub fn each(
     path: &Path,
     bodies: bool,
     filter: Option<&Filter>,
     visit: &mut dyn FnMut(&Flow) -> io::Result<bool>,
 ) -> Result<()> {
+    if !super::file::is_flow_file(path) {
+        for flow in super::convert::open_any(path)? {
+            let flow = flow?;
+            if filter.is_none_or(|f| matches(f, &flow)) && !visit(&flow)? {
+                break;
+            }
+        }
+        return Ok(());
+    }
     let mut reader = FlowReader::open(path).map_err(flow_error)?;
     let bodies = bodies || filter.is_some_and(Filter::uses_bodies);
     loop {
@@ -88,6 +97,29 @@ pub fn each(
             "{}: the last record is incomplete (the writer stopped mid-flow); it was skipped",
             path.display()
         );
+    }
+    Ok(())
+}
+
+/// Writes the flows of `path` matching `filter` as HAR 1.2 to `out` (`-`:
+/// standard output), one flow in memory at a time.
+fn export_har(path: &Path, filter: Option<&Filter>, out: &Path) -> Result<()> {
+    let mut failed = None;
+    let flows = super::convert::open_any(path)?
+        .map_while(|flow| flow.map_err(|e| failed = Some(e)).ok())
+        .filter(|flow| filter.is_none_or(|f| matches(f, flow)));
+    let written = if out == Path::new("-") {
+        super::har::write(flows, io::BufWriter::new(io::stdout().lock()))?
+    } else {
+        let file = std::fs::File::create(out)
+            .map_err(|e| Error::Flows(format!("cannot write {}: {e}", out.display())))?;
+        super::har::write(flows, io::BufWriter::new(file))?
+    };
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if out != Path::new("-") {
+        eprintln!("wrote {written} flows to {} (HAR 1.2)", out.display());
     }
     Ok(())
 }

@@ -43,6 +43,14 @@ pub enum FlowFileError {
     Corrupt { offset: u64, reason: String },
 }
 
+/// Whether `path` starts like a proxlet flow file.
+pub fn is_flow_file(path: &Path) -> bool {
+    let mut magic = [0; 8];
+    File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok_and(|()| magic == MAGIC)
+}
+
 /// Encodes `flow` as one record (frame, head, bodies) at the end of `out`.
 pub fn encode(flow: &Flow, out: &mut Vec<u8>) {
     let start = out.len();

@@ -17,11 +17,18 @@ use super::{
     Flow,
 };
 
-/// Hands each flow of the recording at `path` to `each`, in recorded order.
-/// Like every flow file reader, it stops at the first incomplete or corrupt
-/// record (what a killed writer leaves) and keeps the flows before it, with
-/// a warning. The error says what failed on which file.
+/// Hands each flow of the recording at `path` (a proxlet flow file, a HAR
+/// or a mitmproxy dump) to `each`, in recorded order. A flow file is read
+/// like every flow file reader does: up to its first incomplete or corrupt
+/// record (what a killed writer leaves), keeping the flows before it, with a
+/// warning. The error says what failed on which file.
 pub(crate) fn read_flows(path: &Path, mut each: impl FnMut(Flow)) -> Result<(), String> {
+    if !super::file::is_flow_file(path) {
+        for flow in super::convert::open_any(path).map_err(|e| e.to_string())? {
+            each(flow.map_err(|e| e.to_string())?);
+        }
+        return Ok(());
+    }
     let mut reader = FlowReader::open(path).map_err(|e| e.to_string())?;
     while let Some(flow) = reader.next_flow() {
         match flow {
