@@ -73,6 +73,17 @@ impl Origin {
         Self::start(Some(ca))
     }
 
+    /// An HTTPS origin with a throwaway CA of its own, named `ca_name`.
+    pub fn https_with_ca(ca_name: &str) -> Self {
+        Self::https(Arc::new(TestCa::new(ca_name)))
+    }
+
+    /// The path of the origin's CA certificate, for `--upstream-ca`.
+    pub fn ca_pem(&self) -> String {
+        let ca = self.ca.as_ref().expect("an HTTPS origin");
+        ca.path().to_str().expect("a UTF-8 temp path").to_owned()
+    }
+
     fn start(ca: Option<Arc<TestCa>>) -> Self {
         let mut origin = Self {
             addr: "127.0.0.1:0".parse().unwrap(),

@@ -69,7 +69,7 @@ fn pip_install_with_save_lists_every_request_and_filters_the_index_pages() {
         "--save",
         file.to_str().unwrap(),
         "--upstream-ca",
-        origin.ca.as_ref().unwrap().path().to_str().unwrap(),
+        &origin.ca_pem(),
     ]);
     assert_ok(
         "pip install",
@@ -231,7 +231,7 @@ fn a_killed_proxy_leaves_every_completed_flow_readable() {
         "--save",
         file.to_str().unwrap(),
         "--upstream-ca",
-        origin.ca.as_ref().unwrap().path().to_str().unwrap(),
+        &origin.ca_pem(),
     ]);
     let completed = 40;
     for i in 0..completed {

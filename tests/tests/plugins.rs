@@ -9,21 +9,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use proxlet_tests::{config_file, curl, guest, proxlet, Origin, Proxlet, TestCa};
+use proxlet_tests::{config_file, curl, guest, proxlet, Origin, Proxlet};
 
 fn https_origin() -> Origin {
-    Origin::https(Arc::new(TestCa::new("plugin test origin CA")))
-}
-
-fn upstream_ca(origin: &Origin) -> String {
-    origin
-        .ca
-        .as_ref()
-        .unwrap()
-        .path()
-        .to_str()
-        .unwrap()
-        .to_owned()
+    Origin::https_with_ca("plugin test origin CA")
 }
 
 fn sandbox_config(mode: &str, extra: &str) -> (tempfile::TempDir, PathBuf) {
@@ -58,7 +47,7 @@ fn example_plugin_header_appears_over_http_and_intercepted_https() {
     let hello = guest("rust_hello.wasm");
     let proxy = Proxlet::start(&[
         "--upstream-ca",
-        &upstream_ca(&origin),
+        &origin.ca_pem(),
         "--plugin",
         hello.to_str().unwrap(),
     ]);
@@ -148,7 +137,7 @@ fn plugin_hot_reloads_on_rename_and_in_place_write_and_survives_broken_files() {
     std::fs::copy(guest("rust_hello.wasm"), &plugin).unwrap();
     let proxy = Proxlet::start(&[
         "--upstream-ca",
-        &upstream_ca(&origin),
+        &origin.ca_pem(),
         "--plugin",
         plugin.to_str().unwrap(),
     ]);
@@ -350,7 +339,7 @@ fn panicking_plugin_is_handled_per_on_error() {
 #[test]
 fn credentials_are_hidden_and_locked_without_the_grant() {
     let origin = https_origin();
-    let ca = upstream_ca(&origin);
+    let ca = origin.ca_pem();
     let echo = |proxy: &Proxlet| {
         curl(
             proxy,
@@ -522,7 +511,7 @@ fn store_writes_exactly_the_body_and_an_abort_leaves_no_file() {
 #[test]
 fn body_hooks_see_decoded_bodies_and_replace_them() {
     let origin = https_origin();
-    let ca = upstream_ca(&origin);
+    let ca = origin.ca_pem();
     let (_dir, proxy) = sandbox_proxy("teh", "", &["--upstream-ca", &ca]);
     // Without --compressed curl would show the raw bytes: the host must have
     // decoded the gzip body and dropped Content-Encoding.
@@ -582,7 +571,7 @@ fn editing_the_config_swaps_the_chain_and_a_broken_edit_keeps_it() {
         "--config",
         path.to_str().unwrap(),
         "--upstream-ca",
-        &upstream_ca(&origin),
+        &origin.ca_pem(),
     ]);
     let url = origin.url("/bytes/8");
     assert_eq!(hello_header(&proxy, &url).1.as_deref(), Some("first"));

@@ -5,14 +5,13 @@
 use std::{
     path::{Path, PathBuf},
     process::Output,
-    sync::Arc,
     time::Duration,
 };
 
 use proxlet_tests::{
     curl,
     packages::{assert_ok, pip_install, registry},
-    Origin, Proxlet, TestCa,
+    Origin, Proxlet,
 };
 
 /// Runs `clients` through a proxlet saving flows to `file`, then stops it
@@ -50,18 +49,7 @@ fn show(output: &Output) -> String {
 }
 
 fn https_origin() -> Origin {
-    Origin::https(Arc::new(TestCa::new("replay origin CA")))
-}
-
-fn origin_ca(origin: &Origin) -> String {
-    origin
-        .ca
-        .as_ref()
-        .unwrap()
-        .path()
-        .to_str()
-        .unwrap()
-        .to_owned()
+    Origin::https_with_ca("replay origin CA")
 }
 
 #[test]
@@ -69,7 +57,7 @@ fn server_replay_answers_pip_with_the_origin_stopped() {
     let (mut origin, _packages) = registry("127.0.0.1");
     let work = tempfile::tempdir().unwrap();
     let file = work.path().join("pip.flows");
-    let ca = origin_ca(&origin);
+    let ca = origin.ca_pem();
     // pip asks for two index pages and two wheels.
     record(&file, &["--upstream-ca", &ca], 4, |proxy| {
         let output = pip_install(proxy, &origin, &work.path().join("recorded"));
@@ -258,7 +246,7 @@ fn kill_closes_the_connection_without_a_response() {
 #[test]
 fn https_replay_works_with_the_origin_unreachable_and_plugins_see_it() {
     let origin = https_origin();
-    let ca = origin_ca(&origin);
+    let ca = origin.ca_pem();
     let url = origin.url("/gzip");
     let work = tempfile::tempdir().unwrap();
     let file = work.path().join("https.flows");
@@ -301,7 +289,7 @@ fn client_replay_of_a_hundred_requests_names_the_one_that_changed() {
             vec![("text/plain", format!("document {i}\n").into_bytes())],
         );
     }
-    let ca = origin_ca(&origin);
+    let ca = origin.ca_pem();
     let work = tempfile::tempdir().unwrap();
     let file = work.path().join("hundred.flows");
     record(&file, &["--upstream-ca", &ca], 100, |proxy| {

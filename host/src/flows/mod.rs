@@ -121,17 +121,108 @@ pub struct Response {
 /// value is not UTF-8.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
-    pub name: String,
+    pub name: FieldName,
     pub value: Bytes,
 }
 
 impl Header {
-    pub fn new(name: impl Into<String>, value: impl Into<Bytes>) -> Self {
+    pub fn new(name: impl Into<FieldName>, value: impl Into<Bytes>) -> Self {
         Self {
             name: name.into(),
             value: value.into(),
         }
     }
+}
+
+/// A header field name: text that shares its bytes (a recorded flow keeps
+/// all its field names and values in one buffer, not two allocations a
+/// field). Reads as a `&str`.
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
+pub struct FieldName(Bytes);
+
+impl FieldName {
+    /// A name that is the UTF-8 text `bytes` (a field name is ASCII).
+    fn from_utf8(bytes: Bytes) -> Result<Self, std::str::Utf8Error> {
+        std::str::from_utf8(&bytes)?;
+        Ok(Self(bytes))
+    }
+}
+
+impl std::ops::Deref for FieldName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        // Only made from UTF-8 (`from_utf8`, `From<&str>`, `From<String>`).
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl From<&str> for FieldName {
+    fn from(text: &str) -> Self {
+        Self(Bytes::copy_from_slice(text.as_bytes()))
+    }
+}
+
+impl From<String> for FieldName {
+    fn from(text: String) -> Self {
+        Self(Bytes::from(text))
+    }
+}
+
+impl PartialEq<&str> for FieldName {
+    fn eq(&self, other: &&str) -> bool {
+        &**self == *other
+    }
+}
+
+impl PartialEq<str> for FieldName {
+    fn eq(&self, other: &str) -> bool {
+        &**self == other
+    }
+}
+
+impl std::fmt::Debug for FieldName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl std::fmt::Display for FieldName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
+
+impl Serialize for FieldName {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self)
+    }
+}
+
+/// The fields of a head, as a flow records them: names and values copied
+/// into one buffer, each field a slice of it.
+pub fn fields(headers: &http::HeaderMap) -> Vec<Header> {
+    let size = headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len())
+        .sum();
+    let mut all = bytes::BytesMut::with_capacity(size);
+    for (name, value) in headers {
+        all.extend_from_slice(name.as_str().as_bytes());
+        all.extend_from_slice(value.as_bytes());
+    }
+    let mut all = all.freeze();
+    headers
+        .iter()
+        .map(|(name, value)| {
+            let name = all.split_to(name.as_str().len());
+            let value = all.split_to(value.len());
+            Header {
+                // HeaderName is ASCII.
+                name: FieldName::from_utf8(name).unwrap_or_default(),
+                value,
+            }
+        })
+        .collect()
 }
 
 /// A body as captured: the bytes as they went over the wire (content-coded
@@ -188,21 +279,56 @@ impl Flow {
         }
     }
 
-    /// Bytes this flow holds in memory, for the store's bound.
+    /// Bytes this flow holds in memory, for the store's bound: every
+    /// allocation with the allocator's overhead, so that the bound holds for
+    /// the process's memory, not just for the payload.
     pub fn weight(&self) -> usize {
+        use std::mem::size_of;
+        // malloc's header and rounding, and a shared buffer's own header.
+        const ALLOC: usize = 48;
+        let text = |s: &str| s.len() + ALLOC;
+        // A recorded head keeps its fields in one buffer (`fields`).
         let heads = |h: &[Header]| {
-            h.iter()
-                .map(|h| h.name.len() + h.value.len() + 32)
-                .sum::<usize>()
+            std::mem::size_of_val(h)
+                + h.iter()
+                    .map(|h| h.name.len() + h.value.len())
+                    .sum::<usize>()
+                + 2 * ALLOC
         };
+        let body = |b: &Body| {
+            if b.data.is_empty() {
+                0
+            } else {
+                b.data.len() + ALLOC
+            }
+        };
+        let request = &self.request;
         let response = self
             .response
             .as_ref()
-            .map_or(0, |r| heads(&r.headers) + r.body.data.len());
-        512 + self.request.url.len()
-            + heads(&self.request.headers)
-            + self.request.body.data.len()
+            .map_or(0, |r| text(&r.version) + heads(&r.headers) + body(&r.body));
+        let steps = self
+            .plugins
+            .iter()
+            .map(|p| size_of::<PluginStep>() + text(&p.plugin) + text(&p.hook) + text(&p.decision))
+            .sum::<usize>();
+        let extras = [&self.error, &self.note]
+            .into_iter()
+            .flatten()
+            .map(|s| text(s))
+            .sum::<usize>();
+        size_of::<Flow>()
+            + ALLOC
+            + text(&self.mode)
+            + text(&request.method)
+            + text(&request.url)
+            + text(&request.version)
+            + heads(&request.headers)
+            + body(&request.body)
             + response
+            + steps
+            + extras
+            + text(&self.comment)
     }
 }
 
@@ -245,6 +371,7 @@ enum HeaderValueRepr {
 impl<'de> Deserialize<'de> for Header {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let (name, value): (String, HeaderValueRepr) = Deserialize::deserialize(deserializer)?;
+        let name = FieldName::from(name);
         let value = match value {
             HeaderValueRepr::Text(text) => Bytes::from(text),
             HeaderValueRepr::Binary(b) => {

@@ -12,14 +12,14 @@ use std::{
         mpsc, Arc, Mutex,
     },
     task::{Context, Poll},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Version};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
-use super::{filter::Filter, now_micros, Body, Flow, Header, PluginStep, Request, Response, Tls};
+use super::{fields, filter::Filter, now_micros, Body, Flow, PluginStep, Request, Response, Tls};
 use crate::{
     config::CaptureSettings,
     error::{Error, Result},
@@ -29,8 +29,9 @@ use crate::{
 /// Flows waiting for the save thread; beyond this the newest are dropped
 /// (and counted) rather than holding the proxy back.
 const SAVE_QUEUE: usize = 16 * 1024;
-/// Longest a saved flow waits in the writer's buffer under steady load.
-const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// Longest a saved flow waits in the writer's buffer before it is written
+/// to the file.
+const FLUSH_AFTER: Duration = Duration::from_millis(100);
 
 /// Receives every finished flow when capture is on.
 pub struct Sink {
@@ -181,7 +182,6 @@ impl Saver {
         let thread = std::thread::Builder::new()
             .name("proxlet-save".into())
             .spawn(move || {
-                let mut flushed = Instant::now();
                 let mut failed = false;
                 let report = |e: std::io::Error, failed: &mut bool| {
                     if !std::mem::replace(failed, true) {
@@ -190,23 +190,46 @@ impl Saver {
                         );
                     }
                 };
-                while let Ok(flow) = flows.recv() {
-                    let mut next = Some(flow);
-                    // Write what else is queued, then flush once the queue is
-                    // empty (or often enough under load): a finished flow is
-                    // in the file within FLUSH_EVERY.
-                    while let Some(flow) = next.take() {
-                        if let Err(e) = writer.write(&flow) {
+                // Flows are taken in batches: after the first of a busy
+                // spell the thread sleeps FLUSH_AFTER, then writes all that
+                // queued meanwhile and flushes. A finished flow is in the
+                // file within about FLUSH_AFTER, and a busy proxy wakes this
+                // thread ten times a second, not once a flow (on a proxy
+                // pinned to one core each wake-up is a context switch taken
+                // from serving).
+                let write =
+                    |writer: &mut super::file::FlowWriter, flow: &Flow, failed: &mut bool| {
+                        if let Err(e) = writer.write(flow) {
+                            report(e, failed);
+                        }
+                    };
+                while let Ok(first) = flows.recv() {
+                    write(&mut writer, &first, &mut failed);
+                    drop(first);
+                    loop {
+                        std::thread::sleep(FLUSH_AFTER);
+                        let mut taken = 0;
+                        let mut closed = false;
+                        loop {
+                            match flows.try_recv() {
+                                Ok(flow) => {
+                                    write(&mut writer, &flow, &mut failed);
+                                    taken += 1;
+                                }
+                                Err(mpsc::TryRecvError::Empty) => break,
+                                Err(mpsc::TryRecvError::Disconnected) => {
+                                    closed = true;
+                                    break;
+                                }
+                            }
+                        }
+                        if let Err(e) = writer.flush() {
                             report(e, &mut failed);
                         }
-                        if flushed.elapsed() < FLUSH_EVERY {
-                            next = flows.try_recv().ok();
+                        if taken == 0 || closed {
+                            break;
                         }
                     }
-                    if let Err(e) = writer.flush() {
-                        report(e, &mut failed);
-                    }
-                    flushed = Instant::now();
                 }
                 let _ = writer.flush();
             })?;
@@ -511,17 +534,6 @@ impl HttpBody for Tee {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
-}
-
-/// Header fields as a flow holds them, in order.
-fn fields(headers: &HeaderMap) -> Vec<Header> {
-    headers
-        .iter()
-        .map(|(name, value)| Header {
-            name: name.as_str().to_owned(),
-            value: Bytes::copy_from_slice(value.as_bytes()),
-        })
-        .collect()
 }
 
 #[cfg(test)]
