@@ -67,6 +67,26 @@ echo
 echo "- in-memory store (--flows-max 100000,256M): peak RSS $store_rss after ${secs} s of load"
 echo "- --save wrote $saved flows in ${secs} s ($(du -h "$work/saved.flows" | cut -f1))"
 
+# Save latency: a finished flow in the file (idle proxy).
+port=$((port + 1)); rm -f "$work/latency.flows"
+start_proxlet $port --plugin none --save "$work/latency.flows"
+lat=$(python3 - "$port" "$work/ca.pem" "$bin" "$work/latency.flows" <<'PY'
+import subprocess, sys, time
+port, ca, binary, path = sys.argv[1:]
+worst = 0.0
+for i in range(1, 11):
+    subprocess.run(["curl", "-s", "-o", "/dev/null", "--cacert", f"{sys.argv[2]}", "-k",
+                    "-x", f"http://127.0.0.1:{port}", "https://127.0.0.1:18443/1k"], check=True)
+    done = time.monotonic()
+    while subprocess.run([binary, "flows", path], capture_output=True).stdout.count(b"\n") < i:
+        time.sleep(0.005)
+    worst = max(worst, time.monotonic() - done)
+print(f"{worst * 1000:.0f} ms")
+PY
+)
+echo "- a finished flow is listed from the --save file within $lat (worst of 10, idle proxy)"
+kill $proxlet_pid; wait $proxlet_pid 2>/dev/null || true
+
 # 100 000 flows in the store: RSS against the bound (bodies 1 KiB each).
 port=$((port + 1)); start_proxlet $port --plugin none --flows-max 100000,64M
 taskset -c 1 oha --no-tui -n 110000 -c "$conc" --insecure -x http://127.0.0.1:$port $url >/dev/null
