@@ -359,3 +359,70 @@ fn har_exports_list_and_replay_like_the_flow_file_they_came_from() {
         .text()
         .starts_with(proxlet_tests::origin::GZIP_TEXT));
 }
+
+#[test]
+fn cut_short_flows_are_recorded_as_such_and_never_replayed() {
+    let origin = Origin::http();
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("t.flows");
+    let file_arg = file.to_str().unwrap();
+    // Every byte that passes is kept: only the abort makes the body partial.
+    let proxy = Proxlet::start(&["--save", file_arg, "--flow-body-max", "1G"]);
+    // The client leaves mid-body (more than socket buffers hold).
+    let url = origin.url("/bytes/200000000");
+    let aborted = curl(&proxy, &["--limit-rate", "20K", "--max-time", "1", &url]);
+    assert!(!aborted.success);
+    let listing = wait_for_flows(&file, 1);
+    assert_eq!(listing.len(), 1, "{listing:#?}");
+    assert!(listing[0].contains("client-aborted"), "{listing:#?}");
+    let shown = flows(&[file_arg, "--show", id_of(&listing[0])]);
+    assert!(
+        shown.contains(", truncated:"),
+        "a cut-short body is truncated:\n{shown}"
+    );
+    drop(proxy);
+
+    // Server replay does not serve a body it only has part of.
+    let replaying = Proxlet::start(&["--server-replay", file_arg, "--server-replay-extra", "404"]);
+    let replayed = curl(&replaying, &["--max-time", "5", &url]);
+    assert_eq!(replayed.status, 404, "{}", replaying.log());
+}
+
+#[test]
+fn proxy_credentials_never_reach_a_flow_file() {
+    let origin = Origin::http();
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("t.flows");
+    let file_arg = file.to_str().unwrap();
+    let proxy = Proxlet::start(&[
+        "--plugin",
+        "cache",
+        "--cache-dir",
+        work.path().join("cache").to_str().unwrap(),
+        "--save",
+        file_arg,
+    ]);
+    // Fetched (upstream), then answered by the cache plugin (no upstream).
+    for _ in 0..2 {
+        let got = curl(
+            &proxy,
+            &["--proxy-user", "ci:s3cret", &origin.url("/bytes/10")],
+        );
+        assert_eq!(got.status, 200);
+    }
+    let listing = wait_for_flows(&file, 2);
+    assert_eq!(listing.len(), 2);
+    let raw = std::fs::read(&file).unwrap();
+    let needle = b"czNjcmV0"; // base64 of "s3cret", as Basic carries it
+    assert!(
+        !raw.windows(needle.len()).any(|w| w == needle)
+            && !raw
+                .windows(19)
+                .any(|w| w.eq_ignore_ascii_case(b"proxy-authorization")),
+        "credentials saved:\n{}",
+        String::from_utf8_lossy(&raw)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "flow files are private");
+}

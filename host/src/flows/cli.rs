@@ -86,6 +86,11 @@ pub fn each(
         let flow = match next {
             None => break,
             Some(Ok(flow)) => flow,
+            // Like a torn tail: the flows before it are what there is.
+            Some(Err(e @ FlowFileError::Corrupt { .. })) => {
+                tracing::warn!("{}: {e}; the flows after it are not read", path.display());
+                break;
+            }
             Some(Err(e)) => return Err(flow_error(e)),
         };
         if filter.is_none_or(|f| matches(f, &flow)) && !visit(&flow)? {
@@ -111,7 +116,7 @@ fn export_har(path: &Path, filter: Option<&Filter>, out: &Path) -> Result<()> {
     let written = if out == Path::new("-") {
         super::har::write(flows, io::BufWriter::new(io::stdout().lock()))?
     } else {
-        let file = std::fs::File::create(out)
+        let file = super::file::create_private(out)
             .map_err(|e| Error::Flows(format!("cannot write {}: {e}", out.display())))?;
         super::har::write(flows, io::BufWriter::new(file))?
     };

@@ -117,10 +117,15 @@ pub fn open(path: &Path) -> Result<Source> {
     if head.starts_with(&file::MAGIC) {
         let mut reader = FlowReader::open(path).map_err(|e| Error::Flows(e.to_string()))?;
         let name = path.display().to_string();
-        let flows = std::iter::from_fn(move || {
-            reader
-                .next_flow()
-                .map(|r| r.map_err(|e| Error::Flows(format!("{name}: {e}"))))
+        let flows = std::iter::from_fn(move || match reader.next_flow()? {
+            Ok(flow) => Some(Ok(flow)),
+            // A corrupt record ends the file as a torn one does (what a
+            // crash leaves): the flows before it are what there is.
+            Err(e @ file::FlowFileError::Corrupt { .. }) => {
+                tracing::warn!("{name}: {e}; the flows after it are not read");
+                None
+            }
+            Err(e) => Some(Err(Error::Flows(format!("{name}: {e}")))),
         });
         return Ok(Source {
             format: Format::Proxlet,
@@ -236,12 +241,14 @@ fn write_all(flows: Flows, filter: Option<&Filter>, format: Format, path: &Path)
         .filter(|flow| filter.is_none_or(|f| filter::matches(f, flow)));
     let written = match format {
         Format::Har => {
-            let out = File::create(path).map_err(write_error)?;
+            let out = file::create_private(path).map_err(write_error)?;
             har::write(passing, out).map_err(write_error)?
         }
         Format::Mitmproxy => {
-            let out =
-                BufWriter::with_capacity(256 * 1024, File::create(path).map_err(write_error)?);
+            let out = BufWriter::with_capacity(
+                256 * 1024,
+                file::create_private(path).map_err(write_error)?,
+            );
             mitm::write(passing, out).map_err(write_error)?
         }
         Format::Proxlet => {

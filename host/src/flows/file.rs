@@ -43,6 +43,18 @@ pub enum FlowFileError {
     Corrupt { offset: u64, reason: String },
 }
 
+/// Creates (or truncates) `path` readable by its owner only: flows hold
+/// what clients sent, credentials and cookies included.
+pub fn create_private(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
 /// Whether `path` starts like a proxlet flow file.
 pub fn is_flow_file(path: &Path) -> bool {
     let mut magic = [0; 8];
@@ -93,7 +105,9 @@ impl FlowWriter {
             source,
         };
         let existing = append && path.metadata().is_ok_and(|m| m.len() > 0);
+        use std::os::unix::fs::OpenOptionsExt;
         let mut file = OpenOptions::new()
+            .mode(0o600)
             .read(true)
             .write(true)
             .create(true)
@@ -135,6 +149,21 @@ impl FlowWriter {
     pub fn write(&mut self, flow: &Flow) -> io::Result<()> {
         self.record.clear();
         encode(flow, &mut self.record);
+        let head_len = u32::from_le_bytes([
+            self.record[0],
+            self.record[1],
+            self.record[2],
+            self.record[3],
+        ]);
+        if head_len > MAX_HEAD {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "flow #{} does not fit a record (head of {head_len} bytes)",
+                    flow.id
+                ),
+            ));
+        }
         // A record bigger than the buffer goes straight out in one write.
         self.out.write_all(&self.record)
     }
@@ -227,12 +256,28 @@ impl<R: Read + Seek> FlowReader<R> {
         let word =
             |i: usize| u32::from_le_bytes([frame[i], frame[i + 1], frame[i + 2], frame[i + 3]]);
         let (head_len, request_len, response_len, crc) = (word(0), word(4), word(8), word(12));
+        // No record has an empty head: zeros are what a crash can leave.
+        if head_len == 0 {
+            self.torn = true;
+            return None;
+        }
         if head_len > MAX_HEAD {
             self.torn = true;
             return Some(Err(FlowFileError::Corrupt {
                 offset,
                 reason: format!("head of {head_len} bytes"),
             }));
+        }
+        // A head that runs past the end was cut short by a crash: checked
+        // before anything is allocated for it.
+        let head_end = offset + (FRAME_LEN as u64) + u64::from(head_len);
+        match self.len_at_least(head_end) {
+            Ok(true) => {}
+            Ok(false) => {
+                self.torn = true;
+                return None;
+            }
+            Err(e) => return Some(Err(e.into())),
         }
         let mut head = vec![0; head_len as usize];
         match read_full(&mut self.input, &mut head) {
@@ -411,6 +456,57 @@ mod tests {
             .collect();
         assert_eq!(ids, [1, 3]);
         assert!(!reader.torn);
+    }
+
+    #[test]
+    fn a_zero_filled_tail_ends_the_file_and_is_cut_before_appending() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.flows");
+        let mut writer = FlowWriter::create(&path, false).unwrap();
+        writer.write(&flow(1, b"one")).unwrap();
+        writer.flush().unwrap();
+        drop(writer);
+        // What a crash can leave on some file systems: zeros past the end.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(&[0; 100]);
+        std::fs::write(&path, &bytes).unwrap();
+        let mut reader = FlowReader::open(&path).unwrap();
+        assert_eq!(reader.next_flow().unwrap().unwrap().id, 1);
+        assert!(reader.next_flow().is_none());
+        assert!(reader.torn);
+        let mut writer = FlowWriter::create(&path, true).unwrap();
+        writer.write(&flow(2, b"two")).unwrap();
+        writer.flush().unwrap();
+        let mut reader = FlowReader::open(&path).unwrap();
+        let ids: Vec<_> = std::iter::from_fn(|| reader.next_flow())
+            .map(|f| f.unwrap().id)
+            .collect();
+        assert_eq!(ids, [1, 2]);
+    }
+
+    #[test]
+    fn a_head_length_past_the_end_allocates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.flows");
+        let mut bytes = header().to_vec();
+        // A frame claiming a 60 MiB head in a file of a few bytes.
+        bytes.extend_from_slice(&(60u32 << 20).to_le_bytes());
+        bytes.extend_from_slice(&[0; 12]);
+        bytes.extend_from_slice(b"{}");
+        std::fs::write(&path, &bytes).unwrap();
+        let mut reader = FlowReader::open(&path).unwrap();
+        assert!(reader.next_flow().is_none());
+        assert!(reader.torn);
+    }
+
+    #[test]
+    fn flow_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.flows");
+        FlowWriter::create(&path, false).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]

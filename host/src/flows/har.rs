@@ -85,8 +85,15 @@ fn round_ms(ms: f64) -> f64 {
 /// the connect field"), so `ssl <= connect`.
 pub fn timings(t: &Timings) -> HarTimings {
     let span = |from: Option<i64>, to: Option<i64>| match (from, to) {
-        (Some(from), Some(to)) => Some(((to - from) as f64 / 1000.0).max(0.0)),
+        (Some(from), Some(to)) => Some((to.saturating_sub(from) as f64 / 1000.0).max(0.0)),
         _ => None,
+    };
+    // Sending and waiting begin once the connection made for this flow is
+    // up, so the connect is not counted in them again.
+    let connected = t.server_tls.or(t.server_tcp);
+    let after_connect = |at: Option<i64>| match (at, connected) {
+        (Some(at), Some(c)) => Some(at.max(c)),
+        (at, _) => at,
     };
     let required = |d: Option<f64>| round_ms(d.unwrap_or(0.0));
     let optional = |d: Option<f64>| d.map_or(-1.0, round_ms);
@@ -99,8 +106,14 @@ pub fn timings(t: &Timings) -> HarTimings {
         blocked: -1.0,
         dns: -1.0,
         connect,
-        send: required(span(t.request_start, t.request_end)),
-        wait: required(span(t.request_end.or(t.request_start), t.response_start)),
+        send: required(span(
+            after_connect(t.request_start),
+            after_connect(t.request_end),
+        )),
+        wait: required(span(
+            after_connect(t.request_end.or(t.request_start)),
+            t.response_start,
+        )),
         receive: required(span(t.response_start, t.response_end)),
         ssl,
     }
@@ -501,6 +514,16 @@ fn body_from_json(
     let Some(container) = container else {
         return Ok(Body::default());
     };
+    // Browsers leave out the text of binary or large bodies: such a body is
+    // known by its size only, and must not pass for an empty one.
+    let size = container.get("size").and_then(Value::as_u64).unwrap_or(0);
+    if container.get("text").is_none() && size > 0 {
+        return Ok(Body {
+            data: Bytes::new(),
+            size,
+            truncated: true,
+        });
+    }
     let text = str_field(container, "text");
     let data: Bytes = match container.get(encoding_key).and_then(Value::as_str) {
         Some("base64") => BASE64
@@ -625,7 +648,8 @@ fn timings_from_json(entry: &Value) -> Timings {
         timings
             .and_then(|t| t.get(key))
             .and_then(Value::as_f64)
-            .filter(|v| *v >= 0.0)
+            // Negative means "not applicable"; beyond a year is not a timing.
+            .filter(|v| (0.0..=3.2e10).contains(v))
             .map(|v| (v * 1000.0).round() as i64)
     };
     let mut t = Timings {
@@ -638,7 +662,8 @@ fn timings_from_json(entry: &Value) -> Timings {
         t.server_tcp = Some(start + connect - ssl.unwrap_or(0));
         t.server_tls = ssl.map(|_| start + connect);
     }
-    let request_end = start + ms("send").unwrap_or(0);
+    let sending = t.server_tls.or(t.server_tcp).unwrap_or(start);
+    let request_end = sending + ms("send").unwrap_or(0);
     let response_start = request_end + ms("wait").unwrap_or(0);
     t.request_end = Some(request_end);
     if entry
@@ -701,8 +726,10 @@ mod tests {
         assert_eq!(t.connect, 9.25);
         assert_eq!(t.ssl, 7.25);
         assert!(t.ssl <= t.connect);
-        assert_eq!((t.send, t.wait, t.receive), (0.5, 19.5, 1.001));
-        assert_eq!(t.total(), 0.5 + 19.5 + 1.001 + 9.25);
+        // Sending and waiting start once connected: the connect is not
+        // counted twice (the request head was read before connecting).
+        assert_eq!((t.send, t.wait, t.receive), (0.0, 9.75, 1.001));
+        assert_eq!(t.total(), 20.001);
         // A plain connection: connect is the TCP handshake, no ssl.
         let t = timed(Timings {
             server_connect: Some(0),
@@ -830,7 +857,9 @@ mod tests {
         );
         assert_eq!(entry["timings"]["connect"], 0.9);
         assert_eq!(entry["timings"]["ssl"], 0.5);
-        assert_eq!(entry["time"], 0.9 + 1.0 + 4.0 + 1.0);
+        // The upload overlapped the connect: send counts from connected.
+        assert_eq!(entry["timings"]["send"], 0.1);
+        assert_eq!(entry["time"], 0.9 + 0.1 + 4.0 + 1.0);
         assert_eq!(entry["serverIPAddress"], "127.0.0.1");
         assert_eq!(entry["_proxlet_id"], 9);
         assert_eq!(entry["_plugins"][0]["plugin"], "p");

@@ -660,7 +660,11 @@ fn body_from_state(message: &Value) -> Body {
         .and_then(Value::bytes)
     {
         Some(data) => Body::whole(Bytes::copy_from_slice(data)),
-        None => Body::default(),
+        // Streamed: the body went through but was not kept.
+        None => Body {
+            truncated: true,
+            ..Body::default()
+        },
     }
 }
 

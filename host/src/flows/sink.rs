@@ -8,7 +8,7 @@ use std::{
     net::SocketAddr,
     pin::Pin,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
         mpsc, Arc, Mutex,
     },
     task::{Context, Poll},
@@ -29,6 +29,8 @@ use crate::{
 /// Flows waiting for the save thread; beyond this the newest are dropped
 /// (and counted) rather than holding the proxy back.
 const SAVE_QUEUE: usize = 16 * 1024;
+/// Bytes of flows waiting for the save thread, at most.
+const SAVE_QUEUE_BYTES: usize = 256 << 20;
 /// Longest a saved flow waits in the writer's buffer before it is written
 /// to the file.
 const FLUSH_AFTER: Duration = Duration::from_millis(100);
@@ -168,26 +170,52 @@ impl Store {
     }
 }
 
+/// A flow on its way to the save thread, with its weight.
+type Queued = (Arc<Flow>, usize);
+
 /// The `--save` writer thread and its queue.
 struct Saver {
-    queue: Mutex<Option<mpsc::SyncSender<Arc<Flow>>>>,
+    queue: Mutex<Option<mpsc::SyncSender<Queued>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    filter: Option<Filter>,
+    /// Bytes of the flows queued (their `weight`), bounded by SAVE_QUEUE_BYTES.
+    queued: Arc<AtomicUsize>,
     dropped: AtomicU64,
 }
 
 impl Saver {
     fn start(mut writer: super::file::FlowWriter, filter: Option<Filter>) -> Result<Self> {
-        let (queue, flows) = mpsc::sync_channel::<Arc<Flow>>(SAVE_QUEUE);
+        let (queue, flows) = mpsc::sync_channel::<Queued>(SAVE_QUEUE);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let taken = queued.clone();
         let thread = std::thread::Builder::new()
             .name("proxlet-save".into())
             .spawn(move || {
                 let mut failed = false;
-                let report = |e: std::io::Error, failed: &mut bool| {
-                    if !std::mem::replace(failed, true) {
-                        tracing::error!(
-                            "cannot write to the --save file: {e}; flows are no longer saved"
-                        );
+                // The filter runs here, off the proxy's workers: `~b` decodes
+                // bodies, which may take a while.
+                let mut write = |writer: &mut super::file::FlowWriter, (flow, weight): Queued| {
+                    taken.fetch_sub(weight, Ordering::Relaxed);
+                    if failed
+                        || filter
+                            .as_ref()
+                            .is_some_and(|f| !super::filter::matches(f, &flow))
+                    {
+                        return;
+                    }
+                    match writer.write(&flow) {
+                        Ok(()) => {}
+                        // One flow too large for a record: skipped, saving goes on.
+                        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                            tracing::warn!("--save: {e}; not saved");
+                        }
+                        // The file is in doubt from here (a partial record may
+                        // follow): stop, so what is in it stays readable.
+                        Err(e) => {
+                            failed = true;
+                            tracing::error!(
+                                "cannot write to the --save file: {e}; flows are no longer saved"
+                            );
+                        }
                     }
                 };
                 // Flows are taken in batches: after the first of a busy
@@ -197,15 +225,8 @@ impl Saver {
                 // thread ten times a second, not once a flow (on a proxy
                 // pinned to one core each wake-up is a context switch taken
                 // from serving).
-                let write =
-                    |writer: &mut super::file::FlowWriter, flow: &Flow, failed: &mut bool| {
-                        if let Err(e) = writer.write(flow) {
-                            report(e, failed);
-                        }
-                    };
                 while let Ok(first) = flows.recv() {
-                    write(&mut writer, &first, &mut failed);
-                    drop(first);
+                    write(&mut writer, first);
                     loop {
                         std::thread::sleep(FLUSH_AFTER);
                         let mut taken = 0;
@@ -213,7 +234,7 @@ impl Saver {
                         loop {
                             match flows.try_recv() {
                                 Ok(flow) => {
-                                    write(&mut writer, &flow, &mut failed);
+                                    write(&mut writer, flow);
                                     taken += 1;
                                 }
                                 Err(mpsc::TryRecvError::Empty) => break,
@@ -224,7 +245,7 @@ impl Saver {
                             }
                         }
                         if let Err(e) = writer.flush() {
-                            report(e, &mut failed);
+                            tracing::error!("cannot write to the --save file: {e}");
                         }
                         if taken == 0 || closed {
                             break;
@@ -236,24 +257,20 @@ impl Saver {
         Ok(Self {
             queue: Mutex::new(Some(queue)),
             thread: Mutex::new(Some(thread)),
-            filter,
+            queued,
             dropped: AtomicU64::new(0),
         })
     }
 
     fn send(&self, flow: &Arc<Flow>) {
-        if self
-            .filter
-            .as_ref()
-            .is_some_and(|f| !super::filter::matches(f, flow))
-        {
-            return;
-        }
         let queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         let Some(queue) = queue.as_ref() else {
             return;
         };
-        if queue.try_send(flow.clone()).is_err() {
+        let weight = flow.weight();
+        let full = self.queued.fetch_add(weight, Ordering::Relaxed) + weight > SAVE_QUEUE_BYTES;
+        if full || queue.try_send((flow.clone(), weight)).is_err() {
+            self.queued.fetch_sub(weight, Ordering::Relaxed);
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed);
             if dropped.is_power_of_two() || dropped == 0 {
                 tracing::warn!(
@@ -287,7 +304,8 @@ pub struct Recording {
     flow: Flow,
     request_body: Option<Arc<Mutex<Captured>>>,
     response_body: Captured,
-    sink: Arc<Sink>,
+    /// `None` once the flow went to the sink.
+    sink: Option<Arc<Sink>>,
 }
 
 impl Recording {
@@ -309,7 +327,7 @@ impl Recording {
             },
             request_body: None,
             response_body: Captured::new(body_max),
-            sink,
+            sink: Some(sink),
         })
     }
 
@@ -345,7 +363,8 @@ impl Recording {
             self.flow.timings.request_end = Some(now_micros());
             return body;
         }
-        let captured = Arc::new(Mutex::new(Captured::new(self.sink.body_max)));
+        let body_max = self.response_body.max;
+        let captured = Arc::new(Mutex::new(Captured::new(body_max)));
         self.request_body = Some(captured.clone());
         crate::proxy::body::boxed(Tee {
             inner: body,
@@ -421,35 +440,51 @@ impl Recording {
         &mut self.flow.plugins
     }
 
-    /// Hands the flow to the sink.
+    /// Hands the flow to the sink. `error` is why the response body did not
+    /// reach its end (the client left, the upstream failed mid-body).
     pub fn finish(mut self: Box<Self>, error: Option<String>, note: Option<String>) {
-        let now = now_micros();
+        self.complete(error, note);
+    }
+
+    fn complete(&mut self, error: Option<String>, note: Option<String>) {
+        let Some(sink) = self.sink.take() else {
+            return;
+        };
         let flow = &mut self.flow;
-        flow.timings.response_end = Some(now);
+        flow.timings.response_end = Some(now_micros());
         if let Some(captured) = &self.request_body {
-            let captured = captured.lock().unwrap_or_else(|e| e.into_inner());
-            flow.request.body = captured.body();
-            flow.timings.request_end = captured.ended.or(flow.timings.request_end);
+            let mut captured = captured.lock().unwrap_or_else(|e| e.into_inner());
+            let ended = captured.ended;
+            flow.request.body = captured.body(ended.is_some());
+            flow.timings.request_end = ended.or(flow.timings.request_end);
         }
         if flow.timings.request_end.is_none() {
             flow.timings.request_end = flow.timings.request_start;
         }
         if let Some(response) = flow.response.as_mut() {
-            response.body = self.response_body.body();
+            response.body = self.response_body.body(error.is_none());
         }
         if error.is_some() {
             flow.error = error;
         }
         flow.note = note;
-        let flow = std::mem::take(&mut self.flow);
-        self.sink.finish(flow);
+        sink.finish(std::mem::take(&mut self.flow));
+    }
+}
+
+/// A flow dropped unfinished (the client left before its response head)
+/// is recorded too, as mitmproxy records killed flows.
+impl Drop for Recording {
+    fn drop(&mut self) {
+        self.complete(Some("client-aborted".into()), None);
     }
 }
 
 /// A body's first bytes up to a bound, and its true size.
 struct Captured {
-    chunks: Vec<Bytes>,
-    kept: usize,
+    /// Copied, not sliced: a slice would keep the reader's whole buffer
+    /// alive (many times the bound for a body sent in small frames).
+    kept: BytesMut,
     size: u64,
     max: usize,
     ended: Option<i64>,
@@ -458,40 +493,27 @@ struct Captured {
 impl Captured {
     fn new(max: usize) -> Self {
         Self {
-            chunks: Vec::new(),
-            kept: 0,
+            kept: BytesMut::new(),
             size: 0,
             max,
             ended: None,
         }
     }
 
-    /// Keeps (a slice of) `data` without copying it: the frames are joined
-    /// once when the flow is done.
     fn push(&mut self, data: &Bytes) {
         self.size += data.len() as u64;
-        let room = self.max - self.kept;
+        let room = self.max - self.kept.len();
         if room > 0 && !data.is_empty() {
-            let take = data.len().min(room);
-            self.chunks.push(data.slice(..take));
-            self.kept += take;
+            self.kept.extend_from_slice(&data[..data.len().min(room)]);
         }
     }
 
-    fn body(&self) -> Body {
-        let data = match self.chunks.as_slice() {
-            [] => Bytes::new(),
-            [one] => Bytes::copy_from_slice(one),
-            many => {
-                let mut all = BytesMut::with_capacity(self.kept);
-                for chunk in many {
-                    all.extend_from_slice(chunk);
-                }
-                all.freeze()
-            }
-        };
+    /// The body as kept; `complete` says whether it was seen to its end (a
+    /// body cut short by an abort is truncated whatever its length).
+    fn body(&mut self, complete: bool) -> Body {
+        let data = std::mem::take(&mut self.kept).freeze();
         Body {
-            truncated: (data.len() as u64) < self.size,
+            truncated: (data.len() as u64) < self.size || !complete,
             size: self.size,
             data,
         }
@@ -575,12 +597,18 @@ mod tests {
         let mut captured = Captured::new(5);
         captured.push(&Bytes::from_static(b"abc"));
         captured.push(&Bytes::from_static(b"defgh"));
-        let body = captured.body();
+        let body = captured.body(true);
         assert_eq!(&body.data[..], b"abcde");
         assert_eq!(body.size, 8);
         assert!(body.truncated);
         let mut whole = Captured::new(5);
         whole.push(&Bytes::from_static(b"abc"));
-        assert!(!whole.body().truncated);
+        assert!(!whole.body(true).truncated);
+        let mut aborted = Captured::new(5);
+        aborted.push(&Bytes::from_static(b"abc"));
+        assert!(
+            aborted.body(false).truncated,
+            "a body cut short is truncated"
+        );
     }
 }

@@ -93,6 +93,9 @@ pub(crate) async fn handle(
     let response = match decision {
         RequestDecision::Respond(response) => {
             if let Some(recording) = record.recording.as_mut() {
+                // As the Continue path records it: without hop-by-hop
+                // fields (Proxy-Authorization among them).
+                headers::remove_hop_by_hop(&mut parts.headers);
                 recording.request(&parts.method, &parts.uri, parts.version, &parts.headers);
             }
             response
