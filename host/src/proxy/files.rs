@@ -363,7 +363,12 @@ where
                         }
                     }
                 }
-                if self.inner.is_end_stream() {
+                // The file is put in place before its last bytes go on to
+                // the client: a client that asks again as soon as it has
+                // them (pip, back-to-back) finds it. An upstream's body may
+                // report its end only on the next poll (HTTP/2's END_STREAM
+                // in a frame of its own); the announced length says sooner.
+                if self.inner.is_end_stream() || self.expected == Some(self.written) {
                     self.complete();
                 }
             }
