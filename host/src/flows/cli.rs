@@ -11,7 +11,7 @@ use std::{
 
 use super::{
     file::{FlowFileError, FlowReader},
-    filter::{decoded, matches, Filter},
+    filter::{content_coding, decoded, matches, Filter},
     Flow, Header,
 };
 use crate::error::{Error, Result};
@@ -66,42 +66,19 @@ pub fn each(
     filter: Option<&Filter>,
     visit: &mut dyn FnMut(&Flow) -> io::Result<bool>,
 ) -> Result<()> {
-    if !super::file::is_flow_file(path) {
-        for flow in super::convert::open_any(path)? {
-            let flow = flow?;
-            if filter.is_none_or(|f| matches(f, &flow)) && !visit(&flow)? {
-                break;
-            }
-        }
-        return Ok(());
-    }
-    let mut reader = FlowReader::open(path).map_err(flow_error)?;
-    let bodies = bodies || filter.is_some_and(Filter::uses_bodies);
-    loop {
-        let next = if bodies {
-            reader.next_flow()
-        } else {
-            reader.next_head()
-        };
-        let flow = match next {
-            None => break,
-            Some(Ok(flow)) => flow,
-            // Like a torn tail: the flows before it are what there is.
-            Some(Err(e @ FlowFileError::Corrupt { .. })) => {
-                tracing::warn!("{}: {e}; the flows after it are not read", path.display());
-                break;
-            }
-            Some(Err(e)) => return Err(flow_error(e)),
-        };
+    // Of a flow file only the heads are read unless bodies are needed.
+    let flows: super::convert::Flows = if super::file::is_flow_file(path) {
+        let bodies = bodies || filter.is_some_and(Filter::uses_bodies);
+        let reader = FlowReader::open(path).map_err(flow_error)?;
+        Box::new(reader.flows(bodies).map(|flow| flow.map_err(flow_error)))
+    } else {
+        super::convert::open_any(path)?
+    };
+    for flow in flows {
+        let flow = flow?;
         if filter.is_none_or(|f| matches(f, &flow)) && !visit(&flow)? {
             break;
         }
-    }
-    if reader.torn {
-        tracing::warn!(
-            "{}: the last record is incomplete (the writer stopped mid-flow); it was skipped",
-            path.display()
-        );
     }
     Ok(())
 }
@@ -276,10 +253,8 @@ fn body(w: &mut String, headers: &[Header], body: &super::Body) {
         return;
     }
     let plain = decoded(headers, &body.data);
-    let coding = headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("content-encoding"))
-        .map(|h| format!(", {} decoded", String::from_utf8_lossy(&h.value)))
+    let coding = content_coding(headers)
+        .map(|c| format!(", {c} decoded"))
         .unwrap_or_default();
     let kept = if body.truncated {
         format!(", truncated: {} bytes kept", body.data.len())

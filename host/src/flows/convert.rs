@@ -115,18 +115,11 @@ pub fn open(path: &Path) -> Result<Source> {
     let head = &head[..filled];
     let skipped = Rc::new(RefCell::new(BTreeMap::new()));
     if head.starts_with(&file::MAGIC) {
-        let mut reader = FlowReader::open(path).map_err(|e| Error::Flows(e.to_string()))?;
+        let reader = FlowReader::open(path).map_err(|e| Error::Flows(e.to_string()))?;
         let name = path.display().to_string();
-        let flows = std::iter::from_fn(move || match reader.next_flow()? {
-            Ok(flow) => Some(Ok(flow)),
-            // A corrupt record ends the file as a torn one does (what a
-            // crash leaves): the flows before it are what there is.
-            Err(e @ file::FlowFileError::Corrupt { .. }) => {
-                tracing::warn!("{name}: {e}; the flows after it are not read");
-                None
-            }
-            Err(e) => Some(Err(Error::Flows(format!("{name}: {e}")))),
-        });
+        let flows = reader
+            .flows(true)
+            .map(move |r| r.map_err(|e| Error::Flows(format!("{name}: {e}"))));
         return Ok(Source {
             format: Format::Proxlet,
             flows: Box::new(flows),

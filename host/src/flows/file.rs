@@ -184,6 +184,8 @@ pub struct FlowReader<R> {
     len: u64,
     /// Set when the file ends in an incomplete record.
     pub torn: bool,
+    /// The file's name, for warnings.
+    path: PathBuf,
 }
 
 impl FlowReader<File> {
@@ -220,10 +222,42 @@ impl<R: Read + Seek> FlowReader<R> {
         input.seek(SeekFrom::Start(HEADER_LEN))?;
         Ok(Self {
             input,
+            path: path.to_owned(),
             position: HEADER_LEN,
             pending: None,
             len,
             torn: false,
+        })
+    }
+
+    /// The flows (with their bodies when `bodies` is set) up to the end of
+    /// the file, or up to its first incomplete or corrupt record: that ends
+    /// the file as a crash does, the flows before it are what there is, and
+    /// a warning says so.
+    pub fn flows(mut self, bodies: bool) -> impl Iterator<Item = Result<Flow, FlowFileError>> {
+        let mut ended = false;
+        std::iter::from_fn(move || {
+            if ended {
+                return None;
+            }
+            let next = if bodies {
+                self.next_flow()
+            } else {
+                self.next_head()
+            };
+            match next {
+                Some(Err(e @ FlowFileError::Corrupt { .. })) => {
+                    tracing::warn!("{}: {e}; the flows after it are not read", self.path.display());
+                }
+                None if self.torn => tracing::warn!(
+                    "{}: the last record is incomplete (the writer stopped mid-flow); it was skipped",
+                    self.path.display()
+                ),
+                None => {}
+                flow => return flow,
+            }
+            ended = true;
+            None
         })
     }
 

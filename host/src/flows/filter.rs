@@ -51,6 +51,21 @@ pub fn matches(filter: &Filter, flow: &Flow) -> bool {
     })
 }
 
+/// The message's content codings (all `Content-Encoding` fields, joined),
+/// or `None` when there is none but `identity`.
+pub fn content_coding(headers: &[Header]) -> Option<String> {
+    let coding = headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("content-encoding"))
+        .map(|h| String::from_utf8_lossy(&h.value).into_owned())
+        .collect::<Vec<_>>()
+        .join(",");
+    let real = coding
+        .split(',')
+        .any(|c| !c.trim().is_empty() && !c.trim().eq_ignore_ascii_case("identity"));
+    real.then_some(coding)
+}
+
 /// Largest decoded view of a body (a captured body is at most
 /// `--flow-body-max`; this bounds what a small bomb may become).
 pub const DECODED_MAX: usize = 64 << 20;
@@ -58,15 +73,9 @@ pub const DECODED_MAX: usize = 64 << 20;
 /// A body without its content codings; the bytes as they are when a coding
 /// is unknown or the data does not decode (a truncated capture).
 pub fn decoded<'a>(headers: &[Header], data: &'a [u8]) -> Cow<'a, [u8]> {
-    let coding = headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("content-encoding"))
-        .map(|h| String::from_utf8_lossy(&h.value).into_owned())
-        .collect::<Vec<_>>()
-        .join(",");
-    if coding.trim().is_empty() || data.is_empty() {
+    let Some(coding) = content_coding(headers).filter(|_| !data.is_empty()) else {
         return Cow::Borrowed(data);
-    }
+    };
     match crate::proxy::encoding::decode(Some(&coding), data, DECODED_MAX) {
         Ok(plain) => Cow::Owned(plain),
         Err(_) => Cow::Borrowed(data),

@@ -237,8 +237,7 @@ fn body_text(headers: &[Header], body: &Body) -> (Bytes, Value, Option<&'static 
 }
 
 fn is_encoded(headers: &[Header]) -> bool {
-    header_value(headers, "content-encoding")
-        .is_some_and(|c| !c.trim().is_empty() && !c.trim().eq_ignore_ascii_case("identity"))
+    super::filter::content_coding(headers).is_some()
 }
 
 fn cookies(headers: &[Header], response: bool) -> Value {

@@ -374,10 +374,12 @@ impl Recording {
 
     /// The upstream's address and connection facts, from the response's
     /// connection extras. Connect timings count only for a connection made
-    /// for this flow, not one reused from the pool.
-    pub fn upstream(&mut self, extensions: &http::Extensions, version: Version, tls: bool) {
+    /// for this flow, not one reused from the pool. Call it after
+    /// [`request`](Self::request): TLS is the URL's scheme.
+    pub fn upstream(&mut self, extensions: &http::Extensions, version: Version) {
         use crate::proxy::stamped::{self, Stamp};
         use hyper_util::client::legacy::connect::HttpInfo;
+        let tls = self.flow.request.url.starts_with("https://");
         self.flow.server = extensions.get::<HttpInfo>().map(HttpInfo::remote_addr);
         let started = self.flow.timings.request_start.unwrap_or(i64::MAX);
         if let Some(tcp) = extensions

@@ -122,7 +122,6 @@ pub(crate) async fn handle(
             parts.headers.remove(header::HOST);
             // hyper-util picks HTTP/1.1 or HTTP/2 per pooled connection from 1.1.
             parts.version = Version::HTTP_11;
-            let sent_scheme_https = parts.uri.scheme() == Some(&Scheme::HTTPS);
             // Under --server-replay a recorded response may answer instead.
             let request = Request::from_parts(parts, body);
             let replay = proxy.server_replay.as_ref();
@@ -140,8 +139,7 @@ pub(crate) async fn handle(
                             record.upstream_version = Some(response.version());
                             if let Some(recording) = record.recording.as_mut() {
                                 recording.response_started();
-                                let tls = sent_scheme_https;
-                                recording.upstream(response.extensions(), response.version(), tls);
+                                recording.upstream(response.extensions(), response.version());
                             }
                             response.map(boxed)
                         }
