@@ -19,6 +19,20 @@ pub fn guest(file: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("OUT_DIR")).join(file)
 }
 
+/// Checks `condition` until it holds or `timeout` passes; whether it held.
+pub fn wait_until(timeout: std::time::Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// A `proxlet.toml` holding `body` in a fresh temporary dir (kept alive by
 /// the returned guard), for `--config`.
 pub fn config_file(body: &str) -> (tempfile::TempDir, std::path::PathBuf) {

@@ -7,7 +7,7 @@ use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{mpsc, Arc, Mutex, OnceLock},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 pub struct Proxlet {
@@ -59,6 +59,11 @@ pub fn binary() -> &'static Path {
 
 /// A `proxlet` command with a clean environment: no `PROXLET_*` or proxy
 /// variables leak in from the machine running the tests.
+/// `proxlet ARGS` run to completion: a command such as `flows` or `convert`.
+pub fn run(args: &[&str]) -> std::process::Output {
+    command().args(args).output().expect("proxlet runs")
+}
+
 pub fn command() -> Command {
     clean(Command::new(binary()))
 }
@@ -187,14 +192,7 @@ impl Proxlet {
 
     /// Waits (up to `timeout`) until the log contains `needle`.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.log().contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+        crate::wait_until(timeout, || self.log().contains(needle))
     }
 
     /// Peak resident memory of the process so far, in KiB (VmHWM).
@@ -218,14 +216,12 @@ impl Proxlet {
             .arg(self.pid().to_string())
             .status()
             .unwrap();
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        let mut status = None;
+        crate::wait_until(timeout, || {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        });
+        status
     }
 }
 

@@ -458,14 +458,7 @@ fn one_gib_fills_the_cache_and_is_served_from_it_with_bounded_memory() {
 fn the_default_run_caches_into_proxlet_cache_in_the_working_directory() {
     let origin = https_origin();
     let dir = tempfile::tempdir().unwrap();
-    let ca = origin
-        .ca
-        .as_ref()
-        .unwrap()
-        .path()
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let ca = origin.ca_pem();
     let proxy = Proxlet::start_in(dir.path(), &["--upstream-ca", &ca]);
     assert!(proxy.wait_for_log("loaded plugin cache", Duration::from_secs(1)));
     let got = curl(&proxy, &[&origin.url("/bytes/1000")]);

@@ -2,18 +2,12 @@
 //! shown by `proxlet flows`, bodies bounded, appending, saving filters,
 //! plugin decisions, and a proxy killed mid-capture.
 
-use std::{
-    path::Path,
-    process::Output,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{path::Path, process::Output, sync::Arc, time::Duration};
 
 use proxlet_tests::{
     curl,
     packages::{assert_ok, pip_install, registry},
-    proxlet::command,
-    Origin, Proxlet, TestCa,
+    wait_until, Origin, Proxlet, TestCa,
 };
 
 /// `proxlet flows ARGS`, which must succeed.
@@ -28,27 +22,24 @@ fn flows(args: &[&str]) -> String {
 }
 
 fn flows_output(args: &[&str]) -> Output {
-    command().arg("flows").args(args).output().unwrap()
+    let all: Vec<&str> = ["flows"].iter().chain(args).copied().collect();
+    proxlet_tests::proxlet::run(&all)
 }
 
 /// The listing of `file` once it holds `count` flows (waiting up to 30 s:
 /// the file is written by the proxy's save thread).
 fn wait_for_flows(file: &Path, count: usize) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let lines: Vec<String> = if file.exists() {
-            flows(&[file.to_str().unwrap()])
+    let mut lines = Vec::new();
+    wait_until(Duration::from_secs(30), || {
+        if file.exists() {
+            lines = flows(&[file.to_str().unwrap()])
                 .lines()
                 .map(str::to_owned)
-                .collect()
-        } else {
-            Vec::new()
-        };
-        if lines.len() >= count || Instant::now() > deadline {
-            return lines;
+                .collect();
         }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        lines.len() >= count
+    });
+    lines
 }
 
 fn id_of(line: &str) -> &str {
@@ -250,10 +241,7 @@ fn a_killed_proxy_leaves_every_completed_flow_readable() {
             .args(["-x", &proxy_url, &url])
             .output()
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while origin.hits("/slow/20000") == 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(Duration::from_secs(10), || origin.hits("/slow/20000") > 0);
     assert_eq!(origin.hits("/slow/20000"), 1);
     assert!(proxy
         .signal_and_wait("KILL", Duration::from_secs(10))
@@ -304,14 +292,7 @@ fn har_exports_list_and_replay_like_the_flow_file_they_came_from() {
     let mut origin = Origin::https(Arc::new(TestCa::new("origin CA")));
     let work = tempfile::tempdir().unwrap();
     let file = work.path().join("t.flows");
-    let ca = origin
-        .ca
-        .as_ref()
-        .unwrap()
-        .path()
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let ca = origin.ca_pem();
     let proxy = Proxlet::start(&["--save", file.to_str().unwrap(), "--upstream-ca", &ca]);
     let mut bodies = Vec::new();
     for path in ["/bytes/100", "/gzip", "/status/404"] {

@@ -12,11 +12,12 @@ use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::Arc,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use proxlet_tests::{
-    client::curl_with, curl, origin::GZIP_TEXT, pattern, proxlet::command, Origin, Proxlet, TestCa,
+    client::curl_with, curl, origin::GZIP_TEXT, pattern, proxlet::command, wait_until, Origin,
+    Proxlet, TestCa,
 };
 
 /// Where test.sh installed mitmproxy and har-validator.
@@ -206,18 +207,6 @@ fn decoded_view(line: &str) -> String {
         .filter(|w| !w.starts_with("raw="))
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// Runs until `condition` holds, up to `timeout`.
-fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    false
 }
 
 /// Real mitmdump as a proxy on loopback, writing what it sees to a dump.

@@ -31,13 +31,7 @@ fn record(file: &Path, args: &[&str], count: usize, clients: impl FnOnce(&Proxle
     assert_eq!(lines, count, "flows saved:\n{}", show(&listed));
 }
 
-/// Runs `proxlet ARGS` to completion.
-fn proxlet(args: &[&str]) -> Output {
-    proxlet_tests::proxlet::command()
-        .args(args)
-        .output()
-        .expect("proxlet runs")
-}
+use proxlet_tests::proxlet::run as proxlet;
 
 fn show(output: &Output) -> String {
     format!(
