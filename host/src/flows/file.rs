@@ -23,9 +23,7 @@ pub const MAGIC: [u8; 8] = *b"\x89PXFLW\r\n";
 pub const VERSION: u32 = 1;
 /// File header: magic, version (u32 LE), reserved (u32 LE, zero).
 const HEADER_LEN: u64 = 16;
-/// Record frame: head length, request body length, response body length
-/// (u32 LE each), CRC-32 of the head (u32 LE).
-const FRAME_LEN: usize = 16;
+use super::record::FRAME_LEN;
 /// Longest head a reader accepts: a head is JSON of the heads and timings.
 const MAX_HEAD: u32 = 64 << 20;
 
@@ -147,25 +145,28 @@ impl FlowWriter {
     /// Buffers one flow; it reaches the file at the next [`flush`](Self::flush)
     /// or when the buffer fills.
     pub fn write(&mut self, flow: &Flow) -> io::Result<()> {
-        self.record.clear();
-        encode(flow, &mut self.record);
-        let head_len = u32::from_le_bytes([
-            self.record[0],
-            self.record[1],
-            self.record[2],
-            self.record[3],
-        ]);
+        let mut record = std::mem::take(&mut self.record);
+        record.clear();
+        encode(flow, &mut record);
+        let written = self.write_record(&record);
+        self.record = record;
+        written
+    }
+
+    /// Buffers one encoded record (as [`encode`] or the capture's
+    /// [`super::record`] make them).
+    pub fn write_record(&mut self, record: &[u8]) -> io::Result<()> {
+        let head_len = record
+            .get(..4)
+            .map_or(0, |w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
         if head_len > MAX_HEAD {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!(
-                    "flow #{} does not fit a record (head of {head_len} bytes)",
-                    flow.id
-                ),
+                format!("a flow does not fit a record (head of {head_len} bytes)"),
             ));
         }
         // A record bigger than the buffer goes straight out in one write.
-        self.out.write_all(&self.record)
+        self.out.write_all(record)
     }
 
     pub fn flush(&mut self) -> io::Result<()> {

@@ -2,9 +2,11 @@
 //! timings, connection and TLS facts, what each plugin did), the bounded
 //! in-memory store, flow files, and their conversions (HAR, mitmproxy dumps).
 //!
-//! A [`Flow`] is plain data: the pipeline fills one per exchange when capture
-//! is on (`--save`, `--flows-max`) and hands it to the [`sink::Sink`]; readers
-//! (the `proxlet flows`, `convert` and `replay` commands) build them from files.
+//! A [`Flow`] is plain data, what readers work with. When capture is on
+//! (`--save`, `--flows-max`) the pipeline records each exchange straight
+//! into its encoded [`record::Record`] (no `Flow` is built on the proxy's
+//! hot path); the store and flow files hold records, and readers (the
+//! store's lookups, `proxlet flows`, `convert`, `replay`) decode them.
 
 pub mod cli;
 pub mod convert;
@@ -12,6 +14,7 @@ pub mod file;
 pub mod filter;
 pub mod har;
 pub mod mitm;
+pub mod record;
 pub mod replay;
 pub mod sink;
 pub mod tnetstring;
@@ -134,24 +137,14 @@ impl Header {
     }
 }
 
-/// A header field name: text that shares its bytes (a recorded flow keeps
-/// all its field names and values in one buffer, not two allocations a
-/// field). Reads as a `&str`.
+/// A header field name: text in shared bytes. Reads as a `&str`.
 #[derive(Clone, PartialEq, Eq, Hash, Default)]
 pub struct FieldName(Bytes);
-
-impl FieldName {
-    /// A name that is the UTF-8 text `bytes` (a field name is ASCII).
-    fn from_utf8(bytes: Bytes) -> Result<Self, std::str::Utf8Error> {
-        std::str::from_utf8(&bytes)?;
-        Ok(Self(bytes))
-    }
-}
 
 impl std::ops::Deref for FieldName {
     type Target = str;
     fn deref(&self) -> &str {
-        // Only made from UTF-8 (`from_utf8`, `From<&str>`, `From<String>`).
+        // Only made from UTF-8 (`From<&str>`, `From<String>`).
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
 }
@@ -196,33 +189,6 @@ impl Serialize for FieldName {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(self)
     }
-}
-
-/// The fields of a head, as a flow records them: names and values copied
-/// into one buffer, each field a slice of it.
-pub fn fields(headers: &http::HeaderMap) -> Vec<Header> {
-    let size = headers
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len())
-        .sum();
-    let mut all = bytes::BytesMut::with_capacity(size);
-    for (name, value) in headers {
-        all.extend_from_slice(name.as_str().as_bytes());
-        all.extend_from_slice(value.as_bytes());
-    }
-    let mut all = all.freeze();
-    headers
-        .iter()
-        .map(|(name, value)| {
-            let name = all.split_to(name.as_str().len());
-            let value = all.split_to(value.len());
-            Header {
-                // HeaderName is ASCII.
-                name: FieldName::from_utf8(name).unwrap_or_default(),
-                value,
-            }
-        })
-        .collect()
 }
 
 /// A body as captured: the bytes as they went over the wire (content-coded
@@ -277,58 +243,6 @@ impl Flow {
             Some(v6) => v6.split(']').next().unwrap_or(""),
             None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
         }
-    }
-
-    /// Bytes this flow holds in memory, for the store's bound: every
-    /// allocation with the allocator's overhead, so that the bound holds for
-    /// the process's memory, not just for the payload.
-    pub fn weight(&self) -> usize {
-        use std::mem::size_of;
-        // malloc's header and rounding, and a shared buffer's own header.
-        const ALLOC: usize = 48;
-        let text = |s: &str| s.len() + ALLOC;
-        // A recorded head keeps its fields in one buffer (`fields`).
-        let heads = |h: &[Header]| {
-            std::mem::size_of_val(h)
-                + h.iter()
-                    .map(|h| h.name.len() + h.value.len())
-                    .sum::<usize>()
-                + 2 * ALLOC
-        };
-        let body = |b: &Body| {
-            if b.data.is_empty() {
-                0
-            } else {
-                b.data.len() + ALLOC
-            }
-        };
-        let request = &self.request;
-        let response = self
-            .response
-            .as_ref()
-            .map_or(0, |r| text(&r.version) + heads(&r.headers) + body(&r.body));
-        let steps = self
-            .plugins
-            .iter()
-            .map(|p| size_of::<PluginStep>() + text(&p.plugin) + text(&p.hook) + text(&p.decision))
-            .sum::<usize>();
-        let extras = [&self.error, &self.note]
-            .into_iter()
-            .flatten()
-            .map(|s| text(s))
-            .sum::<usize>();
-        size_of::<Flow>()
-            + ALLOC
-            + text(&self.mode)
-            + text(&request.method)
-            + text(&request.url)
-            + text(&request.version)
-            + heads(&request.headers)
-            + body(&request.body)
-            + response
-            + steps
-            + extras
-            + text(&self.comment)
     }
 }
 

@@ -15,11 +15,16 @@ use std::{
     time::Duration,
 };
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderMap, Version};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
-use super::{fields, filter::Filter, now_micros, Body, Flow, PluginStep, Request, Response, Tls};
+use super::{
+    filter::Filter,
+    now_micros,
+    record::{self, BodyRef, Parts, Record},
+    Flow, PluginStep, Timings, Tls,
+};
 use crate::{
     config::CaptureSettings,
     error::{Error, Result},
@@ -83,13 +88,13 @@ impl Sink {
         self.store.as_ref()
     }
 
-    fn finish(&self, flow: Flow) {
-        let flow = Arc::new(flow);
+    fn finish(&self, id: u64, encoded: &[u8]) {
+        let record = Record::new(encoded);
         if let Some(saver) = &self.saver {
-            saver.send(&flow);
+            saver.send(&record);
         }
         if let Some(store) = &self.store {
-            store.push(flow);
+            store.push(id, record);
         }
     }
 
@@ -101,7 +106,8 @@ impl Sink {
     }
 }
 
-/// The newest flows, bounded by count and by bytes.
+/// The newest flows, bounded by count and by bytes, held as their encoded
+/// records (decoded when read).
 pub struct Store {
     max_count: usize,
     max_bytes: usize,
@@ -110,7 +116,7 @@ pub struct Store {
 
 #[derive(Default)]
 struct StoreInner {
-    flows: VecDeque<(usize, Arc<Flow>)>,
+    flows: VecDeque<(u64, Record)>,
     bytes: usize,
 }
 
@@ -123,61 +129,78 @@ impl Store {
         }
     }
 
-    /// Adds `flow`, dropping the oldest ones beyond the bounds.
-    pub fn push(&self, flow: Arc<Flow>) {
-        let weight = flow.weight();
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.bytes += weight;
-        inner.flows.push_back((weight, flow));
-        while inner.flows.len() > self.max_count || inner.bytes > self.max_bytes {
-            let Some((weight, _)) = inner.flows.pop_front() else {
-                break;
-            };
-            inner.bytes -= weight;
+    fn lock(&self) -> std::sync::MutexGuard<'_, StoreInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds flow `id`'s record, dropping the oldest ones beyond the bounds.
+    pub fn push(&self, id: u64, record: Record) {
+        // The oldest are dropped after the lock is released.
+        let mut evicted = Vec::new();
+        {
+            let mut inner = self.lock();
+            inner.bytes += record.weight();
+            inner.flows.push_back((id, record));
+            while inner.flows.len() > self.max_count || inner.bytes > self.max_bytes {
+                let Some((_, old)) = inner.flows.pop_front() else {
+                    break;
+                };
+                inner.bytes -= old.weight();
+                evicted.push(old);
+            }
         }
+        drop(evicted);
     }
 
     /// The flow with this id, if still held.
-    pub fn get(&self, id: u64) -> Option<Arc<Flow>> {
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner
-            .flows
-            .iter()
-            .rev()
-            .find(|(_, f)| f.id == id)
-            .map(|(_, f)| f.clone())
+    pub fn get(&self, id: u64) -> Option<Flow> {
+        let record = {
+            let inner = self.lock();
+            inner
+                .flows
+                .iter()
+                .rev()
+                .find(|(i, _)| *i == id)
+                .map(|(_, r)| r.clone())?
+        };
+        decoded(&record, true)
     }
 
-    /// The flows held that match `filter` (all without one), oldest first.
-    pub fn matching(&self, filter: Option<&Filter>) -> Vec<Arc<Flow>> {
-        let flows: Vec<Arc<Flow>> = {
-            let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            inner.flows.iter().map(|(_, f)| f.clone()).collect()
-        };
-        match filter {
-            Some(filter) => flows
-                .into_iter()
-                .filter(|f| super::filter::matches(filter, f))
-                .collect(),
-            None => flows,
-        }
+    /// The flows held that match `filter` (all without one), oldest first,
+    /// with their bodies.
+    pub fn matching(&self, filter: Option<&Filter>) -> Vec<Flow> {
+        let records: Vec<Record> = self.lock().flows.iter().map(|(_, r)| r.clone()).collect();
+        records
+            .iter()
+            .filter_map(|r| decoded(r, true))
+            .filter(|f| filter.is_none_or(|filter| super::filter::matches(filter, f)))
+            .collect()
     }
 
     /// Flows held and the bytes they are counted as.
     pub fn size(&self) -> (usize, usize) {
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let inner = self.lock();
         (inner.flows.len(), inner.bytes)
     }
 }
 
-/// A flow on its way to the save thread, with its weight.
-type Queued = (Arc<Flow>, usize);
+/// A record this process encoded decodes; if one ever did not, it is
+/// skipped with the reason rather than failing its reader.
+fn decoded(record: &Record, bodies: bool) -> Option<Flow> {
+    record
+        .flow(bodies)
+        .inspect_err(|e| tracing::error!("a stored flow record does not decode: {e}"))
+        .ok()
+}
+
+/// A flow on its way to the save thread.
+type Queued = Record;
 
 /// The `--save` writer thread and its queue.
 struct Saver {
     queue: Mutex<Option<mpsc::SyncSender<Queued>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// Bytes of the flows queued (their `weight`), bounded by SAVE_QUEUE_BYTES.
+    /// Bytes of the records queued, bounded by SAVE_QUEUE_BYTES.
     queued: Arc<AtomicUsize>,
     dropped: AtomicU64,
 }
@@ -193,16 +216,15 @@ impl Saver {
                 let mut failed = false;
                 // The filter runs here, off the proxy's workers: `~b` decodes
                 // bodies, which may take a while.
-                let mut write = |writer: &mut super::file::FlowWriter, (flow, weight): Queued| {
-                    taken.fetch_sub(weight, Ordering::Relaxed);
-                    if failed
-                        || filter
-                            .as_ref()
-                            .is_some_and(|f| !super::filter::matches(f, &flow))
-                    {
+                let mut write = |writer: &mut super::file::FlowWriter, record: Queued| {
+                    taken.fetch_sub(record.weight(), Ordering::Relaxed);
+                    let unwanted = |filter: &Filter| {
+                        decoded(&record, true).is_none_or(|f| !super::filter::matches(filter, &f))
+                    };
+                    if failed || filter.as_ref().is_some_and(unwanted) {
                         return;
                     }
-                    match writer.write(&flow) {
+                    match writer.write_record(record.bytes()) {
                         Ok(()) => {}
                         // One flow too large for a record: skipped, saving goes on.
                         Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
@@ -262,14 +284,14 @@ impl Saver {
         })
     }
 
-    fn send(&self, flow: &Arc<Flow>) {
+    fn send(&self, record: &Record) {
         let queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         let Some(queue) = queue.as_ref() else {
             return;
         };
-        let weight = flow.weight();
+        let weight = record.weight();
         let full = self.queued.fetch_add(weight, Ordering::Relaxed) + weight > SAVE_QUEUE_BYTES;
-        if full || queue.try_send((flow.clone(), weight)).is_err() {
+        if full || queue.try_send(record.clone()).is_err() {
             self.queued.fetch_sub(weight, Ordering::Relaxed);
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed);
             if dropped.is_power_of_two() || dropped == 0 {
@@ -294,39 +316,63 @@ impl Saver {
 #[derive(Debug, Clone, Default)]
 pub struct ConnFacts {
     pub accepted: i64,
-    pub tls: Option<Tls>,
+    /// Shared by the flows of the connection.
+    pub tls: Option<Arc<Tls>>,
     pub tls_done: Option<i64>,
 }
 
-/// A flow being recorded: filled by the pipeline step by step and handed to
-/// the sink when its response is done.
+/// A flow being recorded, filled by the pipeline step by step and encoded
+/// into its record when its response is done. Heads are encoded as they
+/// are recorded (into buffers the worker reuses), not copied into a
+/// [`Flow`]: recording costs no allocation per flow in the steady state.
 pub struct Recording {
-    flow: Flow,
+    id: u64,
+    client: SocketAddr,
+    client_tls: Option<Arc<Tls>>,
+    server: Option<SocketAddr>,
+    server_alpn: Option<&'static str>,
+    /// Whether the request is for an https URL (TLS upstream).
+    https: bool,
+    timings: Timings,
+    /// The request head's fields as [`record::request_head`] writes them.
+    request: Vec<u8>,
     request_body: Option<Arc<Mutex<Captured>>>,
+    /// The response head's fields, once there is a response.
+    response: Option<Vec<u8>>,
     response_body: Captured,
+    error: Option<String>,
+    plugins: Vec<PluginStep>,
     /// `None` once the flow went to the sink.
     sink: Option<Arc<Sink>>,
+}
+
+/// The fields of `headers` as a record's head lists them.
+fn field_list(headers: &HeaderMap) -> impl Iterator<Item = (&str, &[u8])> {
+    headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()))
 }
 
 impl Recording {
     pub fn new(sink: Arc<Sink>, id: u64, client: SocketAddr, conn: &ConnFacts) -> Box<Self> {
         let body_max = sink.body_max;
         Box::new(Self {
-            flow: Flow {
-                id,
-                mode: "regular".into(),
-                client: Some(client),
-                client_tls: conn.tls.clone(),
-                timings: super::Timings {
-                    client_connect: Some(conn.accepted),
-                    client_tls: conn.tls_done,
-                    request_start: Some(now_micros()),
-                    ..Default::default()
-                },
-                ..Flow::default()
+            id,
+            client,
+            client_tls: conn.tls.clone(),
+            server: None,
+            server_alpn: None,
+            https: false,
+            timings: Timings {
+                client_connect: Some(conn.accepted),
+                client_tls: conn.tls_done,
+                request_start: Some(now_micros()),
+                ..Default::default()
             },
+            request: record::buffer(),
             request_body: None,
+            response: None,
             response_body: Captured::new(body_max),
+            error: None,
+            plugins: Vec::new(),
             sink: Some(sink),
         })
     }
@@ -340,27 +386,35 @@ impl Recording {
         version: Version,
         headers: &HeaderMap,
     ) {
-        self.flow.request = Request {
-            method: method.as_str().to_owned(),
-            url: url.to_string(),
-            version: version_str(version).to_owned(),
-            headers: fields(headers),
-            body: std::mem::take(&mut self.flow.request.body),
-        };
+        self.https = url.scheme() == Some(&http::uri::Scheme::HTTPS);
+        self.request.clear();
+        record::request_head(
+            &mut self.request,
+            method.as_str(),
+            &record::Url::Uri(url),
+            version_str(version),
+            field_list(headers),
+        );
     }
 
     /// Records the request URL and method of a flow that ends before its
     /// target is known (a bad request, CONNECT).
     pub fn request_line(&mut self, method: &http::Method, url: &str, version: Version) {
-        self.flow.request.method = method.as_str().to_owned();
-        self.flow.request.url = url.to_owned();
-        self.flow.request.version = version_str(version).to_owned();
+        self.https = url.starts_with("https://");
+        self.request.clear();
+        record::request_head(
+            &mut self.request,
+            method.as_str(),
+            &record::Url::Text(url),
+            version_str(version),
+            std::iter::empty(),
+        );
     }
 
     /// Copies the request body, up to the bound, as it is read.
     pub fn tee_request(&mut self, body: crate::proxy::body::Body) -> crate::proxy::body::Body {
         if body.is_end_stream() {
-            self.flow.timings.request_end = Some(now_micros());
+            self.timings.request_end = Some(now_micros());
             return body;
         }
         let body_max = self.response_body.max;
@@ -377,16 +431,16 @@ impl Recording {
     /// for this flow, not one reused from the pool. Call it after
     /// [`request`](Self::request): TLS is the URL's scheme.
     pub fn upstream(&mut self, extensions: &http::Extensions, version: Version) {
+        let tls = self.https;
         use crate::proxy::stamped::{self, Stamp};
         use hyper_util::client::legacy::connect::HttpInfo;
-        let tls = self.flow.request.url.starts_with("https://");
-        self.flow.server = extensions.get::<HttpInfo>().map(HttpInfo::remote_addr);
-        let started = self.flow.timings.request_start.unwrap_or(i64::MAX);
+        self.server = extensions.get::<HttpInfo>().map(HttpInfo::remote_addr);
+        let started = self.timings.request_start.unwrap_or(i64::MAX);
         if let Some(tcp) = extensions
             .get::<Stamp<stamped::Tcp>>()
             .filter(|s| s.begun >= started)
         {
-            let t = &mut self.flow.timings;
+            let t = &mut self.timings;
             t.server_connect = Some(tcp.begun);
             t.server_tcp = Some(tcp.ready);
             if tls {
@@ -394,42 +448,36 @@ impl Recording {
             }
         }
         if tls {
-            self.flow.server_tls = Some(Tls {
-                alpn: Some(
-                    if version == Version::HTTP_2 {
-                        "h2"
-                    } else {
-                        "http/1.1"
-                    }
-                    .into(),
-                ),
-                ..Tls::default()
+            self.server_alpn = Some(if version == Version::HTTP_2 {
+                "h2"
+            } else {
+                "http/1.1"
             });
         }
     }
 
     /// Records why the upstream gave no response.
     pub fn failed(&mut self, reason: &str) {
-        self.flow.error = Some(reason.to_owned());
+        self.error = Some(reason.to_owned());
     }
 
     /// Records the response head as it goes to the client.
     pub fn response(&mut self, status: http::StatusCode, version: Version, headers: &HeaderMap) {
-        self.flow
-            .timings
-            .response_start
-            .get_or_insert_with(now_micros);
-        self.flow.response = Some(Response {
-            status: status.as_u16(),
-            version: version_str(version).to_owned(),
-            headers: fields(headers),
-            body: Body::default(),
-        });
+        self.timings.response_start.get_or_insert_with(now_micros);
+        let mut head = self.response.take().unwrap_or_else(record::buffer);
+        head.clear();
+        record::response_head(
+            &mut head,
+            status.as_u16(),
+            version_str(version),
+            field_list(headers),
+        );
+        self.response = Some(head);
     }
 
     /// Marks when the upstream's response head arrived.
     pub fn response_started(&mut self) {
-        self.flow.timings.response_start = Some(now_micros());
+        self.timings.response_start = Some(now_micros());
     }
 
     /// Copies response bytes on their way to the client.
@@ -439,7 +487,7 @@ impl Recording {
 
     /// Where plugin calls are noted, when anything is recorded.
     pub fn steps(&mut self) -> &mut Vec<PluginStep> {
-        &mut self.flow.plugins
+        &mut self.plugins
     }
 
     /// Hands the flow to the sink. `error` is why the response body did not
@@ -452,25 +500,55 @@ impl Recording {
         let Some(sink) = self.sink.take() else {
             return;
         };
-        let flow = &mut self.flow;
-        flow.timings.response_end = Some(now_micros());
-        if let Some(captured) = &self.request_body {
+        self.timings.response_end = Some(now_micros());
+        // The request body, when one was teed: whatever its reader got.
+        let mut request_body = None;
+        if let Some(captured) = self.request_body.take() {
             let mut captured = captured.lock().unwrap_or_else(|e| e.into_inner());
-            let ended = captured.ended;
-            flow.request.body = captured.body(ended.is_some());
-            flow.timings.request_end = ended.or(flow.timings.request_end);
+            self.timings.request_end = captured.ended.or(self.timings.request_end);
+            let complete = captured.ended.is_some();
+            request_body = Some((std::mem::take(&mut captured.kept), captured.size, complete));
         }
-        if flow.timings.request_end.is_none() {
-            flow.timings.request_end = flow.timings.request_start;
-        }
-        if let Some(response) = flow.response.as_mut() {
-            response.body = self.response_body.body(error.is_none());
+        if self.timings.request_end.is_none() {
+            self.timings.request_end = self.timings.request_start;
         }
         if error.is_some() {
-            flow.error = error;
+            self.error = error;
         }
-        flow.note = note;
-        sink.finish(std::mem::take(&mut self.flow));
+        let request = match &request_body {
+            Some((kept, size, complete)) => Captured::body_ref(kept, *size, *complete),
+            None => BodyRef::default(),
+        };
+        let response_body = self.response_body.as_body_ref(self.error.is_none());
+        let mut encoded = record::buffer();
+        record::encode(
+            &Parts {
+                id: self.id,
+                mode: "regular",
+                client: Some(self.client),
+                server: self.server,
+                client_tls: self.client_tls.as_deref(),
+                server_alpn: self.server_alpn,
+                timings: &self.timings,
+                request: &self.request,
+                request_body: request,
+                response: self.response.as_deref().map(|head| (head, response_body)),
+                error: self.error.as_deref(),
+                note: note.as_deref(),
+                plugins: &self.plugins,
+            },
+            &mut encoded,
+        );
+        sink.finish(self.id, &encoded);
+        record::reuse(encoded);
+        record::reuse(std::mem::take(&mut self.request));
+        if let Some(head) = self.response.take() {
+            record::reuse(head);
+        }
+        record::reuse(std::mem::take(&mut self.response_body.kept));
+        if let Some((kept, ..)) = request_body {
+            record::reuse(kept);
+        }
     }
 }
 
@@ -486,7 +564,7 @@ impl Drop for Recording {
 struct Captured {
     /// Copied, not sliced: a slice would keep the reader's whole buffer
     /// alive (many times the bound for a body sent in small frames).
-    kept: BytesMut,
+    kept: Vec<u8>,
     size: u64,
     max: usize,
     ended: Option<i64>,
@@ -495,7 +573,7 @@ struct Captured {
 impl Captured {
     fn new(max: usize) -> Self {
         Self {
-            kept: BytesMut::new(),
+            kept: Vec::new(),
             size: 0,
             max,
             ended: None,
@@ -506,18 +584,24 @@ impl Captured {
         self.size += data.len() as u64;
         let room = self.max - self.kept.len();
         if room > 0 && !data.is_empty() {
+            if self.kept.capacity() == 0 {
+                self.kept = record::buffer();
+            }
             self.kept.extend_from_slice(&data[..data.len().min(room)]);
         }
     }
 
     /// The body as kept; `complete` says whether it was seen to its end (a
     /// body cut short by an abort is truncated whatever its length).
-    fn body(&mut self, complete: bool) -> Body {
-        let data = std::mem::take(&mut self.kept).freeze();
-        Body {
-            truncated: (data.len() as u64) < self.size || !complete,
-            size: self.size,
-            data,
+    fn as_body_ref(&self, complete: bool) -> BodyRef<'_> {
+        Self::body_ref(&self.kept, self.size, complete)
+    }
+
+    fn body_ref(kept: &[u8], size: u64, complete: bool) -> BodyRef<'_> {
+        BodyRef {
+            data: kept,
+            size,
+            truncated: (kept.len() as u64) < size || !complete,
         }
     }
 }
@@ -564,22 +648,25 @@ impl HttpBody for Tee {
 mod tests {
     use super::*;
 
-    fn flow(id: u64, body: usize) -> Arc<Flow> {
-        Arc::new(Flow {
+    fn record(id: u64, body: usize) -> Record {
+        let flow = Flow {
             id,
-            response: Some(Response {
+            response: Some(super::super::Response {
                 body: super::super::Body::whole(vec![b'x'; body]),
-                ..Response::default()
+                ..Default::default()
             }),
             ..Flow::default()
-        })
+        };
+        let mut encoded = Vec::new();
+        super::super::file::encode(&flow, &mut encoded);
+        Record::new(&encoded)
     }
 
     #[test]
     fn the_store_keeps_the_newest_within_count_and_bytes() {
         let store = Store::new(3, usize::MAX);
         for id in 1..=5 {
-            store.push(flow(id, 10));
+            store.push(id, record(id, 10));
         }
         let ids: Vec<_> = store.matching(None).iter().map(|f| f.id).collect();
         assert_eq!(ids, [3, 4, 5]);
@@ -587,7 +674,7 @@ mod tests {
 
         let store = Store::new(1000, 10_000);
         for id in 1..=100 {
-            store.push(flow(id, 1000));
+            store.push(id, record(id, 1000));
         }
         let (count, bytes) = store.size();
         assert!(bytes <= 10_000 && count > 0, "{count} flows, {bytes} bytes");
@@ -599,17 +686,17 @@ mod tests {
         let mut captured = Captured::new(5);
         captured.push(&Bytes::from_static(b"abc"));
         captured.push(&Bytes::from_static(b"defgh"));
-        let body = captured.body(true);
-        assert_eq!(&body.data[..], b"abcde");
+        let body = captured.as_body_ref(true);
+        assert_eq!(body.data, b"abcde");
         assert_eq!(body.size, 8);
         assert!(body.truncated);
         let mut whole = Captured::new(5);
         whole.push(&Bytes::from_static(b"abc"));
-        assert!(!whole.body(true).truncated);
+        assert!(!whole.as_body_ref(true).truncated);
         let mut aborted = Captured::new(5);
         aborted.push(&Bytes::from_static(b"abc"));
         assert!(
-            aborted.body(false).truncated,
+            aborted.as_body_ref(false).truncated,
             "a body cut short is truncated"
         );
     }

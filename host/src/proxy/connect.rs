@@ -182,14 +182,14 @@ async fn intercept(
     if proxy.sink.is_some() {
         let session = tls.get_ref().1;
         facts.tls_done = Some(crate::flows::now_micros());
-        facts.tls = Some(crate::flows::Tls {
+        facts.tls = Some(Arc::new(crate::flows::Tls {
             sni: session.server_name().map(str::to_owned),
             alpn: session
                 .alpn_protocol()
                 .map(|p| String::from_utf8_lossy(p).into_owned()),
             version: session.protocol_version().map(tls_version),
             intercepted: true,
-        });
+        }));
     }
     let inner = Arc::new(ConnInfo {
         client,

@@ -1,0 +1,555 @@
+//! A finished flow as the bytes of its flow-file record (frame, JSON head,
+//! bodies; `docs/flow-file.md`). Capture encodes each flow once, when it
+//! finishes, on the worker that finished it: the in-memory store holds
+//! these bytes and the save thread writes them as they are, and they are
+//! decoded into a [`Flow`] only when someone reads them.
+//!
+//! Nothing here allocates per flow in the steady state: heads and bodies are
+//! written into buffers a worker thread reuses ([`buffer`]), and finished
+//! records are copied into blocks shared by a few dozen neighbours
+//! ([`Record::new`]) instead of an allocation each. The JSON is the same
+//! serde writes for a [`Flow`] (a test holds them equal), written by hand so
+//! that a head goes straight from the proxy's `HeaderMap` into the record.
+
+use std::{cell::RefCell, net::SocketAddr};
+
+use bytes::{Bytes, BytesMut};
+use serde::Serialize;
+
+use super::{Flow, PluginStep, Timings, Tls};
+
+/// Record frame: head length, request body length, response body length
+/// (u32 LE each), CRC-32 of the head (u32 LE).
+pub const FRAME_LEN: usize = 16;
+/// Finished records are copied into blocks of this size...
+const BLOCK: usize = 64 * 1024;
+/// ...unless larger than this: then a record has its own allocation.
+const OWN_ALLOCATION: usize = BLOCK / 4;
+/// Full blocks a thread keeps a handle on, to take one back once all its
+/// records are dropped (written by the save thread, evicted from the
+/// store) instead of allocating afresh: fresh memory costs page faults, and
+/// an allocator that returns freed blocks to the system faults on every one.
+const RETIRED_MAX: usize = 64;
+/// A reused buffer larger than this is freed rather than kept.
+const SPARE_MAX_CAPACITY: usize = 64 * 1024;
+/// Buffers a thread keeps for reuse, at most.
+const SPARE_MAX_COUNT: usize = 256;
+
+thread_local! {
+    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    static BLOCKS: RefCell<Blocks> = RefCell::new(Blocks::default());
+}
+
+/// An empty buffer, reused from this thread's spares when there is one.
+pub fn buffer() -> Vec<u8> {
+    SPARE
+        .try_with(|spare| spare.borrow_mut().pop())
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// Gives `buf` back for reuse by this thread.
+pub fn reuse(mut buf: Vec<u8>) {
+    if buf.capacity() == 0 || buf.capacity() > SPARE_MAX_CAPACITY {
+        return;
+    }
+    buf.clear();
+    let _ = SPARE.try_with(|spare| {
+        let mut spare = spare.borrow_mut();
+        if spare.len() < SPARE_MAX_COUNT {
+            spare.push(buf);
+        }
+    });
+}
+
+/// A thread's block being filled and its recently filled ones.
+#[derive(Default)]
+struct Blocks {
+    /// `None` before the thread's first record.
+    current: Option<BytesMut>,
+    retired: std::collections::VecDeque<BytesMut>,
+}
+
+impl Blocks {
+    /// A copy of `encoded` in the current block, moving on to a free or
+    /// new block when it is full.
+    fn copy(&mut self, encoded: &[u8]) -> Bytes {
+        let room = self.current.as_ref().map_or(0, BytesMut::capacity);
+        if room < encoded.len() {
+            let fresh = self.free_block();
+            if let Some(full) = self.current.replace(fresh) {
+                if self.retired.len() == RETIRED_MAX {
+                    self.retired.pop_front();
+                }
+                self.retired.push_back(full);
+            }
+        }
+        let block = self.current.get_or_insert_with(BytesMut::new);
+        block.extend_from_slice(encoded);
+        block.split().freeze()
+    }
+
+    /// A retired block none of whose records is held any more, or a new one.
+    fn free_block(&mut self) -> BytesMut {
+        let free = self
+            .retired
+            .iter_mut()
+            .position(|block| block.try_reclaim(BLOCK));
+        match free.and_then(|i| self.retired.remove(i)) {
+            Some(block) => block,
+            None => BytesMut::with_capacity(BLOCK),
+        }
+    }
+}
+
+/// One encoded flow: a whole flow-file record.
+#[derive(Clone, Debug)]
+pub struct Record(Bytes);
+
+impl Record {
+    /// A record holding a copy of `encoded`, in this thread's current block
+    /// when it is small (the block is freed once all its records are).
+    pub fn new(encoded: &[u8]) -> Self {
+        if encoded.len() > OWN_ALLOCATION {
+            return Self(Bytes::copy_from_slice(encoded));
+        }
+        let shared = BLOCKS.try_with(|blocks| blocks.borrow_mut().copy(encoded));
+        Self(shared.unwrap_or_else(|_| Bytes::copy_from_slice(encoded)))
+    }
+
+    /// The record's bytes, as a flow file holds them.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Memory the record takes, for a store's bound: its bytes and the
+    /// handle (blocks are shared, so no allocator overhead per record).
+    pub fn weight(&self) -> usize {
+        self.0.len() + std::mem::size_of::<Self>()
+    }
+
+    /// The flow, with its bodies when `bodies` is set (they share the
+    /// record's memory).
+    pub fn flow(&self, bodies: bool) -> Result<Flow, String> {
+        let word = |i: usize| -> Option<usize> {
+            Some(u32::from_le_bytes(self.0.get(i..i + 4)?.try_into().ok()?) as usize)
+        };
+        let (Some(head), Some(request), Some(response), Some(crc)) =
+            (word(0), word(4), word(8), word(12))
+        else {
+            return Err("record shorter than its frame".into());
+        };
+        let head_end = FRAME_LEN + head;
+        if self.0.len() != head_end + request + response {
+            return Err("record length differs from its frame".into());
+        }
+        let head_bytes = &self.0[FRAME_LEN..head_end];
+        if crc32fast::hash(head_bytes) as usize != crc {
+            return Err("checksum mismatch".into());
+        }
+        let mut flow: Flow = serde_json::from_slice(head_bytes).map_err(|e| e.to_string())?;
+        if bodies {
+            flow.request.body.data = self.0.slice(head_end..head_end + request);
+            if let Some(r) = flow.response.as_mut() {
+                r.body.data = self.0.slice(head_end + request..);
+            }
+        }
+        Ok(flow)
+    }
+}
+
+/// A body as a record holds it: the bytes kept, the true size, whether
+/// the bytes are only its beginning.
+#[derive(Clone, Copy, Default)]
+pub struct BodyRef<'a> {
+    pub data: &'a [u8],
+    pub size: u64,
+    pub truncated: bool,
+}
+
+/// Everything a record holds, borrowed: heads arrive already encoded by
+/// [`request_head`] and [`response_head`].
+pub struct Parts<'a> {
+    pub id: u64,
+    pub mode: &'a str,
+    pub client: Option<SocketAddr>,
+    pub server: Option<SocketAddr>,
+    pub client_tls: Option<&'a Tls>,
+    pub server_alpn: Option<&'a str>,
+    pub timings: &'a Timings,
+    /// The request head's fields, from [`request_head`].
+    pub request: &'a [u8],
+    pub request_body: BodyRef<'a>,
+    /// The response head's fields, from [`response_head`], and its body.
+    pub response: Option<(&'a [u8], BodyRef<'a>)>,
+    pub error: Option<&'a str>,
+    pub note: Option<&'a str>,
+    pub plugins: &'a [PluginStep],
+}
+
+/// Appends the record of `parts` to `out`: frame, JSON head, bodies.
+pub fn encode(parts: &Parts, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; FRAME_LEN]);
+    out.extend_from_slice(b"{\"id\":");
+    number(out, parts.id);
+    out.extend_from_slice(b",\"mode\":");
+    string(out, parts.mode);
+    out.extend_from_slice(b",\"client\":");
+    value(out, &parts.client);
+    out.extend_from_slice(b",\"server\":");
+    value(out, &parts.server);
+    out.extend_from_slice(b",\"client_tls\":");
+    value(out, &parts.client_tls);
+    out.extend_from_slice(b",\"server_tls\":");
+    match parts.server_alpn {
+        Some(alpn) => {
+            out.extend_from_slice(b"{\"sni\":null,\"alpn\":");
+            string(out, alpn);
+            out.extend_from_slice(b",\"version\":null,\"intercepted\":false}");
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"timings\":");
+    value(out, parts.timings);
+    out.extend_from_slice(b",\"request\":{");
+    out.extend_from_slice(parts.request);
+    body_info(out, &parts.request_body);
+    out.extend_from_slice(b"},\"response\":");
+    match &parts.response {
+        Some((head, body)) => {
+            out.push(b'{');
+            out.extend_from_slice(head);
+            body_info(out, body);
+            out.push(b'}');
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"error\":");
+    value(out, &parts.error);
+    out.extend_from_slice(b",\"note\":");
+    value(out, &parts.note);
+    out.extend_from_slice(b",\"plugins\":");
+    value(out, &parts.plugins);
+    out.extend_from_slice(b",\"marked\":false,\"comment\":\"\"}");
+
+    let head_len = out.len() - start - FRAME_LEN;
+    let crc = crc32fast::hash(&out[start + FRAME_LEN..]);
+    let request = parts.request_body.data;
+    let response = parts.response.as_ref().map_or(&[][..], |(_, b)| b.data);
+    out.extend_from_slice(request);
+    out.extend_from_slice(response);
+    let frame = &mut out[start..start + FRAME_LEN];
+    frame[0..4].copy_from_slice(&(head_len as u32).to_le_bytes());
+    frame[4..8].copy_from_slice(&(request.len() as u32).to_le_bytes());
+    frame[8..12].copy_from_slice(&(response.len() as u32).to_le_bytes());
+    frame[12..16].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// A request's URL: text, or the URI it displays as.
+pub enum Url<'a> {
+    Text(&'a str),
+    Uri(&'a http::Uri),
+}
+
+/// The fields of a request head inside its JSON object (no braces).
+pub fn request_head<'a>(
+    out: &mut Vec<u8>,
+    method: &str,
+    url: &Url,
+    version: &str,
+    headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+) {
+    out.extend_from_slice(b"\"method\":");
+    string(out, method);
+    out.extend_from_slice(b",\"url\":");
+    match url {
+        Url::Text(text) => string(out, text),
+        // As the URI displays, without building the text first.
+        Url::Uri(uri) => {
+            let scheme = uri.scheme_str().unwrap_or_default();
+            let parts = [
+                scheme,
+                if scheme.is_empty() { "" } else { "://" },
+                uri.authority().map_or("", |a| a.as_str()),
+                uri.path(),
+                if uri.query().is_some() { "?" } else { "" },
+                uri.query().unwrap_or_default(),
+            ];
+            if parts.iter().all(|p| plain(p)) {
+                out.push(b'"');
+                for part in parts {
+                    out.extend_from_slice(part.as_bytes());
+                }
+                out.push(b'"');
+            } else {
+                value(out, &parts.concat());
+            }
+        }
+    }
+    out.extend_from_slice(b",\"version\":");
+    string(out, version);
+    header_list(out, headers);
+}
+
+/// The fields of a response head inside its JSON object (no braces).
+pub fn response_head<'a>(
+    out: &mut Vec<u8>,
+    status: u16,
+    version: &str,
+    headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+) {
+    out.extend_from_slice(b"\"status\":");
+    number(out, status.into());
+    out.extend_from_slice(b",\"version\":");
+    string(out, version);
+    header_list(out, headers);
+}
+
+/// `,"headers":[["name","value"],…]`, a value that is not UTF-8 as
+/// `{"base64":"…"}` (as [`super::Header`] serialises).
+fn header_list<'a>(out: &mut Vec<u8>, headers: impl Iterator<Item = (&'a str, &'a [u8])>) {
+    out.extend_from_slice(b",\"headers\":[");
+    for (i, (name, value)) in headers.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'[');
+        string(out, name);
+        out.push(b',');
+        match std::str::from_utf8(value) {
+            Ok(text) => string(out, text),
+            Err(_) => {
+                use base64::Engine;
+                out.extend_from_slice(b"{\"base64\":\"");
+                let encoded = base64::engine::general_purpose::STANDARD.encode(value);
+                out.extend_from_slice(encoded.as_bytes());
+                out.extend_from_slice(b"\"}");
+            }
+        }
+        out.push(b']');
+    }
+    out.push(b']');
+}
+
+/// `,"body":{"size":…,"truncated":…}` (the bytes follow the head).
+fn body_info(out: &mut Vec<u8>, body: &BodyRef) {
+    out.extend_from_slice(b",\"body\":{\"size\":");
+    number(out, body.size);
+    out.extend_from_slice(if body.truncated {
+        b",\"truncated\":true}"
+    } else {
+        b",\"truncated\":false}"
+    });
+}
+
+/// A JSON string: copied as it is when nothing in it needs escaping (the
+/// common case for heads), through serde_json otherwise.
+fn string(out: &mut Vec<u8>, text: &str) {
+    if plain(text) {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    } else {
+        value(out, text);
+    }
+}
+
+/// Whether `text` is a JSON string's content as it is.
+fn plain(text: &str) -> bool {
+    text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\')
+}
+
+fn number(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+fn value<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    // Writing plain data into a Vec cannot fail.
+    serde_json::to_writer(&mut *out, value).unwrap_or_default();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flows::{Body, Header, Request, Response};
+
+    /// A flow with every field set, odd header values included.
+    fn full_flow() -> Flow {
+        Flow {
+            id: 42,
+            mode: "regular".into(),
+            client: Some("127.0.0.1:5000".parse().unwrap()),
+            server: Some("[::1]:443".parse().unwrap()),
+            client_tls: Some(Tls {
+                sni: Some("example.com".into()),
+                alpn: Some("h2".into()),
+                version: Some("TLSv1.3".into()),
+                intercepted: true,
+            }),
+            server_tls: Some(Tls {
+                alpn: Some("http/1.1".into()),
+                ..Tls::default()
+            }),
+            timings: Timings {
+                client_connect: Some(1),
+                request_start: Some(2),
+                response_end: Some(9),
+                ..Timings::default()
+            },
+            request: Request {
+                method: "POST".into(),
+                url: "https://example.com/a?q=\"x\"".into(),
+                version: "HTTP/2".into(),
+                headers: vec![
+                    Header::new("content-type", "text/plain"),
+                    Header::new("x-bin", vec![0xff, 0x01]),
+                    Header::new("x-quote", "a\"b\\c\u{7f}é"),
+                ],
+                body: Body {
+                    data: Bytes::from_static(b"hello"),
+                    size: 10,
+                    truncated: true,
+                },
+            },
+            response: Some(Response {
+                status: 404,
+                version: "HTTP/1.1".into(),
+                headers: vec![Header::new("server", "t")],
+                body: Body::whole(&b"gone"[..]),
+            }),
+            error: Some("upstream-body-error: x".into()),
+            note: Some("cache;miss\tnote".into()),
+            plugins: vec![PluginStep {
+                plugin: "cache".into(),
+                hook: "on-request".into(),
+                decision: "continue".into(),
+                micros: 3,
+            }],
+            marked: false,
+            comment: String::new(),
+        }
+    }
+
+    fn encoded(flow: &Flow) -> Vec<u8> {
+        let mut request = Vec::new();
+        fn fields(h: &[Header]) -> Vec<(&str, &[u8])> {
+            h.iter().map(|h| (&*h.name, &h.value[..])).collect()
+        }
+        request_head(
+            &mut request,
+            &flow.request.method,
+            &Url::Text(&flow.request.url),
+            &flow.request.version,
+            fields(&flow.request.headers).into_iter(),
+        );
+        let response = flow.response.as_ref().unwrap();
+        let mut response_fields = Vec::new();
+        response_head(
+            &mut response_fields,
+            response.status,
+            &response.version,
+            fields(&response.headers).into_iter(),
+        );
+        fn body(b: &Body) -> BodyRef<'_> {
+            BodyRef {
+                data: &b.data,
+                size: b.size,
+                truncated: b.truncated,
+            }
+        }
+        let mut out = Vec::new();
+        encode(
+            &Parts {
+                id: flow.id,
+                mode: &flow.mode,
+                client: flow.client,
+                server: flow.server,
+                client_tls: flow.client_tls.as_ref(),
+                server_alpn: flow.server_tls.as_ref().and_then(|t| t.alpn.as_deref()),
+                timings: &flow.timings,
+                request: &request,
+                request_body: body(&flow.request.body),
+                response: Some((&response_fields, body(&response.body))),
+                error: flow.error.as_deref(),
+                note: flow.note.as_deref(),
+                plugins: &flow.plugins,
+            },
+            &mut out,
+        );
+        out
+    }
+
+    #[test]
+    fn the_hand_written_head_is_what_serde_writes_for_the_flow() {
+        let flow = full_flow();
+        let mut expected = Vec::new();
+        super::super::file::encode(&flow, &mut expected);
+        let ours = encoded(&flow);
+        assert_eq!(
+            String::from_utf8_lossy(&ours),
+            String::from_utf8_lossy(&expected)
+        );
+    }
+
+    #[test]
+    fn records_decode_to_their_flow_and_refuse_damage() {
+        let flow = full_flow();
+        let record = Record::new(&encoded(&flow));
+        assert_eq!(record.flow(true).unwrap(), flow);
+        let head = record.flow(false).unwrap();
+        assert!(head.request.body.data.is_empty() && head.request.body.size == 10);
+
+        let mut damaged = record.bytes().to_vec();
+        damaged[FRAME_LEN + 3] ^= 1;
+        assert_eq!(
+            Record::new(&damaged).flow(false).unwrap_err(),
+            "checksum mismatch"
+        );
+        assert!(Record::new(&damaged[..10]).flow(false).is_err());
+        assert!(Record::new(&damaged[..damaged.len() - 1])
+            .flow(false)
+            .is_err());
+    }
+
+    #[test]
+    fn small_records_share_blocks_and_large_ones_do_not() {
+        let a = Record::new(b"first");
+        let b = Record::new(b"second");
+        let follows =
+            |a: &Record, b: &Record| a.0.as_ptr() as usize + a.0.len() == b.0.as_ptr() as usize;
+        // Neighbours in one block.
+        assert!(follows(&a, &b));
+        let big = vec![7; OWN_ALLOCATION + 1];
+        let c = Record::new(&big);
+        assert_eq!(c.bytes(), &big[..]);
+        let d = Record::new(b"third");
+        assert!(follows(&b, &d));
+    }
+
+    #[test]
+    fn a_block_is_reused_once_its_records_are_dropped() {
+        // On a thread of its own, with blocks of its own.
+        std::thread::spawn(|| {
+            let record = vec![1; OWN_ALLOCATION];
+            let first: Vec<Record> = (0..4).map(|_| Record::new(&record)).collect();
+            let block = first[0].0.as_ptr();
+            // The fifth does not fit: a new block, the first retired.
+            let fifth = Record::new(&record);
+            assert_ne!(fifth.0.as_ptr(), block);
+            drop(first);
+            // Whatever memory the allocator has free goes elsewhere.
+            let squatter = BytesMut::with_capacity(BLOCK);
+            let more: Vec<Record> = (0..4).map(|_| Record::new(&record)).collect();
+            assert_eq!(
+                more.last().unwrap().0.as_ptr(),
+                block,
+                "the freed block is taken back"
+            );
+            drop(squatter);
+        })
+        .join()
+        .unwrap();
+    }
+}
