@@ -92,6 +92,7 @@ fn header() -> [u8; HEADER_LEN as usize] {
 pub struct FlowWriter {
     out: BufWriter<File>,
     record: Vec<u8>,
+    behind: DropBehind,
 }
 
 impl FlowWriter {
@@ -112,7 +113,7 @@ impl FlowWriter {
             .truncate(!append)
             .open(path)
             .map_err(open_error)?;
-        if existing {
+        let start = if existing {
             let end = {
                 let mut reader = FlowReader::new(path, file.try_clone()?)?;
                 while let Some(entry) = reader.next_head() {
@@ -133,12 +134,19 @@ impl FlowWriter {
             };
             file.set_len(end)?;
             file.seek(SeekFrom::Start(end))?;
+            end
         } else {
             file.write_all(&header())?;
-        }
+            HEADER_LEN
+        };
         Ok(Self {
             out: BufWriter::with_capacity(256 * 1024, file),
             record: Vec::new(),
+            behind: DropBehind {
+                end: start,
+                started: [start; 2],
+                dropped: 0,
+            },
         })
     }
 
@@ -166,11 +174,73 @@ impl FlowWriter {
             ));
         }
         // A record bigger than the buffer goes straight out in one write.
-        self.out.write_all(record)
+        self.out.write_all(record)?;
+        self.behind.end += record.len() as u64;
+        Ok(())
     }
 
+    /// Writes out what is buffered; then the written part of the file is
+    /// sent on to the disk and dropped from the page cache behind it.
     pub fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        self.out.flush()?;
+        self.behind.advance(self.out.get_ref());
+        Ok(())
+    }
+}
+
+/// The page cache behind a flow file being written. A capture writes tens
+/// of megabytes a second that nobody reads back soon: left in the cache they
+/// would crowd out what is read (the cache dir's files), and each new page
+/// costs the kernel a fresh allocation. So each flush starts the disk write
+/// of what was just written, and drops from the cache what the flush before
+/// the last one started (pages still being written are left; nothing waits
+/// on the disk).
+struct DropBehind {
+    /// Bytes handed to the file.
+    end: u64,
+    /// Bytes whose disk write was started, as of the last two flushes.
+    started: [u64; 2],
+    /// Bytes dropped from the page cache (whole pages before this).
+    dropped: u64,
+}
+
+impl DropBehind {
+    fn advance(&mut self, file: &File) {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let fd = file.as_raw_fd();
+            let to_drop = self.started[0];
+            if to_drop > self.dropped {
+                // Advisory: failure only means the pages stay cached.
+                // SAFETY: plain syscalls on an open descriptor.
+                unsafe {
+                    libc::posix_fadvise(
+                        fd,
+                        self.dropped as i64,
+                        (to_drop - self.dropped) as i64,
+                        libc::POSIX_FADV_DONTNEED,
+                    );
+                }
+                // The last page may be partly written: it goes next time.
+                self.dropped = to_drop & !4095;
+            }
+            let started = self.started[1];
+            if self.end > started {
+                // SAFETY: as above.
+                unsafe {
+                    libc::sync_file_range(
+                        fd,
+                        started as i64,
+                        (self.end - started) as i64,
+                        libc::SYNC_FILE_RANGE_WRITE,
+                    );
+                }
+            }
+            self.started = [started, self.end];
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = file;
     }
 }
 

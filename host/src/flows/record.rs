@@ -72,11 +72,11 @@ struct Blocks {
 }
 
 impl Blocks {
-    /// A copy of `encoded` in the current block, moving on to a free or
+    /// A copy of `pieces` (`len` bytes) in the current block, moving on to a free or
     /// new block when it is full.
-    fn copy(&mut self, encoded: &[u8]) -> Bytes {
+    fn copy(&mut self, len: usize, pieces: &[&[u8]]) -> Bytes {
         let room = self.current.as_ref().map_or(0, BytesMut::capacity);
-        if room < encoded.len() {
+        if room < len {
             let fresh = self.free_block();
             if let Some(full) = self.current.replace(fresh) {
                 if self.retired.len() == RETIRED_MAX {
@@ -86,7 +86,9 @@ impl Blocks {
             }
         }
         let block = self.current.get_or_insert_with(BytesMut::new);
-        block.extend_from_slice(encoded);
+        for piece in pieces {
+            block.extend_from_slice(piece);
+        }
         block.split().freeze()
     }
 
@@ -108,14 +110,34 @@ impl Blocks {
 pub struct Record(Bytes);
 
 impl Record {
-    /// A record holding a copy of `encoded`, in this thread's current block
-    /// when it is small (the block is freed once all its records are).
-    pub fn new(encoded: &[u8]) -> Self {
-        if encoded.len() > OWN_ALLOCATION {
-            return Self(Bytes::copy_from_slice(encoded));
+    /// A record holding a copy of `pieces` one after the other, in this
+    /// thread's current block when it is small (the block is freed, or
+    /// taken back, once all its records are dropped).
+    pub fn new(pieces: &[&[u8]]) -> Self {
+        let len = pieces.iter().map(|p| p.len()).sum();
+        if len <= OWN_ALLOCATION {
+            if let Ok(shared) = BLOCKS.try_with(|blocks| blocks.borrow_mut().copy(len, pieces)) {
+                return Self(shared);
+            }
         }
-        let shared = BLOCKS.try_with(|blocks| blocks.borrow_mut().copy(encoded));
-        Self(shared.unwrap_or_else(|_| Bytes::copy_from_slice(encoded)))
+        let mut own = BytesMut::with_capacity(len);
+        for piece in pieces {
+            own.extend_from_slice(piece);
+        }
+        Self(own.freeze())
+    }
+
+    /// The record of `parts`, its head encoded in `scratch`.
+    pub fn encode(parts: &Parts, scratch: &mut Vec<u8>) -> Self {
+        scratch.clear();
+        head(parts, scratch);
+        let (request, response) = parts.bodies();
+        Self::new(&[
+            &frame(scratch, request, response),
+            scratch,
+            request,
+            response,
+        ])
     }
 
     /// The record's bytes, as a flow file holds them.
@@ -188,31 +210,51 @@ pub struct Parts<'a> {
     pub plugins: &'a [PluginStep],
 }
 
-/// Appends the record of `parts` to `out`: frame, JSON head, bodies.
-pub fn encode(parts: &Parts, out: &mut Vec<u8>) {
-    let start = out.len();
-    out.extend_from_slice(&[0; FRAME_LEN]);
+impl Parts<'_> {
+    fn bodies(&self) -> (&[u8], &[u8]) {
+        let response = self.response.as_ref().map_or(&[][..], |(_, b)| b.data);
+        (self.request_body.data, response)
+    }
+}
+
+/// The frame of a record with this head and these bodies.
+pub fn frame(head: &[u8], request: &[u8], response: &[u8]) -> [u8; FRAME_LEN] {
+    let mut frame = [0; FRAME_LEN];
+    frame[0..4].copy_from_slice(&(head.len() as u32).to_le_bytes());
+    frame[4..8].copy_from_slice(&(request.len() as u32).to_le_bytes());
+    frame[8..12].copy_from_slice(&(response.len() as u32).to_le_bytes());
+    frame[12..16].copy_from_slice(&crc32fast::hash(head).to_le_bytes());
+    frame
+}
+
+/// The JSON head of `parts`, as serde writes a [`Flow`]'s.
+fn head(parts: &Parts, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"id\":");
     number(out, parts.id);
     out.extend_from_slice(b",\"mode\":");
     string(out, parts.mode);
     out.extend_from_slice(b",\"client\":");
-    value(out, &parts.client);
+    address(out, parts.client);
     out.extend_from_slice(b",\"server\":");
-    value(out, &parts.server);
+    address(out, parts.server);
     out.extend_from_slice(b",\"client_tls\":");
-    value(out, &parts.client_tls);
+    match parts.client_tls {
+        Some(tls) => self::tls(
+            out,
+            tls.sni.as_deref(),
+            tls.alpn.as_deref(),
+            tls.version.as_deref(),
+            tls.intercepted,
+        ),
+        None => out.extend_from_slice(b"null"),
+    }
     out.extend_from_slice(b",\"server_tls\":");
     match parts.server_alpn {
-        Some(alpn) => {
-            out.extend_from_slice(b"{\"sni\":null,\"alpn\":");
-            string(out, alpn);
-            out.extend_from_slice(b",\"version\":null,\"intercepted\":false}");
-        }
+        Some(alpn) => tls(out, None, Some(alpn), None, false),
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"timings\":");
-    value(out, parts.timings);
+    timings(out, parts.timings);
     out.extend_from_slice(b",\"request\":{");
     out.extend_from_slice(parts.request);
     body_info(out, &parts.request_body);
@@ -227,24 +269,85 @@ pub fn encode(parts: &Parts, out: &mut Vec<u8>) {
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"error\":");
-    value(out, &parts.error);
+    optional_string(out, parts.error);
     out.extend_from_slice(b",\"note\":");
-    value(out, &parts.note);
+    optional_string(out, parts.note);
     out.extend_from_slice(b",\"plugins\":");
-    value(out, &parts.plugins);
+    if parts.plugins.is_empty() {
+        out.extend_from_slice(b"[]");
+    } else {
+        value(out, parts.plugins);
+    }
     out.extend_from_slice(b",\"marked\":false,\"comment\":\"\"}");
+}
 
-    let head_len = out.len() - start - FRAME_LEN;
-    let crc = crc32fast::hash(&out[start + FRAME_LEN..]);
-    let request = parts.request_body.data;
-    let response = parts.response.as_ref().map_or(&[][..], |(_, b)| b.data);
-    out.extend_from_slice(request);
-    out.extend_from_slice(response);
-    let frame = &mut out[start..start + FRAME_LEN];
-    frame[0..4].copy_from_slice(&(head_len as u32).to_le_bytes());
-    frame[4..8].copy_from_slice(&(request.len() as u32).to_le_bytes());
-    frame[8..12].copy_from_slice(&(response.len() as u32).to_le_bytes());
-    frame[12..16].copy_from_slice(&crc.to_le_bytes());
+fn tls(
+    out: &mut Vec<u8>,
+    sni: Option<&str>,
+    alpn: Option<&str>,
+    version: Option<&str>,
+    intercepted: bool,
+) {
+    out.extend_from_slice(b"{\"sni\":");
+    optional_string(out, sni);
+    out.extend_from_slice(b",\"alpn\":");
+    optional_string(out, alpn);
+    out.extend_from_slice(b",\"version\":");
+    optional_string(out, version);
+    out.extend_from_slice(if intercepted {
+        b",\"intercepted\":true}"
+    } else {
+        b",\"intercepted\":false}"
+    });
+}
+
+fn timings(out: &mut Vec<u8>, t: &Timings) {
+    let fields = [
+        ("{\"client_connect\":", t.client_connect),
+        (",\"client_tls\":", t.client_tls),
+        (",\"request_start\":", t.request_start),
+        (",\"request_end\":", t.request_end),
+        (",\"server_connect\":", t.server_connect),
+        (",\"server_tcp\":", t.server_tcp),
+        (",\"server_tls\":", t.server_tls),
+        (",\"response_start\":", t.response_start),
+        (",\"response_end\":", t.response_end),
+    ];
+    for (key, moment) in fields {
+        out.extend_from_slice(key.as_bytes());
+        match moment {
+            Some(micros) => out.extend_from_slice(itoa::Buffer::new().format(micros).as_bytes()),
+            None => out.extend_from_slice(b"null"),
+        }
+    }
+    out.push(b'}');
+}
+
+/// A socket address as serde writes it: `"1.2.3.4:5"`, `"[::1]:5"`.
+fn address(out: &mut Vec<u8>, address: Option<SocketAddr>) {
+    match address {
+        Some(SocketAddr::V4(v4)) => {
+            out.push(b'"');
+            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(itoa::Buffer::new().format(octet).as_bytes());
+            }
+            out.push(b':');
+            out.extend_from_slice(itoa::Buffer::new().format(v4.port()).as_bytes());
+            out.push(b'"');
+        }
+        Some(v6) => value(out, &v6),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn optional_string(out: &mut Vec<u8>, text: Option<&str>) {
+    match text {
+        Some(text) => string(out, text),
+        None => out.extend_from_slice(b"null"),
+    }
 }
 
 /// A request's URL: text, or the URI it displays as.
@@ -277,7 +380,7 @@ pub fn request_head<'a>(
                 if uri.query().is_some() { "?" } else { "" },
                 uri.query().unwrap_or_default(),
             ];
-            if parts.iter().all(|p| plain(p)) {
+            if parts.iter().all(plain) {
                 out.push(b'"');
                 for part in parts {
                     out.extend_from_slice(part.as_bytes());
@@ -318,15 +421,18 @@ fn header_list<'a>(out: &mut Vec<u8>, headers: impl Iterator<Item = (&'a str, &'
         out.push(b'[');
         string(out, name);
         out.push(b',');
-        match std::str::from_utf8(value) {
-            Ok(text) => string(out, text),
-            Err(_) => {
-                use base64::Engine;
-                out.extend_from_slice(b"{\"base64\":\"");
-                let encoded = base64::engine::general_purpose::STANDARD.encode(value);
-                out.extend_from_slice(encoded.as_bytes());
-                out.extend_from_slice(b"\"}");
-            }
+        if plain(value) {
+            out.push(b'"');
+            out.extend_from_slice(value);
+            out.push(b'"');
+        } else if let Ok(text) = std::str::from_utf8(value) {
+            string(out, text);
+        } else {
+            use base64::Engine;
+            out.extend_from_slice(b"{\"base64\":\"");
+            let encoded = base64::engine::general_purpose::STANDARD.encode(value);
+            out.extend_from_slice(encoded.as_bytes());
+            out.extend_from_slice(b"\"}");
         }
         out.push(b']');
     }
@@ -356,9 +462,31 @@ fn string(out: &mut Vec<u8>, text: &str) {
     }
 }
 
-/// Whether `text` is a JSON string's content as it is.
-fn plain(text: &str) -> bool {
-    text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\')
+/// Whether `text` goes into a JSON string as it is: printable ASCII other
+/// than `"` and `\\` (valid UTF-8, nothing to escape). Eight bytes at a time.
+fn plain(text: impl AsRef<[u8]>) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // A high bit set in a lane whose byte is below `n` (for bytes < 0x80).
+    let below = |v: u64, n: u8| v.wrapping_sub(ONES * u64::from(n)) & !v & HIGH;
+    let bad = |v: u64| {
+        (v & HIGH)
+            | below(v, 0x20)
+            | below(v ^ (ONES * u64::from(b'"')), 1)
+            | below(v ^ (ONES * u64::from(b'\\')), 1)
+    };
+    let bytes = text.as_ref();
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let v = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+        if bad(v) != 0 {
+            return false;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .all(|&b| (0x20..0x80).contains(&b) && b != b'"' && b != b'\\')
 }
 
 fn number(out: &mut Vec<u8>, n: u64) {
@@ -459,8 +587,8 @@ mod tests {
                 truncated: b.truncated,
             }
         }
-        let mut out = Vec::new();
-        encode(
+        let mut scratch = Vec::new();
+        let record = Record::encode(
             &Parts {
                 id: flow.id,
                 mode: &flow.mode,
@@ -476,9 +604,9 @@ mod tests {
                 note: flow.note.as_deref(),
                 plugins: &flow.plugins,
             },
-            &mut out,
+            &mut scratch,
         );
-        out
+        record.bytes().to_vec()
     }
 
     #[test]
@@ -494,9 +622,29 @@ mod tests {
     }
 
     #[test]
+    fn plain_text_is_exactly_what_needs_no_escaping() {
+        let naive = |t: &[u8]| {
+            t.iter()
+                .all(|&b| (0x20..0x80).contains(&b) && b != b'"' && b != b'\\')
+        };
+        let mut cases: Vec<Vec<u8>> = vec![b"".to_vec(), b"abcdefghijklmnop".to_vec()];
+        for bad in [0u8, 0x1f, b'"', b'\\', 0x80, 0xff, 0xc3] {
+            for at in 0..17 {
+                let mut text = b"abcdefgh12345678x".to_vec();
+                text[at] = bad;
+                cases.push(text);
+            }
+        }
+        cases.push(b" ~!#$%&'()*+,-./0123456789:;<=>?@[]^_`{|}\x7f".to_vec());
+        for case in cases {
+            assert_eq!(plain(&case), naive(&case), "{case:?}");
+        }
+    }
+
+    #[test]
     fn records_decode_to_their_flow_and_refuse_damage() {
         let flow = full_flow();
-        let record = Record::new(&encoded(&flow));
+        let record = Record::new(&[&encoded(&flow)]);
         assert_eq!(record.flow(true).unwrap(), flow);
         let head = record.flow(false).unwrap();
         assert!(head.request.body.data.is_empty() && head.request.body.size == 10);
@@ -504,27 +652,27 @@ mod tests {
         let mut damaged = record.bytes().to_vec();
         damaged[FRAME_LEN + 3] ^= 1;
         assert_eq!(
-            Record::new(&damaged).flow(false).unwrap_err(),
+            Record::new(&[&damaged]).flow(false).unwrap_err(),
             "checksum mismatch"
         );
-        assert!(Record::new(&damaged[..10]).flow(false).is_err());
-        assert!(Record::new(&damaged[..damaged.len() - 1])
+        assert!(Record::new(&[&damaged[..10]]).flow(false).is_err());
+        assert!(Record::new(&[&damaged[..damaged.len() - 1]])
             .flow(false)
             .is_err());
     }
 
     #[test]
     fn small_records_share_blocks_and_large_ones_do_not() {
-        let a = Record::new(b"first");
-        let b = Record::new(b"second");
+        let a = Record::new(&[b"first"]);
+        let b = Record::new(&[b"sec", b"ond"]);
         let follows =
             |a: &Record, b: &Record| a.0.as_ptr() as usize + a.0.len() == b.0.as_ptr() as usize;
         // Neighbours in one block.
         assert!(follows(&a, &b));
         let big = vec![7; OWN_ALLOCATION + 1];
-        let c = Record::new(&big);
+        let c = Record::new(&[&big]);
         assert_eq!(c.bytes(), &big[..]);
-        let d = Record::new(b"third");
+        let d = Record::new(&[b"third"]);
         assert!(follows(&b, &d));
     }
 
@@ -533,15 +681,15 @@ mod tests {
         // On a thread of its own, with blocks of its own.
         std::thread::spawn(|| {
             let record = vec![1; OWN_ALLOCATION];
-            let first: Vec<Record> = (0..4).map(|_| Record::new(&record)).collect();
+            let first: Vec<Record> = (0..4).map(|_| Record::new(&[&record])).collect();
             let block = first[0].0.as_ptr();
             // The fifth does not fit: a new block, the first retired.
-            let fifth = Record::new(&record);
+            let fifth = Record::new(&[&record]);
             assert_ne!(fifth.0.as_ptr(), block);
             drop(first);
             // Whatever memory the allocator has free goes elsewhere.
             let squatter = BytesMut::with_capacity(BLOCK);
-            let more: Vec<Record> = (0..4).map(|_| Record::new(&record)).collect();
+            let more: Vec<Record> = (0..4).map(|_| Record::new(&[&record])).collect();
             assert_eq!(
                 more.last().unwrap().0.as_ptr(),
                 block,

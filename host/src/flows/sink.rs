@@ -88,8 +88,7 @@ impl Sink {
         self.store.as_ref()
     }
 
-    fn finish(&self, id: u64, encoded: &[u8]) {
-        let record = Record::new(encoded);
+    fn finish(&self, id: u64, record: Record) {
         if let Some(saver) = &self.saver {
             saver.send(&record);
         }
@@ -135,21 +134,15 @@ impl Store {
 
     /// Adds flow `id`'s record, dropping the oldest ones beyond the bounds.
     pub fn push(&self, id: u64, record: Record) {
-        // The oldest are dropped after the lock is released.
-        let mut evicted = Vec::new();
-        {
-            let mut inner = self.lock();
-            inner.bytes += record.weight();
-            inner.flows.push_back((id, record));
-            while inner.flows.len() > self.max_count || inner.bytes > self.max_bytes {
-                let Some((_, old)) = inner.flows.pop_front() else {
-                    break;
-                };
-                inner.bytes -= old.weight();
-                evicted.push(old);
-            }
+        let mut inner = self.lock();
+        inner.bytes += record.weight();
+        inner.flows.push_back((id, record));
+        while inner.flows.len() > self.max_count || inner.bytes > self.max_bytes {
+            let Some((_, old)) = inner.flows.pop_front() else {
+                break;
+            };
+            inner.bytes -= old.weight();
         }
-        drop(evicted);
     }
 
     /// The flow with this id, if still held.
@@ -520,8 +513,8 @@ impl Recording {
             None => BodyRef::default(),
         };
         let response_body = self.response_body.as_body_ref(self.error.is_none());
-        let mut encoded = record::buffer();
-        record::encode(
+        let mut scratch = record::buffer();
+        let encoded = Record::encode(
             &Parts {
                 id: self.id,
                 mode: "regular",
@@ -537,10 +530,10 @@ impl Recording {
                 note: note.as_deref(),
                 plugins: &self.plugins,
             },
-            &mut encoded,
+            &mut scratch,
         );
-        sink.finish(self.id, &encoded);
-        record::reuse(encoded);
+        sink.finish(self.id, encoded);
+        record::reuse(scratch);
         record::reuse(std::mem::take(&mut self.request));
         if let Some(head) = self.response.take() {
             record::reuse(head);
@@ -659,7 +652,7 @@ mod tests {
         };
         let mut encoded = Vec::new();
         super::super::file::encode(&flow, &mut encoded);
-        Record::new(&encoded)
+        Record::new(&[&encoded])
     }
 
     #[test]
