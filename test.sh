@@ -8,13 +8,17 @@ cd "$(dirname "$0")"
 
 say() { echo "test.sh: $*" >&2; }
 
-# The tests drive real clients: curl, pip (python3 -m pip) and npm; the C
-# plugin example needs Debian's clang 14, wasm-ld and wasi-libc.
+# The tests drive real clients: curl, pip (python3 -m pip), npm, cargo, go
+# and mvn (with Java's keytool for its trust store); the C plugin example
+# needs Debian's clang 14, wasm-ld and wasi-libc.
 missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3 python3-pip)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+command -v go >/dev/null 2>&1 || missing+=(golang)
+command -v mvn >/dev/null 2>&1 || missing+=(maven)
+command -v keytool >/dev/null 2>&1 || missing+=(default-jre-headless)
 command -v clang-14 >/dev/null 2>&1 || missing+=(clang-14)
 [ -x /usr/lib/llvm-14/bin/wasm-ld ] || missing+=(lld-14)
 [ -f /usr/include/wasm32-wasi/stdlib.h ] || missing+=(wasi-libc)

@@ -4,33 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use proxlet_tests::{
-    packages::{assert_ok, clean, pip_install, registry},
+    packages::{assert_ok, caching_proxy, clean, pip_install, registry},
     Origin, Proxlet,
 };
-
-/// proxlet with the default caching stack into `cache`, trusting `origin`.
-fn caching_proxy(origin: &Origin, cache: &Path, home: &Path, offline: bool) -> Proxlet {
-    let config = home.with_extension("toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[plugin]]\nname = \"pypi-slash\"\n[[plugin]]\nname = \"error-links\"\n[[plugin]]\nname = \"cache\"\nconfig = {{ offline = {offline} }}\n"
-        ),
-    )
-    .unwrap();
-    Proxlet::start_with_home(
-        home,
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--cache-dir",
-            cache.to_str().unwrap(),
-            "--upstream-ca",
-            origin.ca.as_ref().unwrap().path().to_str().unwrap(),
-        ],
-    )
-    .unwrap_or_else(|e| panic!("{e}"))
-}
 
 #[test]
 fn pip_installs_through_the_cache_then_offline_then_refetches_one_deleted_wheel() {

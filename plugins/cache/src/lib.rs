@@ -11,7 +11,7 @@
 
 use std::{
     collections::BTreeMap,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{SystemTime, UNIX_EPOCH},
 };
 
 use proxlet_plugin::{
@@ -19,8 +19,11 @@ use proxlet_plugin::{
     text_response, tree, Body, Fill, FlowInfo, Headers, Hooks, Level, Plugin, RequestAction,
     RequestHead, Response, ResponseAction, ResponseHead, Sidecar, Store, UpstreamError,
 };
+use rules::Rule;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+mod rules;
 
 /// Configuration (the `[plugin.config]` table).
 #[derive(Deserialize)]
@@ -45,37 +48,20 @@ struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        let rule = |url: Option<&str>, kind: Option<&str>| RuleConfig {
-            url: url.map(str::to_owned),
-            content_type: kind.map(str::to_owned),
-            ttl: "10m".into(),
-        };
         Self {
             dir: "/cache".into(),
             offline: false,
             cache_anything: false,
             share_authorized: false,
             share_cookies: false,
-            revalidate: vec![
-                // PyPI simple pages (PEP 503/691).
-                rule(Some("/simple/"), None),
-                // npm packuments: a JSON document at /name or /@scope%2fname.
-                rule(
-                    Some(r"^https?://[^/]+/(@[^/]+%2[fF])?[^/@?][^/?]*$"),
-                    Some("json"),
-                ),
-                // apt indexes; by-hash and pool files never change.
-                rule(
-                    Some(r"/dists/[^/]+/(InRelease|Release|Release\.gpg)$"),
-                    None,
-                ),
-                rule(
-                    Some(
-                        r"/dists/.+/(Packages|Sources|Contents-[^/]+|Translation-[^/]+)(\.(gz|xz|bz2|lz4|zst))?$",
-                    ),
-                    None,
-                ),
-            ],
+            revalidate: rules::DEFAULT_RULES
+                .iter()
+                .map(|r| RuleConfig {
+                    url: Some(r.url.to_owned()),
+                    content_type: r.content_type.map(str::to_owned),
+                    ttl: rules::DEFAULT_TTL.into(),
+                })
+                .collect(),
         }
     }
 }
@@ -90,12 +76,6 @@ struct RuleConfig {
     content_type: Option<String>,
     /// Time an entry stays fresh, e.g. "10m", "1h", "0".
     ttl: String,
-}
-
-struct Rule {
-    url: Option<regex_lite::Regex>,
-    content_type: Option<String>,
-    ttl: Duration,
 }
 
 /// What the sidecar tree holds for one URL.
@@ -170,21 +150,8 @@ impl Plugin for Cache {
             .revalidate
             .iter()
             .map(|r| {
-                Ok(Rule {
-                    url: r
-                        .url
-                        .as_deref()
-                        .map(regex_lite::Regex::new)
-                        .transpose()
-                        .map_err(|e| format!("cache config: revalidate.url: {e}"))?,
-                    content_type: r.content_type.clone(),
-                    ttl: parse_duration(&r.ttl).ok_or_else(|| {
-                        format!(
-                            "cache config: revalidate.ttl {:?} is not a duration like 10m",
-                            r.ttl
-                        )
-                    })?,
-                })
+                Rule::new(r.url.as_deref(), r.content_type.as_deref(), &r.ttl)
+                    .map_err(|e| format!("cache config: {e}"))
             })
             .collect::<Result<_, String>>()?;
         Ok(Self { config, rules })
@@ -451,10 +418,7 @@ impl Cache {
             return true;
         };
         let kind = variant.content_type.as_deref().unwrap_or_default();
-        let rule = self.rules.iter().find(|r| {
-            r.url.as_ref().is_none_or(|re| re.is_match(url))
-                && r.content_type.as_deref().is_none_or(|t| kind.contains(t))
-        });
+        let rule = self.rules.iter().find(|r| r.matches(url, kind));
         match rule {
             None => true,
             Some(rule) => now().saturating_sub(variant.stored) < rule.ttl.as_secs(),
@@ -705,24 +669,6 @@ fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-/// "90", "90s", "10m", "2h", "1d".
-fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().ok()?;
-    let seconds = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        _ => return None,
-    };
-    Some(Duration::from_secs(seconds))
 }
 
 proxlet_plugin::export!(Cache);

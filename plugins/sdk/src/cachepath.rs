@@ -353,6 +353,39 @@ mod tests {
     }
 
     #[test]
+    fn package_manager_urls_map_to_the_paths_they_name() {
+        for (url, path) in [
+            // Go: capitals `!`-escaped by GOPROXY, that `!` sent as %21.
+            (
+                "https://proxy.golang.org/github.com/%21burnt%21sushi/toml/@v/v1.3.2.zip",
+                "proxy.golang.org/github.com/!burnt!sushi/toml/@v/v1.3.2.zip",
+            ),
+            (
+                "https://proxy.golang.org/example.com/!world/@latest",
+                "proxy.golang.org/example.com/!world/@latest",
+            ),
+            // cargo: the sparse index root's config and a prefixed file.
+            (
+                "https://index.crates.io/config.json",
+                "index.crates.io/config.json",
+            ),
+            ("https://index.crates.io/3/s/syn", "index.crates.io/3/s/syn"),
+            (
+                "https://h:8443/api/v1/crates/hello/1.0.0/download",
+                "h_8443/api/v1/crates/hello/1.0.0/download",
+            ),
+            // Maven: deep group paths, metadata beside the versions.
+            (
+                "https://repo.maven.apache.org/maven2/org/slf4j/slf4j-api/2.0.9/slf4j-api-2.0.9.jar.sha1",
+                "repo.maven.apache.org/maven2/org/slf4j/slf4j-api/2.0.9/slf4j-api-2.0.9.jar.sha1",
+            ),
+        ] {
+            assert_eq!(url_to_path(url).unwrap(), path, "{url}");
+            assert_eq!(url_to_path(&path_to_url(path).unwrap()).unwrap(), path);
+        }
+    }
+
+    #[test]
     fn queries_are_kept_reversibly() {
         let path = url_to_path("https://h/a/b?x=1/2&y=%2F").unwrap();
         assert_eq!(path, "h/a/b?x=1%2F2&y=%252F");
