@@ -13,6 +13,8 @@
 
 use std::{cell::RefCell, net::SocketAddr};
 
+use std::{alloc::Layout, ptr::NonNull, sync::Arc};
+
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 
@@ -21,15 +23,11 @@ use super::{Flow, PluginStep, Timings, Tls};
 /// Record frame: head length, request body length, response body length
 /// (u32 LE each), CRC-32 of the head (u32 LE).
 pub const FRAME_LEN: usize = 16;
-/// Finished records are copied into blocks of this size...
-const BLOCK: usize = 64 * 1024;
+/// Finished records are copied into blocks of this size (one huge page)...
+const BLOCK: usize = 2 << 20;
 /// ...unless larger than this: then a record has its own allocation.
-const OWN_ALLOCATION: usize = BLOCK / 4;
-/// Full blocks a thread keeps a handle on, to take one back once all its
-/// records are dropped (written by the save thread, evicted from the
-/// store) instead of allocating afresh: fresh memory costs page faults, and
-/// an allocator that returns freed blocks to the system faults on every one.
-const RETIRED_MAX: usize = 64;
+const OWN_ALLOCATION: usize = 256 * 1024;
+
 /// A reused buffer larger than this is freed rather than kept.
 const SPARE_MAX_CAPACITY: usize = 64 * 1024;
 /// Buffers a thread keeps for reuse, at most.
@@ -63,68 +61,166 @@ pub fn reuse(mut buf: Vec<u8>) {
     });
 }
 
-/// A thread's block being filled and its recently filled ones.
+/// A block of records: [`BLOCK`] bytes, aligned so that the system can
+/// back it with one huge page. A store holds hundreds of megabytes of
+/// records, and a new record goes where the oldest was: memory last touched
+/// seconds ago. With small pages every such write pays page walks and TLB
+/// misses (under virtualisation, microseconds per record); one huge page
+/// per block keeps the whole store within the TLB's reach.
+struct Block {
+    start: NonNull<u8>,
+}
+
+// SAFETY: a Block is plain memory; who writes where is governed by Blocks
+// (one thread writes past the records it handed out, never before).
+unsafe impl Send for Block {}
+unsafe impl Sync for Block {}
+
+impl Block {
+    fn layout() -> Layout {
+        // BLOCK is a power of two: a valid size and alignment.
+        Layout::from_size_align(BLOCK, BLOCK).unwrap_or(Layout::new::<u8>())
+    }
+
+    fn new() -> Self {
+        // SAFETY: the layout has a non-zero size.
+        let memory = unsafe { std::alloc::alloc(Self::layout()) };
+        let Some(start) = NonNull::new(memory) else {
+            std::alloc::handle_alloc_error(Self::layout());
+        };
+        #[cfg(target_os = "linux")]
+        // SAFETY: advice about memory this block owns; failure (no
+        // transparent huge pages) only leaves it on small pages.
+        unsafe {
+            libc::madvise(memory.cast(), BLOCK, libc::MADV_HUGEPAGE);
+        }
+        Self { start }
+    }
+
+    /// The bytes at `range`, which a record holds.
+    fn bytes(&self, start: u32, len: u32) -> &[u8] {
+        // SAFETY: records only name ranges within the block that were
+        // written before the record was made, and are never written again
+        // while any record of the block lives.
+        unsafe { std::slice::from_raw_parts(self.start.as_ptr().add(start as usize), len as usize) }
+    }
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { std::alloc::dealloc(self.start.as_ptr(), Self::layout()) }
+    }
+}
+
+/// A thread's block being filled and the ones it filled before, oldest
+/// first. Records are dropped roughly in the order they were made (the
+/// store evicts its oldest, the save thread writes in order), so the oldest
+/// block is the first to be free again: it is taken back rather than a new
+/// one allocated (fresh memory costs page faults).
 #[derive(Default)]
 struct Blocks {
-    /// `None` before the thread's first record.
-    current: Option<BytesMut>,
-    retired: std::collections::VecDeque<BytesMut>,
+    /// The block being filled and how much of it is used; `None` before
+    /// the thread's first record.
+    current: Option<(Arc<Block>, usize)>,
+    filled: std::collections::VecDeque<Arc<Block>>,
 }
 
 impl Blocks {
-    /// A copy of `pieces` (`len` bytes) in the current block, moving on to a free or
-    /// new block when it is full.
-    fn copy(&mut self, len: usize, pieces: &[&[u8]]) -> Bytes {
-        let room = self.current.as_ref().map_or(0, BytesMut::capacity);
+    /// A record of `pieces` (`len` bytes) copied into the current block,
+    /// moving on to a free or new block when it is full.
+    fn copy(&mut self, len: usize, pieces: &[&[u8]]) -> Record {
+        let room = self.current.as_ref().map_or(0, |(_, used)| BLOCK - used);
         if room < len {
-            let fresh = self.free_block();
-            if let Some(full) = self.current.replace(fresh) {
-                if self.retired.len() == RETIRED_MAX {
-                    self.retired.pop_front();
-                }
-                self.retired.push_back(full);
+            let fresh = (self.free_block(), 0);
+            if let Some((full, _)) = self.current.replace(fresh) {
+                self.filled.push_back(full);
             }
         }
-        let block = self.current.get_or_insert_with(BytesMut::new);
+        let Some((block, used)) = self.current.as_mut() else {
+            unreachable!("a block was just put in place");
+        };
+        let start = *used;
         for piece in pieces {
-            block.extend_from_slice(piece);
+            // SAFETY: within the block (`room` was checked), past every
+            // record handed out from it, and only this thread writes to it.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    piece.as_ptr(),
+                    block.start.as_ptr().add(*used),
+                    piece.len(),
+                );
+            }
+            *used += piece.len();
         }
-        block.split().freeze()
+        Record(Repr::Block {
+            block: block.clone(),
+            start: start as u32,
+            len: len as u32,
+        })
     }
 
-    /// A retired block none of whose records is held any more, or a new one.
-    fn free_block(&mut self) -> BytesMut {
-        let free = self
-            .retired
-            .iter_mut()
-            .position(|block| block.try_reclaim(BLOCK));
-        match free.and_then(|i| self.retired.remove(i)) {
-            Some(block) => block,
-            None => BytesMut::with_capacity(BLOCK),
+    /// The oldest filled block when none of its records is held any more,
+    /// or a new one. A second free block behind it is let go, so that the
+    /// blocks kept shrink back after a burst.
+    fn free_block(&mut self) -> Arc<Block> {
+        let free = |blocks: &mut std::collections::VecDeque<Arc<Block>>| {
+            // `get_mut` succeeds only for the last handle: no record left.
+            Arc::get_mut(blocks.front_mut()?)?;
+            blocks.pop_front()
+        };
+        let block = free(&mut self.filled);
+        if block.is_some() {
+            drop(free(&mut self.filled));
         }
+        block.unwrap_or_else(|| Arc::new(Block::new()))
     }
 }
 
 /// One encoded flow: a whole flow-file record.
-#[derive(Clone, Debug)]
-pub struct Record(Bytes);
+#[derive(Clone)]
+pub struct Record(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    /// In a block shared with its neighbours.
+    Block {
+        block: Arc<Block>,
+        start: u32,
+        len: u32,
+    },
+    /// A large record, on its own.
+    Own(Bytes),
+}
+
+impl std::fmt::Debug for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Record({} bytes)", self.bytes().len())
+    }
+}
+
+impl AsRef<[u8]> for Record {
+    fn as_ref(&self) -> &[u8] {
+        self.bytes()
+    }
+}
 
 impl Record {
     /// A record holding a copy of `pieces` one after the other, in this
-    /// thread's current block when it is small (the block is freed, or
-    /// taken back, once all its records are dropped).
+    /// thread's current block when it is small (the block is taken back
+    /// for new records, or freed, once all its records are dropped).
     pub fn new(pieces: &[&[u8]]) -> Self {
         let len = pieces.iter().map(|p| p.len()).sum();
         if len <= OWN_ALLOCATION {
-            if let Ok(shared) = BLOCKS.try_with(|blocks| blocks.borrow_mut().copy(len, pieces)) {
-                return Self(shared);
+            if let Ok(record) = BLOCKS.try_with(|blocks| blocks.borrow_mut().copy(len, pieces)) {
+                return record;
             }
         }
         let mut own = BytesMut::with_capacity(len);
         for piece in pieces {
             own.extend_from_slice(piece);
         }
-        Self(own.freeze())
+        Self(Repr::Own(own.freeze()))
     }
 
     /// The record of `parts`, its head encoded in `scratch`.
@@ -142,20 +238,24 @@ impl Record {
 
     /// The record's bytes, as a flow file holds them.
     pub fn bytes(&self) -> &[u8] {
-        &self.0
+        match &self.0 {
+            Repr::Block { block, start, len } => block.bytes(*start, *len),
+            Repr::Own(bytes) => bytes,
+        }
     }
 
     /// Memory the record takes, for a store's bound: its bytes and the
     /// handle (blocks are shared, so no allocator overhead per record).
     pub fn weight(&self) -> usize {
-        self.0.len() + std::mem::size_of::<Self>()
+        self.bytes().len() + std::mem::size_of::<Self>()
     }
 
     /// The flow, with its bodies when `bodies` is set (they share the
     /// record's memory).
     pub fn flow(&self, bodies: bool) -> Result<Flow, String> {
+        let bytes = self.bytes();
         let word = |i: usize| -> Option<usize> {
-            Some(u32::from_le_bytes(self.0.get(i..i + 4)?.try_into().ok()?) as usize)
+            Some(u32::from_le_bytes(bytes.get(i..i + 4)?.try_into().ok()?) as usize)
         };
         let (Some(head), Some(request), Some(response), Some(crc)) =
             (word(0), word(4), word(8), word(12))
@@ -163,18 +263,20 @@ impl Record {
             return Err("record shorter than its frame".into());
         };
         let head_end = FRAME_LEN + head;
-        if self.0.len() != head_end + request + response {
+        if bytes.len() != head_end + request + response {
             return Err("record length differs from its frame".into());
         }
-        let head_bytes = &self.0[FRAME_LEN..head_end];
+        let head_bytes = &bytes[FRAME_LEN..head_end];
         if crc32fast::hash(head_bytes) as usize != crc {
             return Err("checksum mismatch".into());
         }
         let mut flow: Flow = serde_json::from_slice(head_bytes).map_err(|e| e.to_string())?;
         if bodies {
-            flow.request.body.data = self.0.slice(head_end..head_end + request);
+            // The bodies share the record's memory.
+            let shared = Bytes::from_owner(self.clone());
+            flow.request.body.data = shared.slice(head_end..head_end + request);
             if let Some(r) = flow.response.as_mut() {
-                r.body.data = self.0.slice(head_end + request..);
+                r.body.data = shared.slice(head_end + request..);
             }
         }
         Ok(flow)
@@ -665,8 +767,9 @@ mod tests {
     fn small_records_share_blocks_and_large_ones_do_not() {
         let a = Record::new(&[b"first"]);
         let b = Record::new(&[b"sec", b"ond"]);
-        let follows =
-            |a: &Record, b: &Record| a.0.as_ptr() as usize + a.0.len() == b.0.as_ptr() as usize;
+        let follows = |a: &Record, b: &Record| {
+            a.bytes().as_ptr() as usize + a.bytes().len() == b.bytes().as_ptr() as usize
+        };
         // Neighbours in one block.
         assert!(follows(&a, &b));
         let big = vec![7; OWN_ALLOCATION + 1];
@@ -681,17 +784,18 @@ mod tests {
         // On a thread of its own, with blocks of its own.
         std::thread::spawn(|| {
             let record = vec![1; OWN_ALLOCATION];
-            let first: Vec<Record> = (0..4).map(|_| Record::new(&[&record])).collect();
-            let block = first[0].0.as_ptr();
-            // The fifth does not fit: a new block, the first retired.
-            let fifth = Record::new(&[&record]);
-            assert_ne!(fifth.0.as_ptr(), block);
+            let per_block = BLOCK / OWN_ALLOCATION;
+            let first: Vec<Record> = (0..per_block).map(|_| Record::new(&[&record])).collect();
+            let block = first[0].bytes().as_ptr();
+            // The next does not fit: a new block, the first kept aside.
+            let next = Record::new(&[&record]);
+            assert_ne!(next.bytes().as_ptr(), block);
             drop(first);
             // Whatever memory the allocator has free goes elsewhere.
-            let squatter = BytesMut::with_capacity(BLOCK);
-            let more: Vec<Record> = (0..4).map(|_| Record::new(&[&record])).collect();
+            let squatter = Block::new();
+            let more: Vec<Record> = (0..per_block).map(|_| Record::new(&[&record])).collect();
             assert_eq!(
-                more.last().unwrap().0.as_ptr(),
+                more.last().unwrap().bytes().as_ptr(),
                 block,
                 "the freed block is taken back"
             );
