@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # What flow capture costs and how fast flow files are, beside mitmproxy in
 # the same run (proxy on core 0, nginx and oha on core 1):
-#   - HTTPS 1 KiB keep-alive: no capture, in-memory store, --save, and
-#     mitmdump without and with -w;
+#   - HTTPS 1 KiB keep-alive: no capture, in-memory store, --save, both,
+#     and mitmdump without and with -w. Each proxlet row is measured in the
+#     steady state, after 110 000 requests have filled the store (every
+#     proxlet row gets the same warm-up); the store's filling is a row of
+#     its own;
 #   - peak RSS with 100 000 flows in the store against its bound;
 #   - writing flows (proxlet convert .flows → .flows), listing + filtering a
 #     1 GB flow file (time, peak RSS), HAR export of 10 000 flows; beside
@@ -36,21 +39,32 @@ echo "| scenario (c=$conc, ${secs}s, HTTPS 1 KiB keep-alive) | req/s | p50 ms | 
 echo "|---|---|---|---|---|---|"
 url=https://127.0.0.1:18443/1k
 port=18200
+warm() { taskset -c 1 oha --no-tui -n 110000 -c "$conc" --insecure -x http://127.0.0.1:$port $url >/dev/null; }
 for round in 1 2; do
   port=$((port + 1)); start_proxlet $port --plugin none
+  warm
   run "proxlet, no capture (round $round)" --insecure -x http://127.0.0.1:$port $url
   kill $proxlet_pid; wait $proxlet_pid 2>/dev/null || true
 
   port=$((port + 1)); start_proxlet $port --plugin none --flows-max 100000,256M
+  run "proxlet, in-memory store filling from empty (round $round)" --insecure -x http://127.0.0.1:$port $url
+  warm
   run "proxlet, in-memory store (round $round)" --insecure -x http://127.0.0.1:$port $url
   store_rss=$(peak_rss $proxlet_pid)
   kill $proxlet_pid; wait $proxlet_pid 2>/dev/null || true
 
   port=$((port + 1)); rm -f "$work/saved.flows"
   start_proxlet $port --plugin none --save "$work/saved.flows"
+  warm
   run "proxlet, --save (round $round)" --insecure -x http://127.0.0.1:$port $url
   kill $proxlet_pid; wait $proxlet_pid 2>/dev/null || true
   saved=$($bin flows "$work/saved.flows" | wc -l)
+
+  port=$((port + 1)); rm -f "$work/both.flows"
+  start_proxlet $port --plugin none --flows-max 100000,256M --save "$work/both.flows"
+  warm
+  run "proxlet, store and --save (round $round)" --insecure -x http://127.0.0.1:$port $url
+  kill $proxlet_pid; wait $proxlet_pid 2>/dev/null || true
 
   for w in "" "-w $work/mitm.dump"; do
     port=$((port + 1)); mkdir -p "$work/mitm"
@@ -64,8 +78,8 @@ for round in 1 2; do
   done
 done
 echo
-echo "- in-memory store (--flows-max 100000,256M): peak RSS $store_rss after ${secs} s of load"
-echo "- --save wrote $saved flows in ${secs} s ($(du -h "$work/saved.flows" | cut -f1))"
+echo "- in-memory store (--flows-max 100000,256M): peak RSS $store_rss"
+echo "- --save wrote $saved flows in the warm-up and ${secs} s ($(du -h "$work/saved.flows" | cut -f1))"
 
 # Save latency: a finished flow in the file (idle proxy).
 port=$((port + 1)); rm -f "$work/latency.flows"
