@@ -731,68 +731,9 @@ pub fn read(bytes: &[u8]) -> Result<Vec<Flow>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flows::Timings;
 
-    pub(crate) fn sample() -> Flow {
-        Flow {
-            id: 42,
-            mode: "regular".into(),
-            client: Some("127.0.0.1:50000".parse().unwrap()),
-            server: Some("[::1]:8443".parse().unwrap()),
-            client_tls: Some(Tls {
-                sni: Some("example.com".into()),
-                alpn: Some("h2".into()),
-                version: Some("TLSv1.3".into()),
-                intercepted: true,
-            }),
-            server_tls: Some(Tls {
-                sni: Some("example.com".into()),
-                alpn: Some("http/1.1".into()),
-                version: Some("TLSv1.2".into()),
-                intercepted: false,
-            }),
-            timings: Timings {
-                client_connect: Some(1_700_000_000_000_000),
-                client_tls: Some(1_700_000_000_001_000),
-                request_start: Some(1_700_000_000_002_000),
-                request_end: Some(1_700_000_000_002_500),
-                server_connect: Some(1_700_000_000_003_000),
-                server_tcp: Some(1_700_000_000_004_000),
-                server_tls: Some(1_700_000_000_006_000),
-                response_start: Some(1_700_000_000_010_123),
-                response_end: Some(1_700_000_000_011_456),
-            },
-            request: Request {
-                method: "POST".into(),
-                url: "https://example.com/up?x=1".into(),
-                version: "HTTP/2".into(),
-                headers: vec![
-                    Header::new("content-type", "application/octet-stream"),
-                    Header::new("x-bin", vec![0xff, 0x01]),
-                ],
-                body: Body::whole(&b"\x00\x01\xfe\xff"[..]),
-            },
-            response: Some(Response {
-                status: 201,
-                version: "HTTP/2".into(),
-                headers: vec![Header::new("content-type", "text/plain")],
-                body: Body {
-                    data: Bytes::from_static(b"first bytes"),
-                    size: 1000,
-                    truncated: true,
-                },
-            }),
-            error: Some("client closed".into()),
-            note: Some("upstream".into()),
-            plugins: vec![PluginStep {
-                plugin: "cache".into(),
-                hook: "on-request".into(),
-                decision: "continue".into(),
-                micros: 17,
-            }],
-            marked: true,
-            comment: "look".into(),
-        }
+    fn sample() -> Flow {
+        crate::flows::sample()
     }
 
     #[test]
