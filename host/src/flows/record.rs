@@ -6,14 +6,12 @@
 //!
 //! Nothing here allocates per flow in the steady state: heads and bodies are
 //! written into buffers a worker thread reuses ([`buffer`]), and finished
-//! records are copied into blocks shared by a few dozen neighbours
+//! records are copied into 2 MiB blocks shared by hundreds of neighbours
 //! ([`Record::new`]) instead of an allocation each. The JSON is the same
 //! serde writes for a [`Flow`] (a test holds them equal), written by hand so
 //! that a head goes straight from the proxy's `HeaderMap` into the record.
 
-use std::{cell::RefCell, net::SocketAddr};
-
-use std::{alloc::Layout, ptr::NonNull, sync::Arc};
+use std::{alloc::Layout, cell::RefCell, net::SocketAddr, ptr::NonNull, sync::Arc};
 
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
