@@ -23,7 +23,7 @@ pub const MAGIC: [u8; 8] = *b"\x89PXFLW\r\n";
 pub const VERSION: u32 = 1;
 /// File header: magic, version (u32 LE), reserved (u32 LE, zero).
 const HEADER_LEN: u64 = 16;
-use super::record::FRAME_LEN;
+use super::record::{Frame, FRAME_LEN};
 /// Longest head a reader accepts: a head is JSON of the heads and timings.
 const MAX_HEAD: u32 = 64 << 20;
 
@@ -67,17 +67,12 @@ pub fn encode(flow: &Flow, out: &mut Vec<u8>) {
     out.extend_from_slice(&[0; FRAME_LEN]);
     // Serialising plain data into a Vec cannot fail.
     serde_json::to_writer(&mut *out, flow).unwrap_or_default();
-    let head_len = out.len() - start - FRAME_LEN;
-    let crc = crc32fast::hash(&out[start + FRAME_LEN..]);
     let request = &flow.request.body.data;
     let response = flow.response.as_ref().map_or(&[][..], |r| &r.body.data[..]);
+    let frame = Frame::of(&out[start + FRAME_LEN..], request, response);
+    out[start..start + FRAME_LEN].copy_from_slice(&frame.bytes());
     out.extend_from_slice(request);
     out.extend_from_slice(response);
-    let frame = &mut out[start..start + FRAME_LEN];
-    frame[0..4].copy_from_slice(&(head_len as u32).to_le_bytes());
-    frame[4..8].copy_from_slice(&(request.len() as u32).to_le_bytes());
-    frame[8..12].copy_from_slice(&(response.len() as u32).to_le_bytes());
-    frame[12..16].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// The file header of format [`VERSION`].
@@ -164,9 +159,7 @@ impl FlowWriter {
     /// Buffers one encoded record (as [`encode`] or the capture's
     /// [`super::record`] make them).
     pub fn write_record(&mut self, record: &[u8]) -> io::Result<()> {
-        let head_len = record
-            .get(..4)
-            .map_or(0, |w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+        let head_len = Frame::read(record).map_or(0, |f| f.head);
         if head_len > MAX_HEAD {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -358,9 +351,8 @@ impl<R: Read + Seek> FlowReader<R> {
             Ok(_) => {}
             Err(e) => return Some(Err(e.into())),
         }
-        let word =
-            |i: usize| u32::from_le_bytes([frame[i], frame[i + 1], frame[i + 2], frame[i + 3]]);
-        let (head_len, request_len, response_len, crc) = (word(0), word(4), word(8), word(12));
+        let frame = Frame::parse(&frame);
+        let (head_len, request_len, response_len) = (frame.head, frame.request, frame.response);
         // No record has an empty head: zeros are what a crash can leave.
         if head_len == 0 {
             self.torn = true;
@@ -393,7 +385,7 @@ impl<R: Read + Seek> FlowReader<R> {
             Ok(_) => {}
             Err(e) => return Some(Err(e.into())),
         }
-        if crc32fast::hash(&head) != crc {
+        if !frame.checks(&head) {
             self.torn = true;
             return Some(Err(FlowFileError::Corrupt {
                 offset,

@@ -227,7 +227,7 @@ impl Record {
         head(parts, scratch);
         let (request, response) = parts.bodies();
         Self::new(&[
-            &frame(scratch, request, response),
+            &Frame::of(scratch, request, response).bytes(),
             scratch,
             request,
             response,
@@ -252,20 +252,18 @@ impl Record {
     /// record's memory).
     pub fn flow(&self, bodies: bool) -> Result<Flow, String> {
         let bytes = self.bytes();
-        let word = |i: usize| -> Option<usize> {
-            Some(u32::from_le_bytes(bytes.get(i..i + 4)?.try_into().ok()?) as usize)
-        };
-        let (Some(head), Some(request), Some(response), Some(crc)) =
-            (word(0), word(4), word(8), word(12))
-        else {
-            return Err("record shorter than its frame".into());
-        };
+        let frame = Frame::read(bytes).ok_or("record shorter than its frame")?;
+        let (head, request, response) = (
+            frame.head as usize,
+            frame.request as usize,
+            frame.response as usize,
+        );
         let head_end = FRAME_LEN + head;
         if bytes.len() != head_end + request + response {
             return Err("record length differs from its frame".into());
         }
         let head_bytes = &bytes[FRAME_LEN..head_end];
-        if crc32fast::hash(head_bytes) as usize != crc {
+        if !frame.checks(head_bytes) {
             return Err("checksum mismatch".into());
         }
         let mut flow: Flow = serde_json::from_slice(head_bytes).map_err(|e| e.to_string())?;
@@ -317,14 +315,58 @@ impl Parts<'_> {
     }
 }
 
-/// The frame of a record with this head and these bodies.
-pub fn frame(head: &[u8], request: &[u8], response: &[u8]) -> [u8; FRAME_LEN] {
-    let mut frame = [0; FRAME_LEN];
-    frame[0..4].copy_from_slice(&(head.len() as u32).to_le_bytes());
-    frame[4..8].copy_from_slice(&(request.len() as u32).to_le_bytes());
-    frame[8..12].copy_from_slice(&(response.len() as u32).to_le_bytes());
-    frame[12..16].copy_from_slice(&crc32fast::hash(head).to_le_bytes());
-    frame
+/// A record's frame: the lengths of its head and bodies, and the head's
+/// CRC-32 (u32 LE each, in that order).
+#[derive(Clone, Copy)]
+pub struct Frame {
+    pub head: u32,
+    pub request: u32,
+    pub response: u32,
+    pub crc: u32,
+}
+
+impl Frame {
+    /// The frame of a record with this head and these bodies.
+    pub fn of(head: &[u8], request: &[u8], response: &[u8]) -> Self {
+        Self {
+            head: head.len() as u32,
+            request: request.len() as u32,
+            response: response.len() as u32,
+            crc: crc32fast::hash(head),
+        }
+    }
+
+    /// The frame at the start of `bytes`, if they are that long.
+    pub fn read(bytes: &[u8]) -> Option<Self> {
+        Some(Self::parse(bytes.get(..FRAME_LEN)?.try_into().ok()?))
+    }
+
+    pub fn parse(frame: &[u8; FRAME_LEN]) -> Self {
+        let word =
+            |i: usize| u32::from_le_bytes([frame[i], frame[i + 1], frame[i + 2], frame[i + 3]]);
+        Self {
+            head: word(0),
+            request: word(4),
+            response: word(8),
+            crc: word(12),
+        }
+    }
+
+    pub fn bytes(&self) -> [u8; FRAME_LEN] {
+        let mut frame = [0; FRAME_LEN];
+        for (i, word) in [self.head, self.request, self.response, self.crc]
+            .into_iter()
+            .enumerate()
+        {
+            frame[i * 4..i * 4 + 4].copy_from_slice(&word.to_le_bytes());
+        }
+        frame
+    }
+
+    /// Whether `head` is the head this frame was written for.
+    pub fn checks(&self, head: &[u8]) -> bool {
+        crc32fast::hash(head) == self.crc
+    }
 }
 
 /// The JSON head of `parts`, as serde writes a [`Flow`]'s.
