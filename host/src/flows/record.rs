@@ -458,7 +458,7 @@ fn timings(out: &mut Vec<u8>, t: &Timings) {
     for (key, moment) in fields {
         out.extend_from_slice(key.as_bytes());
         match moment {
-            Some(micros) => out.extend_from_slice(itoa::Buffer::new().format(micros).as_bytes()),
+            Some(micros) => number(out, micros),
             None => out.extend_from_slice(b"null"),
         }
     }
@@ -474,10 +474,10 @@ fn address(out: &mut Vec<u8>, address: Option<SocketAddr>) {
                 if i > 0 {
                     out.push(b'.');
                 }
-                out.extend_from_slice(itoa::Buffer::new().format(octet).as_bytes());
+                number(out, octet);
             }
             out.push(b':');
-            out.extend_from_slice(itoa::Buffer::new().format(v4.port()).as_bytes());
+            number(out, v4.port());
             out.push(b'"');
         }
         Some(v6) => value(out, &v6),
@@ -523,11 +523,7 @@ pub fn request_head<'a>(
                 uri.query().unwrap_or_default(),
             ];
             if parts.iter().all(plain) {
-                out.push(b'"');
-                for part in parts {
-                    out.extend_from_slice(part.as_bytes());
-                }
-                out.push(b'"');
+                quoted(out, parts.map(str::as_bytes));
             } else {
                 value(out, &parts.concat());
             }
@@ -546,7 +542,7 @@ pub fn response_head<'a>(
     headers: impl Iterator<Item = (&'a str, &'a [u8])>,
 ) {
     out.extend_from_slice(b"\"status\":");
-    number(out, status.into());
+    number(out, status);
     out.extend_from_slice(b",\"version\":");
     string(out, version);
     header_list(out, headers);
@@ -564,9 +560,7 @@ fn header_list<'a>(out: &mut Vec<u8>, headers: impl Iterator<Item = (&'a str, &'
         string(out, name);
         out.push(b',');
         if plain(value) {
-            out.push(b'"');
-            out.extend_from_slice(value);
-            out.push(b'"');
+            quoted(out, [value]);
         } else if let Ok(text) = std::str::from_utf8(value) {
             string(out, text);
         } else {
@@ -596,12 +590,19 @@ fn body_info(out: &mut Vec<u8>, body: &BodyRef) {
 /// common case for heads), through serde_json otherwise.
 fn string(out: &mut Vec<u8>, text: &str) {
     if plain(text) {
-        out.push(b'"');
-        out.extend_from_slice(text.as_bytes());
-        out.push(b'"');
+        quoted(out, [text.as_bytes()]);
     } else {
         value(out, text);
     }
+}
+
+/// A JSON string of `parts` one after the other, which are [`plain`].
+fn quoted<'a>(out: &mut Vec<u8>, parts: impl IntoIterator<Item = &'a [u8]>) {
+    out.push(b'"');
+    for part in parts {
+        out.extend_from_slice(part);
+    }
+    out.push(b'"');
 }
 
 /// Whether `text` goes into a JSON string as it is: printable ASCII other
@@ -631,7 +632,7 @@ fn plain(text: impl AsRef<[u8]>) -> bool {
         .all(|&b| (0x20..0x80).contains(&b) && b != b'"' && b != b'\\')
 }
 
-fn number(out: &mut Vec<u8>, n: u64) {
+fn number(out: &mut Vec<u8>, n: impl itoa::Integer) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
