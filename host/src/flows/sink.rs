@@ -424,9 +424,9 @@ impl Recording {
     /// for this flow, not one reused from the pool. Call it after
     /// [`request`](Self::request): TLS is the URL's scheme.
     pub fn upstream(&mut self, extensions: &http::Extensions, version: Version) {
-        let tls = self.https;
         use crate::proxy::stamped::{self, Stamp};
         use hyper_util::client::legacy::connect::HttpInfo;
+        let tls = self.https;
         self.server = extensions.get::<HttpInfo>().map(HttpInfo::remote_addr);
         let started = self.timings.request_start.unwrap_or(i64::MAX);
         if let Some(tcp) = extensions
@@ -495,12 +495,12 @@ impl Recording {
         };
         self.timings.response_end = Some(now_micros());
         // The request body, when one was teed: whatever its reader got.
-        let mut request_body = None;
-        if let Some(captured) = self.request_body.take() {
+        let request_body = self.request_body.take().map(|captured| {
             let mut captured = captured.lock().unwrap_or_else(|e| e.into_inner());
+            std::mem::replace(&mut *captured, Captured::new(0))
+        });
+        if let Some(captured) = &request_body {
             self.timings.request_end = captured.ended.or(self.timings.request_end);
-            let complete = captured.ended.is_some();
-            request_body = Some((std::mem::take(&mut captured.kept), captured.size, complete));
         }
         if self.timings.request_end.is_none() {
             self.timings.request_end = self.timings.request_start;
@@ -508,10 +508,9 @@ impl Recording {
         if error.is_some() {
             self.error = error;
         }
-        let request = match &request_body {
-            Some((kept, size, complete)) => Captured::body_ref(kept, *size, *complete),
-            None => BodyRef::default(),
-        };
+        let request = request_body
+            .as_ref()
+            .map_or(BodyRef::default(), |c| c.as_body_ref(c.ended.is_some()));
         let response_body = self.response_body.as_body_ref(self.error.is_none());
         let mut scratch = record::buffer();
         let encoded = Record::encode(
@@ -539,8 +538,8 @@ impl Recording {
             record::reuse(head);
         }
         record::reuse(std::mem::take(&mut self.response_body.kept));
-        if let Some((kept, ..)) = request_body {
-            record::reuse(kept);
+        if let Some(captured) = request_body {
+            record::reuse(captured.kept);
         }
     }
 }
@@ -587,14 +586,10 @@ impl Captured {
     /// The body as kept; `complete` says whether it was seen to its end (a
     /// body cut short by an abort is truncated whatever its length).
     fn as_body_ref(&self, complete: bool) -> BodyRef<'_> {
-        Self::body_ref(&self.kept, self.size, complete)
-    }
-
-    fn body_ref(kept: &[u8], size: u64, complete: bool) -> BodyRef<'_> {
         BodyRef {
-            data: kept,
-            size,
-            truncated: (kept.len() as u64) < size || !complete,
+            data: &self.kept,
+            size: self.size,
+            truncated: (self.kept.len() as u64) < self.size || !complete,
         }
     }
 }
