@@ -161,6 +161,32 @@ pub fn pip_install(proxy: &Proxlet, origin: &Origin, target: &Path) -> std::proc
         .expect("python3 -m pip runs")
 }
 
+/// Brings `origin` back, deletes the cached `file` (the artifact at URL
+/// path `deleted`) and runs `install` again: the origin is asked for
+/// `deleted` once more and for `kept` (cached beside it) not at all.
+pub fn refetches_only_the_deleted(
+    origin: &mut Origin,
+    file: &Path,
+    deleted: &str,
+    kept: &str,
+    install: impl FnOnce(&Origin),
+) {
+    origin.restart();
+    std::fs::remove_file(file).unwrap();
+    let (kept_before, deleted_before) = (origin.hits(kept), origin.hits(deleted));
+    install(origin);
+    assert_eq!(
+        origin.hits(kept),
+        kept_before,
+        "{kept} must come from the cache"
+    );
+    assert_eq!(
+        origin.hits(deleted),
+        deleted_before + 1,
+        "{deleted} is fetched again, once"
+    );
+}
+
 pub fn assert_ok(what: &str, output: &std::process::Output, proxy: &Proxlet) {
     assert!(
         output.status.success(),

@@ -18,7 +18,10 @@ use std::{
 };
 
 use proxlet_tests::{
-    packages::{assert_ok, caching_proxy, caching_proxy_with, clean, publish_next, registry_of},
+    packages::{
+        assert_ok, caching_proxy, caching_proxy_with, clean, publish_next,
+        refetches_only_the_deleted, registry_of,
+    },
     Origin, Proxlet,
 };
 
@@ -101,11 +104,6 @@ fn assert_contains(path: &Path, needle: &str) {
         "{needle} not in {}:\n{text}",
         path.display()
     );
-}
-
-/// How often the origin was asked for each of `paths`.
-fn hits(origin: &Origin, paths: &[&str]) -> Vec<usize> {
-    paths.iter().map(|p| origin.hits(p)).collect()
 }
 
 // cargo ------------------------------------------------------------------
@@ -208,21 +206,15 @@ fn cargo_builds_from_a_sparse_registry_through_the_cache_then_offline() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&run.stdout), "hello abc 1.0.0\n");
 
-    origin.restart();
-    std::fs::remove_file(host.join(&abc[1..])).unwrap();
-    let before = hits(&origin, &[hello, abc]);
-    let refetch = cargo(
-        &proxy,
-        &app,
-        &work.fresh("cargo-home-refetch"),
-        &["fetch", "--locked"],
-    );
-    assert_ok("cargo fetch after deleting a crate", &refetch, &proxy);
-    assert_eq!(
-        hits(&origin, &[hello, abc]),
-        [before[0], before[1] + 1],
-        "only the deleted crate is fetched again"
-    );
+    refetches_only_the_deleted(&mut origin, &host.join(&abc[1..]), abc, hello, |_| {
+        let refetch = cargo(
+            &proxy,
+            &app,
+            &work.fresh("cargo-home-refetch"),
+            &["fetch", "--locked"],
+        );
+        assert_ok("cargo fetch after deleting a crate", &refetch, &proxy);
+    });
 
     // A new release shows in the revalidated index file.
     publish_next(&origin, &built);
@@ -349,18 +341,18 @@ fn go_builds_modules_through_the_cache_then_offline() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&run.stdout), "hello world v1.0.0\n");
 
-    origin.restart();
-    std::fs::remove_file(host.join(world_file)).unwrap();
-    let before = hits(&origin, &[hello, world]);
-    assert_ok(
-        "go build after deleting a module zip",
-        &build(&proxy, &origin, "gopath-refetch"),
-        &proxy,
-    );
-    assert_eq!(
-        hits(&origin, &[hello, world]),
-        [before[0], before[1] + 1],
-        "only the deleted zip is fetched again"
+    refetches_only_the_deleted(
+        &mut origin,
+        &host.join(world_file),
+        world,
+        hello,
+        |origin| {
+            assert_ok(
+                "go build after deleting a module zip",
+                &build(&proxy, origin, "gopath-refetch"),
+                &proxy,
+            );
+        },
     );
 
     // `go get @latest` reads @v/list: v1.0.0 at first, then, once v1.1.0
@@ -537,18 +529,18 @@ fn maven_resolves_through_the_cache_then_offline() {
         .join("m2-offline/com/example/world/1.0/world-1.0.jar")
         .is_file());
 
-    origin.restart();
-    std::fs::remove_file(host.join(&world[1..])).unwrap();
-    let before = hits(&origin, &[&hello, &world]);
-    assert_ok(
-        "mvn validate after deleting a jar",
-        &mvn(&proxy, &origin, &work, &app, "m2-refetch"),
-        &proxy,
-    );
-    assert_eq!(
-        hits(&origin, &[&hello, &world]),
-        [before[0], before[1] + 1],
-        "only the deleted jar is fetched again"
+    refetches_only_the_deleted(
+        &mut origin,
+        &host.join(&world[1..]),
+        &world,
+        &hello,
+        |origin| {
+            assert_ok(
+                "mvn validate after deleting a jar",
+                &mvn(&proxy, origin, &work, &app, "m2-refetch"),
+                &proxy,
+            );
+        },
     );
 
     // A new release shows in the revalidated maven-metadata.xml.
