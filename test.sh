@@ -86,6 +86,14 @@ if ! "$tools/mitmproxy/bin/mitmdump" --version 2>/dev/null | grep -q "Mitmproxy:
   python3 -m venv "$tools/mitmproxy"
   "$tools/mitmproxy/bin/python" -m pip install -q "mitmproxy==$mitmproxy_version"
 fi
+# The metrics test parses /metrics with the reference Prometheus client's
+# parsers (its own venv too).
+prometheus_version=0.26.0
+if ! "$tools/py/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('prometheus-client') != '$prometheus_version')" 2>/dev/null; then
+  say "installing prometheus-client $prometheus_version into $tools/py"
+  python3 -m venv "$tools/py"
+  "$tools/py/bin/python" -m pip install -q "prometheus-client==$prometheus_version"
+fi
 if ! [ -f "$tools/har/node_modules/har-validator/package.json" ]; then
   say "installing har-validator into $tools/har"
   mkdir -p "$tools/har"

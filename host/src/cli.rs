@@ -195,6 +195,10 @@ pub struct RunArgs {
     #[arg(long, env = "PROXLET_ALLOW_REMOTE")]
     pub allow_remote: bool,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics (off unless given; port 0 picks a free one).
+    #[arg(long, env = "PROXLET_ADMIN", value_name = "ADDR")]
+    pub admin: Option<String>,
+
     /// Save every finished flow to this flow file (`+FILE` appends).
     #[arg(long, env = "PROXLET_SAVE", value_name = "FILE")]
     pub save: Option<String>,

@@ -77,6 +77,8 @@ pub struct FileConfig {
     pub proxy_auth: Option<Vec<String>>,
     /// Allow a listen address other machines can reach (`--allow-remote`).
     pub allow_remote: Option<bool>,
+    /// Address of the metrics listener (`--admin`).
+    pub admin: Option<String>,
     /// Proxy mode (`--mode`); only "regular".
     pub mode: Option<String>,
     /// Watched directory of plugin components (`--plugin-dir`).
@@ -257,10 +259,24 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     }
 }
 
+/// `text` (`HOST:PORT`) as the address to listen on for `option`.
+fn socket_addr(option: &'static str, text: &str) -> Result<SocketAddr> {
+    text.to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| Error::InvalidOption {
+            option,
+            value: text.to_owned(),
+            reason: "expected HOST:PORT, e.g. 127.0.0.1:8080".into(),
+        })
+}
+
 /// Everything a run needs, after precedence has been applied.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
+    /// Where `/metrics` is served (`--admin`), if anywhere.
+    pub admin: Option<SocketAddr>,
     pub home: PathBuf,
     pub cache_dir: PathBuf,
     pub upstream_ca: Vec<PathBuf>,
@@ -421,18 +437,17 @@ impl Settings {
             .clone()
             .or(file.listen)
             .unwrap_or_else(|| DEFAULT_LISTEN.into());
-        let listen = listen_text
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut addrs| addrs.next())
-            .ok_or_else(|| Error::InvalidOption {
-                option: "--listen",
-                value: listen_text.clone(),
-                reason: "expected HOST:PORT, e.g. 127.0.0.1:8080".into(),
-            })?;
+        let listen = socket_addr("--listen", &listen_text)?;
         let allow_remote = args.allow_remote || file.allow_remote.unwrap_or(false);
         if !listen.ip().is_loopback() && !allow_remote {
             return Err(Error::RemoteListen { addr: listen });
+        }
+        let admin = match args.admin.clone().or(file.admin) {
+            None => None,
+            Some(text) => Some(socket_addr("--admin", &text)?),
+        };
+        if let Some(addr) = admin.filter(|a| !a.ip().is_loopback() && !allow_remote) {
+            return Err(Error::RemoteListen { addr });
         }
 
         let duration = |option: &'static str,
@@ -519,6 +534,7 @@ impl Settings {
 
         Ok(Self {
             listen,
+            admin,
             home,
             cache_dir,
             upstream_ca,

@@ -1,10 +1,12 @@
 //! proxlet: an intercepting HTTP/HTTPS proxy whose request and response hooks
 //! are WebAssembly components. `run` is the whole program behind `main`.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod flows;
+pub mod metrics;
 pub mod plugin;
 pub mod proxy;
 pub mod scaffold;
@@ -107,6 +109,13 @@ fn run_proxy(mut settings: Settings, args: RunArgs) -> Result<()> {
             "CA certificate: {} (clients must trust it to intercept HTTPS)",
             ca.path().display()
         );
+        // Counting starts before plugins load, so theirs are counted too.
+        if let Some(addr) = settings.admin {
+            let metrics = metrics::enable();
+            let admin = bind(addr).await?;
+            eprintln!("proxlet admin on http://{}", admin.local_addr()?);
+            tokio::spawn(admin::serve(admin, metrics));
+        }
         let chain = load_plugins(&settings, &args).await?;
         let proxy = proxy::Proxy::new(settings.clone(), ca, chain)?;
         // The one line scripts and tests wait for; keep its format.

@@ -19,6 +19,18 @@ pub fn guest(file: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("OUT_DIR")).join(file)
 }
 
+/// Where `./test.sh` installs the tools tests run (mitmproxy, the HAR
+/// validator, a Python venv): `$PROXLET_TEST_TOOLS`, by default
+/// `~/.cache/proxlet-test`.
+pub fn test_tools() -> std::path::PathBuf {
+    std::env::var_os("PROXLET_TEST_TOOLS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").expect("HOME");
+            std::path::PathBuf::from(home).join(".cache/proxlet-test")
+        })
+}
+
 /// Checks `condition` until it holds or `timeout` passes; whether it held.
 pub fn wait_until(timeout: std::time::Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + timeout;

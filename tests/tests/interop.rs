@@ -22,11 +22,7 @@ use proxlet_tests::{
 
 /// Where test.sh installed mitmproxy and har-validator.
 fn tools() -> PathBuf {
-    std::env::var_os("PROXLET_TEST_TOOLS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/proxlet-test")
-        })
+    proxlet_tests::test_tools()
 }
 
 fn mitm_bin(name: &str) -> PathBuf {

@@ -6,6 +6,7 @@
 use std::{
     path::Path,
     sync::{Arc, Mutex},
+    time::Instant,
 };
 
 use wasmtime::{
@@ -63,6 +64,8 @@ pub struct LoadedPlugin {
     pre: InstancePre<State>,
     indices: Indices,
     pool: Mutex<Vec<Pooled>>,
+    /// Call times and traps, when metrics are on.
+    metrics: Option<crate::metrics::PluginMetrics>,
 }
 
 impl LoadedPlugin {
@@ -107,6 +110,7 @@ impl LoadedPlugin {
         }: Linked,
     ) -> Result<Self, String> {
         let path = spec.path.clone();
+        let spec_name = spec.name.clone();
         let mut plugin = Self {
             spec,
             hash,
@@ -116,6 +120,7 @@ impl LoadedPlugin {
             pre,
             indices,
             pool: Mutex::new(Vec::new()),
+            metrics: crate::metrics::get().map(|m| m.plugin(&spec_name)),
         };
         let (first, declared) = plugin
             .instantiate()
@@ -233,7 +238,20 @@ impl LoadedPlugin {
 
     /// Returns an instance after a call: kept if it succeeded, dropped (with
     /// the reason) if it trapped, timed out or hit its memory cap.
-    fn checkin<R>(&self, mut pooled: Pooled, result: wasmtime::Result<R>) -> Result<R, String> {
+    /// `call` is the hook's index in [`crate::metrics::HOOKS`] and when the
+    /// call began (metrics only).
+    fn checkin<R>(
+        &self,
+        mut pooled: Pooled,
+        result: wasmtime::Result<R>,
+        call: (usize, Option<Instant>),
+    ) -> Result<R, String> {
+        if let (Some(metrics), (hook, Some(started))) = (&self.metrics, call) {
+            metrics.calls[hook].observe(started.elapsed());
+            if result.is_err() {
+                metrics.traps.inc();
+            }
+        }
         match result {
             Ok(value) => {
                 pooled.calls += 1;
@@ -254,12 +272,13 @@ impl LoadedPlugin {
         flow: &FlowInfo,
         head: &RequestHead,
     ) -> Result<RequestAction, String> {
+        let started = self.metrics.as_ref().map(|_| Instant::now());
         let mut pooled = self.checkout().await?;
         let result = match &pooled.guests.request {
             Some(g) => g.call_on_request(&mut pooled.store, flow, head).await,
             None => Ok(RequestAction::Continue(None)),
         };
-        self.checkin(pooled, result)
+        self.checkin(pooled, result, (0, started))
     }
 
     pub async fn on_request_body(
@@ -268,6 +287,7 @@ impl LoadedPlugin {
         head: &RequestHead,
         body: Vec<u8>,
     ) -> Result<RequestBodyAction, String> {
+        let started = self.metrics.as_ref().map(|_| Instant::now());
         let mut pooled = self.checkout().await?;
         let result = match &pooled.guests.request {
             Some(g) => {
@@ -276,7 +296,7 @@ impl LoadedPlugin {
             }
             None => Ok(RequestBodyAction::Continue),
         };
-        self.checkin(pooled, result)
+        self.checkin(pooled, result, (1, started))
     }
 
     pub async fn on_response_body(
@@ -286,6 +306,7 @@ impl LoadedPlugin {
         response: &ResponseHead,
         body: Vec<u8>,
     ) -> Result<ResponseBodyAction, String> {
+        let started = self.metrics.as_ref().map(|_| Instant::now());
         let mut pooled = self.checkout().await?;
         let result = match &pooled.guests.response {
             Some(g) => {
@@ -294,7 +315,7 @@ impl LoadedPlugin {
             }
             None => Ok(ResponseBodyAction::Continue),
         };
-        self.checkin(pooled, result)
+        self.checkin(pooled, result, (3, started))
     }
 
     pub async fn on_response(
@@ -303,6 +324,7 @@ impl LoadedPlugin {
         request: &RequestHead,
         response: &ResponseHead,
     ) -> Result<ResponseAction, String> {
+        let started = self.metrics.as_ref().map(|_| Instant::now());
         let mut pooled = self.checkout().await?;
         let result = match &pooled.guests.response {
             Some(g) => {
@@ -311,7 +333,7 @@ impl LoadedPlugin {
             }
             None => Ok(ResponseAction::Continue(None)),
         };
-        self.checkin(pooled, result)
+        self.checkin(pooled, result, (2, started))
     }
 
     pub async fn on_error(
@@ -320,6 +342,7 @@ impl LoadedPlugin {
         request: &RequestHead,
         error: &UpstreamError,
     ) -> Result<Option<Response>, String> {
+        let started = self.metrics.as_ref().map(|_| Instant::now());
         let mut pooled = self.checkout().await?;
         let result = match &pooled.guests.error {
             Some(g) => {
@@ -328,7 +351,7 @@ impl LoadedPlugin {
             }
             None => Ok(None),
         };
-        self.checkin(pooled, result)
+        self.checkin(pooled, result, (4, started))
     }
 
     fn explain(&self, error: wasmtime::Error, what: &str) -> String {

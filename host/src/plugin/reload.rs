@@ -142,6 +142,7 @@ async fn reload_config(
                 "cannot reload the plugin chain after {} changed: {e}; the previous chain keeps serving",
                 path.display()
             );
+            counted("config", false);
             return None;
         }
     };
@@ -156,12 +157,16 @@ async fn reload_config(
         let plugin = match reusable {
             Some(slot) => slot.current.load_full(),
             None => match LoadedPlugin::load(engine, Arc::new(spec.clone())).await {
-                Ok(plugin) => Arc::new(plugin),
+                Ok(plugin) => {
+                    counted(&spec.name, true);
+                    Arc::new(plugin)
+                }
                 Err(e) => {
                     tracing::error!(
                         "cannot reload the plugin chain after {} changed: {e}; the previous chain keeps serving",
                         path.display()
                     );
+                    counted(&spec.name, false);
                     return None;
                 }
             },
@@ -204,6 +209,7 @@ async fn reload_slot(slot: &Slot, engine: &Arc<PluginEngine>) {
             let hash = plugin.hash[..12].to_owned();
             let compiled = super::chain::compiled(&plugin);
             slot.current.store(Arc::new(plugin));
+            counted(&name, true);
             tracing::info!(
                 "reloaded plugin {name} from {} (sha256 {hash}, {}) in {} ms",
                 path.display(),
@@ -214,8 +220,17 @@ async fn reload_slot(slot: &Slot, engine: &Arc<PluginEngine>) {
         Err(reason) => {
             tracing::error!(
                 "cannot reload plugin {name}: {reason}; the previous version keeps serving"
-            )
+            );
+            counted(&name, false);
         }
+    }
+}
+
+/// Counts a reload of `plugin` (`config` for a config file that no longer
+/// resolves) in the metrics, when they are on.
+fn counted(plugin: &str, ok: bool) {
+    if let Some(metrics) = crate::metrics::get() {
+        metrics.reloaded(plugin, ok);
     }
 }
 

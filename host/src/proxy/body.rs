@@ -56,6 +56,8 @@ pub struct FlowRecord {
     pub leases: Vec<crate::plugin::FillLease>,
     /// The flow's record when capture is on.
     pub recording: Option<Box<crate::flows::sink::Recording>>,
+    /// Where the response body comes from, for the metrics.
+    pub source: crate::metrics::Source,
 }
 
 impl FlowRecord {
@@ -71,6 +73,7 @@ impl FlowRecord {
             upstream_version: None,
             status: StatusCode::OK,
             started: Instant::now(),
+            source: crate::metrics::Source::Proxy,
             note: None,
             leases: Vec::new(),
             recording: None,
@@ -98,6 +101,9 @@ impl FlowRecord {
             if self.note.is_some() { " " } else { "" },
             self.note.as_deref().unwrap_or(""),
         );
+        if let Some(metrics) = crate::metrics::get() {
+            metrics.response(self.status, self.source, bytes);
+        }
         if let Some(recording) = self.recording.take() {
             let error = outcome.trim();
             let error = (!error.is_empty()).then(|| error.to_owned());

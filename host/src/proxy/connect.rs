@@ -57,6 +57,7 @@ pub(crate) fn handle_connect(
         let Some(stream) = into_tcp(upgraded) else {
             return tracing::error!("CONNECT {authority}: unexpected connection type");
         };
+        let _active = crate::metrics::Active::new(crate::metrics::Conn::Tunnel);
         // `conn` (and with it the connection's --max-connections slot) lives
         // until the tunnel ends.
         let result = if ignored {

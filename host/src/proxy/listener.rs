@@ -100,6 +100,7 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Futu
         let (timeout, idle) = (settings.client_timeout, settings.idle_timeout);
         let stop = stopped.clone();
         tokio::spawn(async move {
+            let _active = crate::metrics::Active::new(crate::metrics::Conn::Client);
             let watched = drive(connection, stop, &activity, idle, client, |c| {
                 c.graceful_shutdown()
             });

@@ -15,6 +15,7 @@ use crate::{
         replay::{self, Answer},
         sink::Recording,
     },
+    metrics::{Outcome, Source},
     plugin::{FlowInfo, Hooks, Notes, RequestDecision, SentRequest},
 };
 
@@ -136,6 +137,7 @@ pub(crate) async fn handle(
                             response
                         }
                         Answer::Upstream(response) => {
+                            record.source = Source::Upstream;
                             record.upstream_version = Some(response.version());
                             if let Some(recording) = record.recording.as_mut() {
                                 recording.response_started();
@@ -180,6 +182,14 @@ pub(crate) async fn handle(
     let (mut parts, body) = response.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
     record.status = parts.status;
+    if let Some(metrics) = crate::metrics::get() {
+        if let Some(outcome) = Outcome::of(&parts.headers) {
+            metrics.outcome(outcome);
+            if outcome.from_cache() {
+                record.source = Source::Cache;
+            }
+        }
+    }
     if !notes.text.is_empty() {
         record.note = Some(notes.text.join(" "));
     }

@@ -82,11 +82,19 @@ where
         let connecting = self.inner.call(uri);
         Box::pin(async move {
             let io = connecting.await?;
+            let ready = crate::flows::now_micros();
+            // The TLS layer wraps the TCP one: its stamp spans the connect.
+            if std::any::TypeId::of::<K>() == std::any::TypeId::of::<Tls>() {
+                if let Some(metrics) = crate::metrics::get() {
+                    let took = u64::try_from(ready - begun).unwrap_or(0);
+                    metrics.connected(std::time::Duration::from_micros(took));
+                }
+            }
             Ok(StampedIo {
                 io,
                 stamp: Stamp {
                     begun,
-                    ready: crate::flows::now_micros(),
+                    ready,
                     kind: PhantomData,
                 },
             })

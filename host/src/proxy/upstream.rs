@@ -126,7 +126,12 @@ impl Upstream {
         loop {
             let deadline = self.deadline(upload.as_deref(), started, &authority)?;
             tokio::select! {
-                result = &mut response => return result.map_err(|e| classify(&e, &authority)),
+                result = &mut response => {
+                    if let (Ok(_), Some(metrics)) = (&result, crate::metrics::get()) {
+                        metrics.first_byte(started.elapsed());
+                    }
+                    return result.map_err(|e| classify(&e, &authority));
+                }
                 () = tokio::time::sleep_until(deadline) => {}
             }
         }

@@ -225,22 +225,25 @@ impl Plugin for Cache {
         request: &RequestHead,
         response: &ResponseHead,
     ) -> ResponseAction {
-        if request.method != "GET" || self.private(request) {
-            return ResponseAction::Continue(None);
-        }
-        let Ok(rel) = cachepath::url_to_path(&request.url) else {
-            return ResponseAction::Continue(None);
+        let rel = match request.method.as_str() {
+            "GET" | "HEAD" if !self.private(request) => cachepath::url_to_path(&request.url).ok(),
+            _ => None,
+        };
+        // Never looked up: the method, credentials or URL keep it out.
+        let Some(rel) = rel else {
+            return tagged(response, "cache;bypass");
         };
         match response.status {
+            _ if request.method != "GET" => tagged(response, "cache;miss"),
             304 if CONDITIONAL.iter().any(|h| has_header(&request.headers, h)) => {
                 self.revalidated(&rel, request)
             }
             301 | 308 => {
                 self.record_redirect(&rel, request, response);
-                ResponseAction::Continue(None)
+                tagged(response, "cache;miss")
             }
             200 => self.store(rel, request, response),
-            _ => ResponseAction::Continue(None),
+            _ => tagged(response, "cache;miss"),
         }
     }
 
@@ -545,7 +548,7 @@ impl Cache {
                 Level::Debug,
                 &format!("not storing {}: {reason}", request.url),
             );
-            return ResponseAction::Continue(None);
+            return tagged(response, "cache;miss");
         }
 
         let content_type = header(&response.headers, "content-type").map(str::to_owned);
@@ -564,7 +567,7 @@ impl Cache {
                     request.url
                 ),
             );
-            return ResponseAction::Continue(None);
+            return tagged(response, "cache;miss");
         }
         let destination = self.destination(&file);
         let variant = Variant {
@@ -590,17 +593,28 @@ impl Cache {
             .retain(|v| by_accept && v.by_accept && v.file != file);
         meta.variants.push(variant);
 
-        let mut head = response.clone();
-        set_header(&mut head.headers, "x-proxlet", "cache;miss");
         ResponseAction::Store(Store {
             path: self.guest(&destination),
-            head: Some(head),
+            head: Some(tag(response, "cache;miss")),
             sidecar: Some(Sidecar {
                 path: self.guest(&cachepath::meta_path(&rel)),
                 contents: meta_json(&meta),
             }),
         })
     }
+}
+
+/// Goes on with the upstream's response, its `X-Proxlet` naming what the
+/// cache did (`cache;miss`, `cache;bypass`) for the client and the metrics.
+fn tagged(response: &ResponseHead, outcome: &str) -> ResponseAction {
+    ResponseAction::Continue(Some(tag(response, outcome)))
+}
+
+/// `response` with `X-Proxlet: outcome`.
+fn tag(response: &ResponseHead, outcome: &str) -> ResponseHead {
+    let mut head = response.clone();
+    set_header(&mut head.headers, "x-proxlet", outcome);
+    head
 }
 
 /// Request fields that carry credentials.
