@@ -1,6 +1,7 @@
 //! proxlet: an intercepting HTTP/HTTPS proxy whose request and response hooks
 //! are WebAssembly components. `run` is the whole program behind `main`.
 
+pub mod cache_limit;
 pub mod cli;
 pub mod config;
 pub mod error;
@@ -108,6 +109,7 @@ fn run_proxy(mut settings: Settings, args: RunArgs) -> Result<()> {
             ca.path().display()
         );
         let chain = load_plugins(&settings, &args).await?;
+        cache_limit::configure(&settings.plugins);
         let proxy = proxy::Proxy::new(settings.clone(), ca, chain)?;
         // The one line scripts and tests wait for; keep its format.
         eprintln!("proxlet listening on http://{}", settings.listen);
@@ -150,6 +152,7 @@ async fn load_plugins(settings: &Settings, args: &RunArgs) -> Result<Arc<ArcSwap
     let resolve: plugin::Resolver = Box::new(move || {
         Settings::resolve(&args, home.clone())
             .map(|s| s.plugins)
+            .inspect(|plugins| cache_limit::configure(plugins))
             .map_err(|e| e.to_string())
     });
     plugin::watch(chain.clone(), engine, triggers, resolve).map_err(Error::PluginLoad)?;
