@@ -151,8 +151,9 @@ pub fn configure(plugins: &[PluginSpec]) {
         tracing::info!("cache {}: no max_size any more", gone.dir.display());
         let _ = gone.events.send(Event::Stop);
     }
-    LIMITED.store(!next.is_empty(), Ordering::Relaxed);
+    let limited = !next.is_empty();
     LIMITERS.store(Arc::new(next));
+    LIMITED.store(limited, Ordering::Relaxed);
 }
 
 /// The hot path: the host is serving `file` (a cache hit when it lies in a

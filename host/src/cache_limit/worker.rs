@@ -163,7 +163,7 @@ impl Worker {
         let first = !std::mem::replace(&mut self.scanned, true);
         let max = self.limiter.max_size();
         let summary = format!(
-            "cache {}: {} in {} entries ({files} files) of max_size {}, scanned in {:?}",
+            "cache {}: {} in {} entries ({files} files), max_size {}; scanned in {:?}",
             self.dir().display(),
             human(self.total),
             self.entries.len(),
@@ -242,9 +242,10 @@ impl Worker {
             }
         }
         let summary = format!(
-            "cache {}: over max_size {}: evicted {evicted} least recently used entries, {} freed, {} now",
+            "cache {}: over max_size {}: evicted the {evicted} least recently used {}, {} freed, {} now",
             self.dir().display(),
             human(max),
+            if evicted == 1 { "entry" } else { "entries" },
             human(before - self.total),
             human(self.total)
         );
@@ -260,14 +261,19 @@ impl Worker {
 /// (with `relatime`, updated about once a day at most) or, when later, its
 /// modification time.
 fn last_use(stat: &rustix::fs::Stat) -> u64 {
-    let ms = |secs: i64, nanos: u64| {
-        u64::try_from(secs)
-            .unwrap_or(0)
-            .saturating_mul(1000)
-            .saturating_add(nanos / 1_000_000)
-    };
-    let atime = ms(i64::from(stat.st_atime), u64::from(stat.st_atime_nsec));
-    atime.max(last_modified(stat))
+    ms(stat.st_atime, stat.st_atime_nsec).max(last_modified(stat))
+}
+
+/// A file's modification time (ms).
+fn last_modified(stat: &rustix::fs::Stat) -> u64 {
+    ms(stat.st_mtime, stat.st_mtime_nsec)
+}
+
+/// Seconds and nanoseconds (whose types differ between targets) as ms;
+/// a time before the epoch is 0.
+fn ms(secs: impl TryInto<u64>, nanos: impl TryInto<u64>) -> u64 {
+    let (secs, nanos) = (secs.try_into().unwrap_or(0), nanos.try_into().unwrap_or(0));
+    secs.saturating_mul(1000).saturating_add(nanos / 1_000_000)
 }
 
 /// Calls `found` with the path (relative to `root`) and `lstat` of every
@@ -360,20 +366,18 @@ fn remove_entry(root: &OwnedFd, dir: &Path, entry: &Entry, stamp: u64, now: u64)
                 human(*size),
                 now.saturating_sub(stamp) / 1000
             ),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // Gone already, or moved since the last scan (`NAME` became a
+            // directory holding `NAME/#file`): the next scan sees it.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory
+                ) => {}
             Err(e) => tracing::warn!("cannot evict {}: {e}", path.display()),
         }
         remove_empty_parents(root, rel);
     }
     true
-}
-
-/// A file's modification time (ms).
-fn last_modified(stat: &rustix::fs::Stat) -> u64 {
-    u64::try_from(i64::from(stat.st_mtime))
-        .unwrap_or(0)
-        .saturating_mul(1000)
-        .saturating_add(u64::from(stat.st_mtime_nsec) / 1_000_000)
 }
 
 /// Removes the directories above `rel` that are empty, deepest first, up
