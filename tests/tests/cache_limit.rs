@@ -175,6 +175,44 @@ fn least_recently_used_entries_are_evicted_whole_and_fetched_again() {
     );
 }
 
+#[test]
+fn a_max_size_saved_in_the_watched_config_applies_at_once() {
+    let origin = Origin::http();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy =
+        start(dir.path(), &origin, "{ max_size = \"10M\" }").unwrap_or_else(|e| panic!("{e}"));
+    let bytes = dir
+        .path()
+        .join(format!("cache/http+127.0.0.1_{}/bytes", origin.addr.port()));
+    for size in [1_000_000, 1_000_001, 1_000_002] {
+        let url = origin.url(&format!("/bytes/{size}"));
+        assert_eq!(curl(&proxy, &[&url]).x_proxlet, "cache;miss");
+    }
+    let config = dir.path().join("proxlet.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    // A bad value is refused like any broken edit: the limit stays.
+    std::fs::write(&config, text.replace("\"10M\"", "\"2 lots\"")).unwrap();
+    assert!(
+        proxy.wait_for_log("max_size = \"2 lots\" is not a size", EVICTION),
+        "{}",
+        proxy.log()
+    );
+    assert!(bytes.join("1000000").exists());
+    // Two of the three entries fit in 2.5 MB: the oldest goes.
+    std::fs::write(&config, text.replace("\"10M\"", "\"2.5M\"")).unwrap();
+    assert!(
+        wait_until(EVICTION, || !bytes.join("1000000").exists()),
+        "{}",
+        proxy.log()
+    );
+    assert!(
+        proxy.log().contains("max_size now 2.5 MiB"),
+        "{}",
+        proxy.log()
+    );
+    assert!(bytes.join("1000001").exists() && bytes.join("1000002").exists());
+}
+
 /// A download over a raw HTTP/1.1 connection through the proxy that stops
 /// reading after the head and its first bytes, until `finish`.
 struct PausedDownload {

@@ -19,7 +19,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 use super::{
     entries::{self, counted, human},
-    now_ms,
+    ms, now_ms,
     stamps::Stamps,
     Event, Limiter, LOW_WATER_PERCENT,
 };
@@ -267,13 +267,6 @@ fn last_use(stat: &rustix::fs::Stat) -> u64 {
 /// A file's modification time (ms).
 fn last_modified(stat: &rustix::fs::Stat) -> u64 {
     ms(stat.st_mtime, stat.st_mtime_nsec)
-}
-
-/// Seconds and nanoseconds (whose types differ between targets) as ms;
-/// a time before the epoch is 0.
-fn ms(secs: impl TryInto<u64>, nanos: impl TryInto<u64>) -> u64 {
-    let (secs, nanos) = (secs.try_into().unwrap_or(0), nanos.try_into().unwrap_or(0));
-    secs.saturating_mul(1000).saturating_add(nanos / 1_000_000)
 }
 
 /// Calls `found` with the path (relative to `root`) and `lstat` of every
