@@ -28,9 +28,11 @@ pub fn tag(hash: u64) -> u64 {
 }
 
 impl Stamps {
-    /// A table with room for `entries` at half load, 1024 slots at least.
+    /// A table for `entries` with room for as many again (so that adding
+    /// entries one by one replaces it only as often as a `Vec` grows), at
+    /// most half full, 1024 slots at least.
     pub fn with_room_for(entries: usize) -> Self {
-        let len = entries.saturating_mul(2).max(1024).next_power_of_two();
+        let len = entries.saturating_mul(4).max(1024).next_power_of_two();
         Self {
             slots: (0..len).map(|_| Slot::default()).collect(),
             mask: len - 1,
@@ -104,6 +106,8 @@ mod tests {
     fn touches_raise_known_stamps_and_ignore_unknown_entries() {
         let stamps = Stamps::with_room_for(4);
         assert_eq!(stamps.room(), 512);
+        assert_eq!(Stamps::with_room_for(512).room(), 1024);
+        assert_eq!(Stamps::with_room_for(1000).room(), 2048);
         assert_eq!(stamps.set(tag(7), 100), Some(true));
         assert_eq!(stamps.set(tag(7), 50), Some(false), "already there");
         assert_eq!(stamps.get(tag(7)), Some(100), "a stamp never goes back");
