@@ -2,6 +2,7 @@
 //! are WebAssembly components. `run` is the whole program behind `main`.
 
 pub mod admin;
+pub mod cache_limit;
 pub mod cli;
 pub mod config;
 pub mod error;
@@ -117,6 +118,7 @@ fn run_proxy(mut settings: Settings, args: RunArgs) -> Result<()> {
             tokio::spawn(admin::serve(admin, metrics));
         }
         let chain = load_plugins(&settings, &args).await?;
+        cache_limit::configure(&settings.plugins);
         let proxy = proxy::Proxy::new(settings.clone(), ca, chain)?;
         // The one line scripts and tests wait for; keep its format.
         eprintln!("proxlet listening on http://{}", settings.listen);
@@ -159,6 +161,7 @@ async fn load_plugins(settings: &Settings, args: &RunArgs) -> Result<Arc<ArcSwap
     let resolve: plugin::Resolver = Box::new(move || {
         Settings::resolve(&args, home.clone())
             .map(|s| s.plugins)
+            .inspect(|plugins| cache_limit::configure(plugins))
             .map_err(|e| e.to_string())
     });
     plugin::watch(chain.clone(), engine, triggers, resolve).map_err(Error::PluginLoad)?;

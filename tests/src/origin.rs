@@ -110,6 +110,11 @@ impl Origin {
             .insert(path.to_owned(), representations);
     }
 
+    /// Stops serving the document at `path` (it is a 404 again).
+    pub fn remove(&self, path: &str) {
+        self.docs.lock().unwrap().remove(path);
+    }
+
     /// Stops serving: the port refuses connections until [`Origin::restart`].
     pub fn stop(&mut self) {
         if let Some(runtime) = self.runtime.take() {

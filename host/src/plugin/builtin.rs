@@ -44,5 +44,8 @@ pub fn spec(
     if let Some(entry) = entry {
         spec.configure(entry, base)?;
     }
+    // The cache's `max_size` is carried out by the host: checked here, so a
+    // bad one refuses the config like any other bad key.
+    crate::cache_limit::limit_of(&spec)?;
     Ok(spec)
 }

@@ -106,6 +106,7 @@ pub async fn serve_file(
         let e = std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file");
         return Err(io_err(e));
     }
+    crate::cache_limit::served(granted);
     let len = meta.len();
     if !headers.contains_key(header::CONTENT_TYPE) {
         headers.insert(
@@ -238,6 +239,8 @@ pub struct Tee<B> {
     /// `fill` leases of the flow: released when the file is complete or
     /// abandoned, and told of every byte stored meanwhile.
     leases: Vec<FillLease>,
+    /// Told when the file is in place, if its dir has a size limit.
+    size_limit: Option<crate::cache_limit::Storing>,
 }
 
 impl<B> Tee<B> {
@@ -260,6 +263,12 @@ impl<B> Tee<B> {
         match opened {
             Ok((dir, name, temp, file)) => Ok(Self {
                 leases: leases.into_iter().inspect(FillLease::storing).collect(),
+                size_limit: crate::cache_limit::storing(
+                    dest,
+                    sidecar
+                        .as_ref()
+                        .map(|(path, contents)| (path, contents.len())),
+                ),
                 inner,
                 file: Some(file),
                 dir,
@@ -306,6 +315,9 @@ impl<B> Tee<B> {
             if let Err(e) = path.write_atomically(&contents, self.private) {
                 tracing::warn!("cannot write sidecar: {e}");
             }
+        }
+        if let Some(size_limit) = self.size_limit.take() {
+            size_limit.done(self.written);
         }
     }
 }

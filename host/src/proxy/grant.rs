@@ -101,6 +101,11 @@ impl GrantedPath {
         self.root.join(&self.rel)
     }
 
+    /// The grant's host directory and the path beneath it.
+    pub fn parts(&self) -> (&Path, &Path) {
+        (&self.root, &self.rel)
+    }
+
     fn error(&self, e: rustix::io::Errno) -> GrantError {
         // ELOOP: a symlink on the way (RESOLVE_NO_SYMLINKS, O_NOFOLLOW);
         // EXDEV: the resolution would leave the grant (RESOLVE_BENEATH).
@@ -218,7 +223,11 @@ fn is_symlink(dir: &OwnedFd, name: &OsStr) -> bool {
 
 /// `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` where the kernel has it
 /// (Linux 5.6+), else the same rule walked one component at a time.
-fn open_beneath(root: &OwnedFd, rel: &Path, flags: OFlags) -> rustix::io::Result<OwnedFd> {
+pub(crate) fn open_beneath(
+    root: &OwnedFd,
+    rel: &Path,
+    flags: OFlags,
+) -> rustix::io::Result<OwnedFd> {
     let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
     match rustix::fs::openat2(root, rel, flags, Mode::empty(), resolve) {

@@ -44,6 +44,12 @@ struct Config {
     /// Entries matching one of these are revalidated after their TTL;
     /// everything else is fresh forever.
     revalidate: Vec<RuleConfig>,
+    /// The size limit and the period of its scan: the host evicts (a plugin
+    /// has no thread to do it with) and checks them; accepted here only.
+    #[serde(rename = "max_size")]
+    _max_size: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "rescan")]
+    _rescan: Option<serde::de::IgnoredAny>,
 }
 
 impl Default for Config {
@@ -62,6 +68,8 @@ impl Default for Config {
                     ttl: rules::DEFAULT_TTL.into(),
                 })
                 .collect(),
+            _max_size: None,
+            _rescan: None,
         }
     }
 }
