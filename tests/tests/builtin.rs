@@ -270,6 +270,101 @@ fn negotiated_documents_are_stored_per_type_and_never_crossed() {
 }
 
 #[test]
+fn repeated_hits_follow_hand_edits_and_deletes_at_once() {
+    let origin = https_origin();
+    let setup = Setup::new(&origin, STACK);
+    let proxy = &setup.proxy;
+    let url = origin.url("/bytes/100");
+    assert_eq!(curl(proxy, &[&url]).x_proxlet, "cache;miss");
+    let file = setup.host_dir(&origin).join("bytes/100");
+    let head = setup.dir.path().join("head.txt");
+    // Hits: the first lets the host keep the answer, the others reuse it.
+    for _ in 0..3 {
+        let hit = curl(proxy, &["-D", head.to_str().unwrap(), &url]);
+        assert_eq!(
+            (hit.x_proxlet.as_str(), hit.body),
+            ("cache;hit", pattern(100))
+        );
+        let fields = std::fs::read_to_string(&head).unwrap().to_ascii_lowercase();
+        assert!(!fields.contains("x-proxlet-memo"), "{fields}");
+        assert!(fields.contains("content-length: 100"), "{fields}");
+    }
+    // Edited by hand, same size: the very next request gets the new bytes.
+    std::fs::write(&file, [b'e'; 100]).unwrap();
+    assert_eq!(curl(proxy, &[&url]).body, [b'e'; 100]);
+    assert_eq!(curl(proxy, &[&url]).body, [b'e'; 100]);
+    // Replaced by a longer file: ranges and HEAD follow it too.
+    std::fs::write(&file, b"edited by hand, and longer than before").unwrap();
+    assert_eq!(curl(proxy, &["-r", "0-5", &url]).text(), "edited");
+    let head_only = curl(proxy, &["-I", &url]);
+    assert!(
+        head_only.text().contains("content-length: 38"),
+        "{}",
+        head_only.text()
+    );
+    // Metadata deleted by hand: still served, as a hand-dropped file.
+    let meta = setup.cache().join(".proxlet-meta");
+    std::fs::remove_dir_all(&meta).unwrap();
+    let dropped = curl(proxy, &[&url]);
+    assert_eq!(
+        (dropped.x_proxlet.as_str(), dropped.text().as_str()),
+        ("cache;hit", "edited by hand, and longer than before")
+    );
+    // Deleted: fetched again, once.
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(curl(proxy, &[&url]).x_proxlet, "cache;miss");
+    assert_eq!(curl(proxy, &[&url]).body, pattern(100));
+    assert_eq!(origin.hits("/bytes/100"), 2);
+    // A file dropped by hand where nothing was asked for yet is served.
+    let new = setup.host_dir(&origin).join("bytes/dropped.txt");
+    std::fs::write(&new, b"dropped").unwrap();
+    let served = curl(proxy, &[&origin.url("/bytes/dropped.txt")]);
+    assert_eq!(
+        (served.x_proxlet.as_str(), served.text().as_str()),
+        ("cache;hit", "dropped")
+    );
+    assert_eq!(origin.hits("/bytes/dropped.txt"), 0);
+}
+
+#[test]
+fn a_reused_hit_still_tells_negotiated_and_authorized_requests_apart() {
+    let origin = https_origin();
+    let json = br#"{"name":"pkg"}"#.to_vec();
+    let html = b"<html>pkg</html>".to_vec();
+    origin.put(
+        "/simple/pkg/",
+        vec![
+            ("application/vnd.pypi.simple.v1+json", json.clone()),
+            ("text/html", html.clone()),
+        ],
+    );
+    let setup = Setup::new(&origin, STACK);
+    let url = origin.url("/simple/pkg/");
+    let ask = |accept: &str| curl(&setup.proxy, &["-H", &format!("Accept: {accept}"), &url]);
+    let json_type = "application/vnd.pypi.simple.v1+json";
+    ask(json_type);
+    ask("text/html");
+    for _ in 0..3 {
+        assert_eq!(ask(json_type).body, json);
+        assert_eq!(ask("text/html").body, html);
+    }
+    assert_eq!(origin.hits("/simple/pkg/"), 2);
+    // An authorized request is never answered from the kept hit.
+    let authorized = curl(
+        &setup.proxy,
+        &[
+            "-H",
+            "Authorization: Bearer x",
+            "-H",
+            &format!("Accept: {json_type}"),
+            &url,
+        ],
+    );
+    assert_eq!(authorized.x_proxlet, "cache;bypass");
+    assert_eq!(origin.hits("/simple/pkg/"), 3);
+}
+
+#[test]
 fn pypi_slash_puts_every_spelling_in_one_directory_and_redirects_stay_metadata() {
     let mut origin = https_origin();
     origin.put(

@@ -18,6 +18,7 @@ use super::{
     fill::{self, Fill, FillLease},
     heads,
     instance::LoadedPlugin,
+    memo,
     spec::PluginSpec,
 };
 use crate::proxy::{
@@ -182,6 +183,13 @@ impl FlowPlugins {
         for plugin in self.with_hook(Hooks::ON_REQUEST) {
             let credentials = plugin.spec.credentials;
             let name = &plugin.spec.name;
+            if let Some(response) = plugin.memo.answer(parts) {
+                notes.step(name, "on-request", Instant::now(), || {
+                    "respond (memo)".into()
+                });
+                notes.push(format!("{name}=respond"));
+                return RequestDecision::Respond(response);
+            }
             let mut waits = 0;
             let action = loop {
                 let head = heads::request_head(parts, credentials);
@@ -226,8 +234,14 @@ impl FlowPlugins {
                 Ok(RequestAction::Continue(edit)) => edit,
                 Ok(RequestAction::Respond(response)) => {
                     notes.push(format!("{name}=respond"));
-                    return match plugin_response(plugin, response, &parts.method, &parts.headers)
-                        .await
+                    return match plugin_response(
+                        plugin,
+                        response,
+                        &parts.method,
+                        &parts.headers,
+                        Some(parts),
+                    )
+                    .await
                     {
                         Ok(response) => RequestDecision::Respond(response),
                         Err(reason) => match failure(plugin, reason, notes) {
@@ -305,8 +319,14 @@ impl FlowPlugins {
                 Ok(ResponseAction::Continue(edit)) => edit,
                 Ok(ResponseAction::Replace(replacement)) => {
                     notes.push(format!("{name}=replace"));
-                    match plugin_response(plugin, replacement, &request.method, &request.headers)
-                        .await
+                    match plugin_response(
+                        plugin,
+                        replacement,
+                        &request.method,
+                        &request.headers,
+                        None,
+                    )
+                    .await
                     {
                         Ok(response) => return response,
                         Err(reason) => match failure(plugin, reason, notes) {
@@ -374,7 +394,8 @@ impl FlowPlugins {
             match answer {
                 Ok(Some(response)) => {
                     notes.push(format!("{}=answered-error", plugin.spec.name));
-                    match plugin_response(plugin, response, &request.method, &request.headers).await
+                    match plugin_response(plugin, response, &request.method, &request.headers, None)
+                        .await
                     {
                         Ok(response) => return Some(response),
                         Err(reason) => {
@@ -492,7 +513,7 @@ async fn request_body(
         }
         Ok(RequestBodyAction::Respond(response)) => {
             notes.push(format!("{name}=respond"));
-            match plugin_response(plugin, response, &parts.method, &parts.headers).await {
+            match plugin_response(plugin, response, &parts.method, &parts.headers, None).await {
                 Ok(response) => Some(response),
                 Err(reason) => failure(plugin, reason, notes),
             }
@@ -668,6 +689,7 @@ async fn plugin_response(
     response: types::Response,
     method: &Method,
     request_headers: &HeaderMap,
+    request: Option<&http::request::Parts>,
 ) -> Result<Response<Body>, String> {
     let name = &plugin.spec.name;
     let mut parts = Response::new(()).into_parts().0;
@@ -675,6 +697,15 @@ async fn plugin_response(
         .map_err(|e| format!("plugin {name} returned a bad response: {e}"))?;
     // The host frames the bodies it builds.
     parts.headers.remove(http::header::CONTENT_LENGTH);
+    // Only an on-request answer with a file may be reused (memo.rs).
+    let directive = match memo::Directive::take(&mut parts.headers) {
+        Some(Err(reason)) => {
+            tracing::debug!("plugin {name}: ignoring its {}: {reason}", memo::MEMO);
+            None
+        }
+        Some(Ok(directive)) => request.zip(Some(directive)),
+        None => None,
+    };
     match response.body {
         types::Body::Bytes(bytes) => Ok(Response::from_parts(
             parts,
@@ -684,6 +715,16 @@ async fn plugin_response(
             let granted = GrantedPath::locate(&plugin.spec.dirs, &path).ok_or_else(|| {
                 format!("plugin {name} answered with file {path:?}, outside its granted dirs")
             })?;
+            if let Some((request, directive)) = directive {
+                let dirs = &plugin.spec.dirs;
+                let (status, headers) = (parts.status, parts.headers.clone());
+                let kept = plugin
+                    .memo
+                    .keep(request, directive, dirs, &granted, status, headers);
+                if let Some(response) = kept {
+                    return Ok(response);
+                }
+            }
             files::serve_file(
                 &granted,
                 method,

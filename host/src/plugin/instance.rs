@@ -66,6 +66,8 @@ pub struct LoadedPlugin {
     pool: Mutex<Vec<Pooled>>,
     /// Call times and traps, when metrics are on.
     metrics: Option<crate::metrics::PluginMetrics>,
+    /// Answers the plugin let the host reuse.
+    pub memo: super::memo::Memo,
 }
 
 impl LoadedPlugin {
@@ -121,6 +123,7 @@ impl LoadedPlugin {
             indices,
             pool: Mutex::new(Vec::new()),
             metrics: crate::metrics::get().map(|m| m.plugin(&spec_name)),
+            memo: Default::default(),
         };
         let (first, declared) = plugin
             .instantiate()

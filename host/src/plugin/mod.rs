@@ -9,6 +9,7 @@ mod engine;
 mod fill;
 mod heads;
 mod instance;
+mod memo;
 mod reload;
 mod spec;
 

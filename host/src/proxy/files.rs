@@ -97,52 +97,14 @@ pub async fn serve_file(
     mut headers: HeaderMap,
 ) -> Result<Response<Body>, GrantError> {
     let path = &granted.display();
-    // open + fstat of a page-cached inode take microseconds: done inline,
-    // as nginx does, rather than through the blocking pool.
-    let file = granted.open_read()?;
+    let (file, meta) = open_file(granted)?;
     let io_err = |e: std::io::Error| GrantError::Io(path.clone(), e);
-    let meta = file.metadata().map_err(io_err)?;
-    if !meta.is_file() {
-        let e = std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file");
-        return Err(io_err(e));
-    }
-    crate::cache_limit::served(granted);
     let len = meta.len();
-    if !headers.contains_key(header::CONTENT_TYPE) {
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(content_type(path)),
-        );
-    }
-    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    let range = match request_headers
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(value) if status == StatusCode::OK => byte_range(value, len),
-        _ => Ok(None),
+    file_headers(&mut headers, path);
+    let (status, start, count) = match framing(len, request_headers, status, &mut headers) {
+        Ok(framed) => framed,
+        Err(refusal) => return Ok(refusal.response()),
     };
-    let (status, start, count) = match range {
-        Ok(None) => (status, 0, len),
-        Ok(Some((start, end))) => {
-            let value = format!("bytes {start}-{end}/{len}");
-            if let Ok(value) = HeaderValue::from_str(&value) {
-                headers.insert(header::CONTENT_RANGE, value);
-            }
-            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
-        }
-        Err(()) => {
-            let mut response = text_response(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                "proxlet: range not satisfiable",
-            );
-            if let Ok(value) = HeaderValue::from_str(&format!("bytes */{len}")) {
-                response.headers_mut().insert(header::CONTENT_RANGE, value);
-            }
-            return Ok(response);
-        }
-    };
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
     let body = if *method == Method::HEAD {
         boxed(http_body_util::Empty::new())
     } else if count <= INLINE_READ {
@@ -167,6 +129,124 @@ pub async fn serve_file(
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     Ok(response)
+}
+
+/// Opens a file to serve, beneath its grant: a regular file and its
+/// metadata. Counts as an access for the cache size limit.
+fn open_file(granted: &GrantedPath) -> Result<(std::fs::File, std::fs::Metadata), GrantError> {
+    // open + fstat of a page-cached inode take microseconds: done inline,
+    // as nginx does, rather than through the blocking pool.
+    let file = granted.open_read()?;
+    let io_err = |e: std::io::Error| GrantError::Io(granted.display(), e);
+    let meta = file.metadata().map_err(io_err)?;
+    if !meta.is_file() {
+        let e = std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file");
+        return Err(io_err(e));
+    }
+    crate::cache_limit::served(granted);
+    Ok((file, meta))
+}
+
+/// The whole of a file to serve, if it is at most `max` bytes, with the
+/// metadata of what was read (the file opened, not whatever the path names
+/// by the time it is checked again).
+pub fn read_whole(
+    granted: &GrantedPath,
+    max: u64,
+) -> Result<Option<(Bytes, std::fs::Metadata)>, GrantError> {
+    let (file, meta) = open_file(granted)?;
+    if meta.len() > max {
+        return Ok(None);
+    }
+    let mut buf = vec![0; meta.len() as usize];
+    std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, 0)
+        .map_err(|e| GrantError::Io(granted.display(), e))?;
+    Ok(Some((Bytes::from(buf), meta)))
+}
+
+/// The fields every served file carries: its type (from the extension when
+/// the plugin named none) and `Accept-Ranges`.
+pub fn file_headers(headers: &mut HeaderMap, path: &Path) {
+    if !headers.contains_key(header::CONTENT_TYPE) {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(content_type(path)),
+        );
+    }
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+}
+
+/// Serves `body`, a file's contents held in memory, as [`serve_file`]
+/// serves the file (`headers` already carry [`file_headers`]).
+pub fn serve_bytes(
+    body: &Bytes,
+    method: &Method,
+    request_headers: &HeaderMap,
+    status: StatusCode,
+    mut headers: HeaderMap,
+) -> Response<Body> {
+    let (status, start, count) =
+        match framing(body.len() as u64, request_headers, status, &mut headers) {
+            Ok(framed) => framed,
+            Err(refusal) => return refusal.response(),
+        };
+    let body = if *method == Method::HEAD {
+        boxed(http_body_util::Empty::new())
+    } else {
+        let (start, count) = (start as usize, count as usize);
+        boxed(http_body_util::Full::new(body.slice(start..start + count)))
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// Frames a file of `len` bytes for a request: the status, where the bytes
+/// sent start and how many (a single Range of a 200 gets 206 and
+/// Content-Range), Content-Length set in `headers`; or why it gets 416.
+fn framing(
+    len: u64,
+    request_headers: &HeaderMap,
+    status: StatusCode,
+    headers: &mut HeaderMap,
+) -> Result<(StatusCode, u64, u64), Unsatisfiable> {
+    let range = match request_headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(value) if status == StatusCode::OK => byte_range(value, len),
+        _ => Ok(None),
+    };
+    let (status, start, count) = match range {
+        Ok(None) => (status, 0, len),
+        Ok(Some((start, end))) => {
+            let value = format!("bytes {start}-{end}/{len}");
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(header::CONTENT_RANGE, value);
+            }
+            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+        }
+        Err(()) => return Err(Unsatisfiable(len)),
+    };
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
+    Ok((status, start, count))
+}
+
+/// A Range request a file of this length cannot satisfy.
+struct Unsatisfiable(u64);
+
+impl Unsatisfiable {
+    fn response(self) -> Response<Body> {
+        let mut response = text_response(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "proxlet: range not satisfiable",
+        );
+        if let Ok(value) = HeaderValue::from_str(&format!("bytes */{}", self.0)) {
+            response.headers_mut().insert(header::CONTENT_RANGE, value);
+        }
+        response
+    }
 }
 
 /// A file streamed in 256 KiB reads (on tokio's blocking pool) with a known length.

@@ -33,6 +33,33 @@ pub struct GrantedPath {
     rel: PathBuf,
 }
 
+/// What a file is and its state: device, inode, type, size, modification
+/// and change times. Any write, rename, replacement or `touch` changes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signature {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mode: u32,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Signature {
+    /// The signature of an opened file.
+    pub fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mode: meta.mode(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
 /// Why a file action on a plugin's behalf did not happen.
 #[derive(Debug)]
 pub enum GrantError {
@@ -102,6 +129,27 @@ impl GrantedPath {
     }
 
     /// The grant's host directory and the path beneath it.
+    /// The signature of what the path names now (`None`: nothing), found
+    /// beneath the grant without following a final symlink; `Err` when it
+    /// cannot be told.
+    // `stat` field types differ between targets: the casts are no-ops here.
+    #[allow(clippy::unnecessary_cast)]
+    pub fn signature(&self) -> Result<Option<Signature>, ()> {
+        let root = self.root().map_err(|_| ())?;
+        match rustix::fs::statat(&*root, &self.rel, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => Ok(Some(Signature {
+                dev: stat.st_dev as u64,
+                ino: stat.st_ino as u64,
+                size: stat.st_size as u64,
+                mode: stat.st_mode as u32,
+                mtime: (stat.st_mtime as i64, stat.st_mtime_nsec as i64),
+                ctime: (stat.st_ctime as i64, stat.st_ctime_nsec as i64),
+            })),
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => Ok(None),
+            Err(_) => Err(()),
+        }
+    }
+
     pub fn parts(&self) -> (&Path, &Path) {
         (&self.root, &self.rel)
     }

@@ -190,8 +190,12 @@ impl Plugin for Cache {
         }
         let hit = self.choose(&rel, meta.as_ref(), &head.headers);
         if let Some(hit) = &hit {
-            if self.config.offline || self.fresh(&head.url, hit) {
-                return RequestAction::Respond(self.serve(hit, "cache;hit"));
+            let left = self.fresh_for(&head.url, hit);
+            if self.config.offline || left != Some(0) {
+                let mut response = self.serve(hit, "cache;hit");
+                let left = if self.config.offline { None } else { left };
+                memo(&mut response.head.headers, &self.config.dir, &rel, hit, left);
+                return RequestAction::Respond(response);
             }
         }
         if self.config.offline {
@@ -422,18 +426,14 @@ impl Cache {
             })
     }
 
-    /// Fresh unless a revalidate rule matches and its TTL has passed. A
-    /// hand-dropped file (no metadata) is always fresh.
-    fn fresh(&self, url: &str, hit: &Hit) -> bool {
-        let Some(variant) = &hit.variant else {
-            return true;
-        };
+    /// Seconds the entry stays fresh: `None`, for ever (no revalidate rule
+    /// matches; a hand-dropped file without metadata); `Some(0)`: stale.
+    fn fresh_for(&self, url: &str, hit: &Hit) -> Option<u64> {
+        let variant = hit.variant.as_ref()?;
         let kind = variant.content_type.as_deref().unwrap_or_default();
-        let rule = self.rules.iter().find(|r| r.matches(url, kind));
-        match rule {
-            None => true,
-            Some(rule) => now().saturating_sub(variant.stored) < rule.ttl.as_secs(),
-        }
+        let rule = self.rules.iter().find(|r| r.matches(url, kind))?;
+        let age = now().saturating_sub(variant.stored);
+        Some(rule.ttl.as_secs().saturating_sub(age))
     }
 
     /// The host serves the file (Content-Length, HEAD, Range).
@@ -609,6 +609,27 @@ impl Cache {
                 contents: meta_json(&meta),
             }),
         })
+    }
+}
+
+/// Lets the host answer the same URL again without calling the plugin
+/// while what this hit was decided on stays as it is: the request's
+/// `Accept`, `Authorization` and Vary'd fields, the metadata file, the
+/// directory holding the body (variants added or removed by hand) and the
+/// body file itself (which the host pins), for at most the freshness left.
+fn memo(headers: &mut Headers, dir: &str, rel: &str, hit: &Hit, fresh_for: Option<u64>) {
+    let mut vary = vec!["accept", "authorization"];
+    if let Some(variant) = &hit.variant {
+        vary.extend(variant.vary.keys().map(String::as_str));
+    }
+    let mut directive = format!("vary={}", vary.join(","));
+    if let Some(seconds) = fresh_for {
+        directive.push_str(&format!("; ttl={seconds}"));
+    }
+    headers.push(("x-proxlet-memo".into(), directive.into_bytes()));
+    let body_dir = hit.rel.rsplit_once('/').map_or("", |(dir, _)| dir);
+    for pin in [cachepath::meta_path(rel).as_str(), body_dir] {
+        headers.push(("x-proxlet-memo-pin".into(), format!("{dir}/{pin}").into_bytes()));
     }
 }
 
