@@ -8,9 +8,10 @@
 #   bench/peers.sh [SECONDS]          markdown tables on stdout
 # Scenarios: HTTPS 1 KiB GET keep-alive (c16) and with a new connection per
 # request, plain HTTP 1 KiB GET (c16), a 100 MiB HTTPS download (one stream),
-# and cache hits of a 1 KiB and a 1 MiB file (proxlet's cache plugin vs
-# Squid's memory cache). proxlet runs with no plugin, the Rust example
-# plugin (rust-hello) and the Python example plugin (json-field).
+# and cache hits of a 1 KiB and a 1 MiB file over HTTPS and plain HTTP
+# (proxlet's cache plugin vs Squid's memory cache; ONLY=cache runs just
+# these). proxlet runs with no plugin, the Rust example plugin (rust-hello)
+# and the Python example plugin (json-field).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -165,17 +166,21 @@ download() {
     "$(python3 -c "print(f'{$bytes/($end-$start)/1e6:.0f}')")" "$rss" "$bytes B"
 }
 
-# cache_hits PROXY: fill the 1 KiB and 1 MiB files once, then measure hits.
+# cache_hits PROXY: fill the 1 KiB and 1 MiB files once, over HTTPS and
+# plain HTTP, then measure hits.
 cache_hits() {
-  local proxy=$1
-  for f in 1k 1m; do
-    port=$((port + 1))
-    "start_$proxy" $port
-    for _ in 1 2; do  # Squid caches on the second sighting of some objects
-      taskset -c 1 curl -s -k -x "http://127.0.0.1:$port" -o /dev/null "https://127.0.0.1:18443/$f"
+  local proxy=$1 scheme url
+  for scheme in https http; do
+    for f in 1k 1m; do
+      port=$((port + 1))
+      "start_$proxy" $port
+      if [ $scheme = https ]; then url=https://127.0.0.1:18443/$f; else url=http://127.0.0.1:18480/$f; fi
+      for _ in 1 2; do  # Squid caches on the second sighting of some objects
+        taskset -c 1 curl -s -k -x "http://127.0.0.1:$port" -o /dev/null "$url"
+      done
+      sleep 0.5
+      measure "cache hit $scheme $f" "$proxy" "$url"
     done
-    sleep 0.5
-    measure "cache hit https $f" "$proxy" "https://127.0.0.1:18443/$f"
   done
 }
 
@@ -184,11 +189,14 @@ taskset -c 1 oha --no-tui --output-format json -z "${secs}s" -c "$conc" --insecu
   https://127.0.0.1:18443/1k > "$work/out.json"
 record "https 1 KiB keep-alive" direct "$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["summary"]["requestsPerSec"]))' "$work/out.json")" "" "" "" "" ""
 
-all="proxlet_none proxlet_rust proxlet_python hudsucker squid mitmproxy"
-for proxy in $all; do load "https 1 KiB keep-alive" $proxy https://127.0.0.1:18443/1k; done
-for proxy in $all; do load "https 1 KiB new connection" $proxy https://127.0.0.1:18443/1k --disable-keepalive; done
-for proxy in $all; do load "http 1 KiB keep-alive" $proxy http://127.0.0.1:18480/1k; done
-for proxy in $all; do download $proxy; done
+# ONLY=cache runs the cache hit rows alone.
+if [ "${ONLY:-}" != cache ]; then
+  all="proxlet_none proxlet_rust proxlet_python hudsucker squid mitmproxy"
+  for proxy in $all; do load "https 1 KiB keep-alive" $proxy https://127.0.0.1:18443/1k; done
+  for proxy in $all; do load "https 1 KiB new connection" $proxy https://127.0.0.1:18443/1k --disable-keepalive; done
+  for proxy in $all; do load "http 1 KiB keep-alive" $proxy http://127.0.0.1:18480/1k; done
+  for proxy in $all; do download $proxy; done
+fi
 cache_hits proxlet_cache
 squid_cache=1 cache_hits squid
 squid_cache=
@@ -217,7 +225,8 @@ for s in ["https 1 KiB keep-alive", "https 1 KiB new connection", "http 1 KiB ke
     print(f"| {s} | {ratio(s,'proxlet_none','hudsucker')} | {ratio(s,'proxlet_none','squid')} | {ratio(s,'proxlet_rust','proxlet_none')} | {ratio(s,'proxlet_python','proxlet_none')} |")
 s = "100 MiB download"
 print(f"| {s} (MB/s) | {ratio(s,'proxlet_none','hudsucker',1)} | {ratio(s,'proxlet_none','squid',1)} | {ratio(s,'proxlet_rust','proxlet_none',1)} | {ratio(s,'proxlet_python','proxlet_none',1)} |")
-for f in ["1k", "1m"]:
-    s = f"cache hit https {f}"
-    print(f"| {s}: proxlet cache ÷ Squid memory hit | {ratio(s,'proxlet_cache','squid')} | | | |")
+for scheme in ["https", "http"]:
+    for f in ["1k", "1m"]:
+        s = f"cache hit {scheme} {f}"
+        print(f"| {s}: proxlet cache ÷ Squid memory hit | {ratio(s,'proxlet_cache','squid')} | | | |")
 PY
