@@ -118,6 +118,17 @@ impl Proxlet {
 
     /// Starts proxlet in `dir` with only `--listen` and `--home` added: the
     /// defaults a user gets (the default plugin chain, `./proxlet-cache`).
+    /// proxlet with `config` as its `proxlet.toml` in `dir`, its home in
+    /// `dir/home` and its cache dir `dir/cache`, plus `args`.
+    pub fn start_configured(dir: &Path, config: &str, args: &[&str]) -> Result<Self, String> {
+        let file = dir.join("proxlet.toml");
+        std::fs::write(&file, config).unwrap();
+        let (file, cache) = (file.to_str().unwrap(), dir.join("cache"));
+        let mut all = vec!["--config", file, "--cache-dir", cache.to_str().unwrap()];
+        all.extend_from_slice(args);
+        Self::start_with_home(&dir.join("home"), &all)
+    }
+
     pub fn start_in(dir: &Path, args: &[&str]) -> Self {
         let home = dir.join("home");
         let mut command = command();

@@ -37,26 +37,11 @@ impl Setup {
     }
 
     fn start_trusting(dir: &Path, ca: Option<&Path>, plugins: &str) -> Result<Proxlet, String> {
-        let config = dir.join("proxlet.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "upstream_ca = {:?}\n{plugins}\n",
-                ca.into_iter().collect::<Vec<_>>()
-            ),
-        )
-        .unwrap();
-        let home = dir.join("home");
-        let cache = dir.join("cache");
-        Proxlet::start_with_home(
-            &home,
-            &[
-                "--config",
-                config.to_str().unwrap(),
-                "--cache-dir",
-                cache.to_str().unwrap(),
-            ],
-        )
+        let config = format!(
+            "upstream_ca = {:?}\n{plugins}\n",
+            ca.into_iter().collect::<Vec<_>>()
+        );
+        Proxlet::start_configured(dir, &config, &[])
     }
 
     /// The cache dir.
@@ -230,9 +215,9 @@ fn stale_entries_are_revalidated_and_served_stale_when_the_upstream_is_down() {
     assert!(proxy.log().contains("stale copy"), "{}", proxy.log());
 }
 
-#[test]
-fn negotiated_documents_are_stored_per_type_and_never_crossed() {
-    let origin = https_origin();
+/// Serves a PyPI simple page at `/simple/pkg/` in its two types (PEP 691
+/// JSON and HTML), negotiated by Accept; their bodies.
+fn simple_page(origin: &Origin) -> (Vec<u8>, Vec<u8>) {
     let json = br#"{"meta":{"api-version":"1.0"},"name":"pkg","files":[]}"#.to_vec();
     let html = b"<html><a href=\"x\">x</a></html>".to_vec();
     origin.put(
@@ -242,6 +227,13 @@ fn negotiated_documents_are_stored_per_type_and_never_crossed() {
             ("text/html", html.clone()),
         ],
     );
+    (json, html)
+}
+
+#[test]
+fn negotiated_documents_are_stored_per_type_and_never_crossed() {
+    let origin = https_origin();
+    let (json, html) = simple_page(&origin);
     let setup = Setup::new(&origin, STACK);
     let url = origin.url("/simple/pkg/");
     let ask = |accept: &str| curl(&setup.proxy, &["-H", &format!("Accept: {accept}"), &url]);
@@ -329,15 +321,7 @@ fn repeated_hits_follow_hand_edits_and_deletes_at_once() {
 #[test]
 fn a_reused_hit_still_tells_negotiated_and_authorized_requests_apart() {
     let origin = https_origin();
-    let json = br#"{"name":"pkg"}"#.to_vec();
-    let html = b"<html>pkg</html>".to_vec();
-    origin.put(
-        "/simple/pkg/",
-        vec![
-            ("application/vnd.pypi.simple.v1+json", json.clone()),
-            ("text/html", html.clone()),
-        ],
-    );
+    let (json, html) = simple_page(&origin);
     let setup = Setup::new(&origin, STACK);
     let url = origin.url("/simple/pkg/");
     let ask = |accept: &str| curl(&setup.proxy, &["-H", &format!("Accept: {accept}"), &url]);

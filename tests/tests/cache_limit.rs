@@ -20,27 +20,14 @@ const EVICTION: Duration = Duration::from_secs(30);
 /// The caching stack with `cache_config` for the cache plugin, caching into
 /// `<dir>/cache`, trusting `origin`.
 fn start(dir: &Path, origin: &Origin, cache_config: &str) -> Result<Proxlet, String> {
-    let config = dir.join("proxlet.toml");
     let upstream_ca: Vec<String> = origin.ca.iter().map(|_| origin.ca_pem()).collect();
-    std::fs::write(
-        &config,
-        format!(
-            "upstream_ca = {upstream_ca:?}\n\
-             [[plugin]]\nname = \"pypi-slash\"\n\
-             [[plugin]]\nname = \"error-links\"\n\
-             [[plugin]]\nname = \"cache\"\nconfig = {cache_config}\n"
-        ),
-    )
-    .unwrap();
-    Proxlet::start_with_home(
-        &dir.join("home"),
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--cache-dir",
-            dir.join("cache").to_str().unwrap(),
-        ],
-    )
+    let config = format!(
+        "upstream_ca = {upstream_ca:?}\n\
+         [[plugin]]\nname = \"pypi-slash\"\n\
+         [[plugin]]\nname = \"error-links\"\n\
+         [[plugin]]\nname = \"cache\"\nconfig = {cache_config}\n"
+    );
+    Proxlet::start_configured(dir, &config, &[])
 }
 
 /// Whether anything (a file, a link) is at `path`.

@@ -101,26 +101,11 @@ fn admin_url(proxy: &Proxlet) -> String {
 }
 
 fn start(dir: &Path, origin: &Origin, extra: &str) -> Proxlet {
-    let config = dir.join("proxlet.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "admin = \"127.0.0.1:0\"\n[[plugin]]\nname = \"error-links\"\n[[plugin]]\nname = \"cache\"\n{extra}"
-        ),
-    )
-    .unwrap();
-    Proxlet::start_with_home(
-        &dir.join("home"),
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--cache-dir",
-            dir.join("cache").to_str().unwrap(),
-            "--upstream-ca",
-            &origin.ca_pem(),
-        ],
-    )
-    .unwrap_or_else(|e| panic!("{e}"))
+    let config = format!(
+        "admin = \"127.0.0.1:0\"\n[[plugin]]\nname = \"error-links\"\n[[plugin]]\nname = \"cache\"\n{extra}"
+    );
+    Proxlet::start_configured(dir, &config, &["--upstream-ca", &origin.ca_pem()])
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 const MISS: &str = "proxlet_cache_outcomes_total{outcome=miss}";
