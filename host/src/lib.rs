@@ -8,6 +8,7 @@ pub mod flows;
 pub mod plugin;
 pub mod proxy;
 pub mod scaffold;
+pub mod store;
 pub mod tls;
 
 use std::sync::Arc;
@@ -107,6 +108,9 @@ fn run_proxy(mut settings: Settings, args: RunArgs) -> Result<()> {
             "CA certificate: {} (clients must trust it to intercept HTTPS)",
             ca.path().display()
         );
+        if let Some(url) = &settings.cache_store {
+            store::start(url, &settings.cache_dir, &settings.upstream_ca)?;
+        }
         let chain = load_plugins(&settings, &args).await?;
         let proxy = proxy::Proxy::new(settings.clone(), ca, chain)?;
         // The one line scripts and tests wait for; keep its format.

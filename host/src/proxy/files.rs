@@ -238,6 +238,9 @@ pub struct Tee<B> {
     /// `fill` leases of the flow: released when the file is complete or
     /// abandoned, and told of every byte stored meanwhile.
     leases: Vec<FillLease>,
+    /// Called once the body and its sidecar are in place (the shared
+    /// cache store's upload), never for an abandoned or failed store.
+    on_stored: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl<B> Tee<B> {
@@ -270,9 +273,16 @@ impl<B> Tee<B> {
                 expected,
                 sidecar,
                 private,
+                on_stored: None,
             }),
             Err(e) => Err((inner, e)),
         }
+    }
+
+    /// Runs `hook` once the file and its sidecar are both in place.
+    pub fn on_stored(mut self, hook: Option<Box<dyn FnOnce() + Send>>) -> Self {
+        self.on_stored = hook;
+        self
     }
 
     fn remove_temp(&self) {
@@ -305,7 +315,11 @@ impl<B> Tee<B> {
         if let Some((path, contents)) = self.sidecar.take() {
             if let Err(e) = path.write_atomically(&contents, self.private) {
                 tracing::warn!("cannot write sidecar: {e}");
+                return;
             }
+        }
+        if let Some(hook) = self.on_stored.take() {
+            hook();
         }
     }
 }
