@@ -39,14 +39,15 @@ impl StoreUrl {
             .strip_prefix("s3://")
             .ok_or("expected s3://BUCKET/PREFIX (only S3-compatible stores are supported)")?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        // S3 bucket names: 3 to 63 of a-z, 0-9, `.` and `-`.
-        let bucket_ok = (3..=63).contains(&bucket.len())
+        // S3's rules are stricter today (3 to 63 of a-z, 0-9, `.`, `-`);
+        // older buckets and other stores also have capitals and `_`.
+        let bucket_ok = (1..=255).contains(&bucket.len())
             && bucket
                 .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
         if !bucket_ok {
             return Err(format!(
-                "{bucket:?} is not a bucket name (3 to 63 lowercase letters, digits, dots and hyphens)"
+                "{bucket:?} is not a bucket name (letters, digits, dots, hyphens and underscores)"
             ));
         }
         let prefix = prefix.trim_matches('/');
@@ -155,8 +156,9 @@ mod tests {
         for bad in [
             "https://bucket/x",
             "s3://",
-            "s3://Bucket/x",
-            "s3://b/x",
+            "s3:///x",
+            "s3://my bucket/x",
+            "s3://host:9000/x",
             "s3://bucket/a//b",
             "s3://bucket/a/../b",
         ] {
