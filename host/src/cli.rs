@@ -132,6 +132,14 @@ pub struct RunArgs {
     #[arg(long, env = "PROXLET_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
 
+    /// Shared cache store, `s3://BUCKET/PREFIX`: a second level under the
+    /// cache dir that many proxlet instances share. Endpoint, region and
+    /// credentials come from AWS_ENDPOINT_URL, AWS_REGION,
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (AWS_ALLOW_HTTP=true for a
+    /// plain-HTTP endpoint).
+    #[arg(long, env = "PROXLET_CACHE_STORE", value_name = "URL")]
+    pub cache_store: Option<String>,
+
     /// Extra CA (PEM) trusted for upstream servers, besides the system store; repeatable.
     #[arg(
         long = "upstream-ca",

@@ -57,6 +57,8 @@ pub struct FileConfig {
     pub listen: Option<String>,
     /// Directory built-in plugins cache into (`--cache-dir`).
     pub cache_dir: Option<PathBuf>,
+    /// Shared cache store under the cache dir, "s3://BUCKET/PREFIX" (`--cache-store`).
+    pub cache_store: Option<String>,
     /// Extra PEM CAs trusted for upstream servers (`--upstream-ca`).
     pub upstream_ca: Option<Vec<PathBuf>>,
     /// Skip upstream certificate verification (`--insecure-upstream`).
@@ -279,6 +281,8 @@ pub struct Settings {
     pub admin: Option<SocketAddr>,
     pub home: PathBuf,
     pub cache_dir: PathBuf,
+    /// `--cache-store`: the shared second level of the cache dir.
+    pub cache_store: Option<crate::store::StoreUrl>,
     pub upstream_ca: Vec<PathBuf>,
     pub insecure_upstream: bool,
     pub ignore_hosts: Vec<HostPattern>,
@@ -408,6 +412,17 @@ impl Settings {
             .or(file.cache_dir.as_ref().map(|p| base.join(p)))
             .unwrap_or_else(|| DEFAULT_CACHE_DIR.into());
         let mut plugins = plugin_chain(args, &file, &base, &cache_dir)?;
+        let cache_store =
+            match args.cache_store.as_ref().or(file.cache_store.as_ref()) {
+                Some(url) => Some(crate::store::StoreUrl::parse(url).map_err(|reason| {
+                    Error::InvalidOption {
+                        option: "--cache-store",
+                        value: url.clone(),
+                        reason,
+                    }
+                })?),
+                None => None,
+            };
         let plugin_dir = args
             .plugin_dir
             .clone()
@@ -537,6 +552,7 @@ impl Settings {
             admin,
             home,
             cache_dir,
+            cache_store,
             upstream_ca,
             insecure_upstream: args.insecure_upstream || file.insecure_upstream.unwrap_or(false),
             ignore_hosts,

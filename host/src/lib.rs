@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod plugin;
 pub mod proxy;
 pub mod scaffold;
+pub mod store;
 pub mod tls;
 
 use std::sync::Arc;
@@ -110,6 +111,9 @@ fn run_proxy(mut settings: Settings, args: RunArgs) -> Result<()> {
             "CA certificate: {} (clients must trust it to intercept HTTPS)",
             ca.path().display()
         );
+        if let Some(url) = &settings.cache_store {
+            store::start(url, &settings.cache_dir, &settings.upstream_ca)?;
+        }
         // Counting starts before plugins load, so theirs are counted too.
         if let Some(addr) = settings.admin {
             let metrics = metrics::enable();

@@ -6,11 +6,13 @@ pub mod origin;
 pub mod packages;
 pub mod proxlet;
 pub mod raw;
+pub mod s3;
 pub mod test_ca;
 
 pub use client::{curl, Curl};
 pub use origin::{pattern, Origin};
 pub use proxlet::Proxlet;
+pub use s3::S3Server;
 pub use test_ca::TestCa;
 
 /// A guest plugin built by `tests/build.rs`: `rust_hello.wasm`,

@@ -115,6 +115,18 @@ pub fn caching_proxy_with(
     home: &Path,
     cache_config: &str,
 ) -> Proxlet {
+    caching_proxy_sharing(origin, cache, home, cache_config, None)
+}
+
+/// [`caching_proxy_with`] whose cache dir has `store`'s bucket under
+/// `s3://BUCKET/fleet` as its shared second level.
+pub fn caching_proxy_sharing(
+    origin: &Origin,
+    cache: &Path,
+    home: &Path,
+    cache_config: &str,
+    store: Option<&crate::S3Server>,
+) -> Proxlet {
     let config = home.with_extension("toml");
     std::fs::write(
         &config,
@@ -123,18 +135,24 @@ pub fn caching_proxy_with(
         ),
     )
     .unwrap();
-    Proxlet::start_with_home(
-        home,
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--cache-dir",
-            cache.to_str().unwrap(),
-            "--upstream-ca",
-            &origin.ca_pem(),
-        ],
-    )
-    .unwrap_or_else(|e| panic!("{e}"))
+    let mut args = vec![
+        "--config",
+        config.to_str().unwrap(),
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "--upstream-ca",
+    ];
+    let ca = origin.ca_pem();
+    args.push(&ca);
+    let shared = format!("s3://{}/fleet", crate::s3::BUCKET);
+    let env = match store {
+        Some(store) => {
+            args.extend(["--cache-store", &shared]);
+            store.env()
+        }
+        None => Vec::new(),
+    };
+    Proxlet::start_with_env(home, &env, &args).unwrap_or_else(|e| panic!("{e}"))
 }
 
 pub fn pip_install(proxy: &Proxlet, origin: &Origin, target: &Path) -> std::process::Output {

@@ -71,7 +71,11 @@ pub fn command() -> Command {
 fn clean(mut command: Command) -> Command {
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy();
-        if key.starts_with("PROXLET_") || key.to_ascii_lowercase().ends_with("_proxy") {
+        // AWS_*: the shared cache store's endpoint and credentials.
+        if key.starts_with("PROXLET_")
+            || key.starts_with("AWS_")
+            || key.to_ascii_lowercase().ends_with("_proxy")
+        {
             command.env_remove(&*key);
         }
     }
@@ -92,7 +96,18 @@ impl Proxlet {
     /// Unless `args` choose plugins (`--plugin`, `--config`), none run; the
     /// cache dir of built-in plugins defaults to `<home>/proxlet-cache`.
     pub fn start_with_home(home: &Path, args: &[&str]) -> Result<Self, String> {
+        Self::start_with_env(home, &[], args)
+    }
+
+    /// [`Proxlet::start_with_home`] with the variables `env` set, e.g. the
+    /// shared cache store's `AWS_*`.
+    pub fn start_with_env(
+        home: &Path,
+        env: &[(&str, String)],
+        args: &[&str],
+    ) -> Result<Self, String> {
         let mut command = command();
+        command.envs(env.iter().map(|(k, v)| (k, v)));
         command.env("PROXLET_CACHE_DIR", home.join("proxlet-cache"));
         if !args.iter().any(|a| *a == "--plugin" || *a == "--config") {
             command.arg("--plugin").arg("none");

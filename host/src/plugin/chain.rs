@@ -191,6 +191,7 @@ impl FlowPlugins {
                 return RequestDecision::Respond(response);
             }
             let mut waits = 0;
+            let mut looked_in_shared_store = false;
             let action = loop {
                 let head = heads::request_head(parts, credentials);
                 let started = Instant::now();
@@ -208,6 +209,18 @@ impl FlowPlugins {
                     Ok(RequestAction::Fill(fill)) if waits < MAX_FILL_WAITS => {
                         match fill::acquire(name, &fill.key).await {
                             Fill::Lease(lease) => {
+                                // The shared cache store (--cache-store) may
+                                // hold it: then the lease goes and the plugin,
+                                // asked again, finds it on disk.
+                                if !looked_in_shared_store {
+                                    looked_in_shared_store = true;
+                                    if crate::store::fill(&plugin.spec.dirs, &fill.key, &lease)
+                                        .await
+                                    {
+                                        notes.push(format!("{name}=shared"));
+                                        continue;
+                                    }
+                                }
                                 leases.push(lease);
                                 break Ok(RequestAction::Continue(fill.head));
                             }
@@ -787,8 +800,9 @@ fn store_body(
     let private = [http::header::AUTHORIZATION, http::header::COOKIE]
         .iter()
         .any(|h| request.headers.contains_key(h));
+    let upload = crate::store::upload_when_stored(&dest, sidecar.as_ref().map(|s| &s.0), private);
     match files::Tee::new(body, &dest, expected, sidecar, private, leases) {
-        Ok(tee) => Stored::Teed(boxed(tee)),
+        Ok(tee) => Stored::Teed(boxed(tee.on_stored(upload))),
         Err((body, e)) if e.is_refusal() => {
             let reason = format!("plugin {name} asked to store {:?}: {e}", store.path);
             Stored::Refused(body, reason)

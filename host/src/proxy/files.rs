@@ -321,6 +321,9 @@ pub struct Tee<B> {
     leases: Vec<FillLease>,
     /// Told when the file is in place, if its dir has a size limit.
     size_limit: Option<crate::cache_limit::Storing>,
+    /// Called once the body and its sidecar are in place (the shared
+    /// cache store's upload), never for an abandoned or failed store.
+    on_stored: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl<B> Tee<B> {
@@ -359,9 +362,16 @@ impl<B> Tee<B> {
                 expected,
                 sidecar,
                 private,
+                on_stored: None,
             }),
             Err(e) => Err((inner, e)),
         }
+    }
+
+    /// Runs `hook` once the file and its sidecar are both in place.
+    pub fn on_stored(mut self, hook: Option<Box<dyn FnOnce() + Send>>) -> Self {
+        self.on_stored = hook;
+        self
     }
 
     fn remove_temp(&self) {
@@ -394,10 +404,14 @@ impl<B> Tee<B> {
         if let Some((path, contents)) = self.sidecar.take() {
             if let Err(e) = path.write_atomically(&contents, self.private) {
                 tracing::warn!("cannot write sidecar: {e}");
+                return;
             }
         }
         if let Some(size_limit) = self.size_limit.take() {
             size_limit.done(self.written);
+        }
+        if let Some(hook) = self.on_stored.take() {
+            hook();
         }
     }
 }

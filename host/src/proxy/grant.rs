@@ -123,12 +123,33 @@ impl GrantedPath {
         })
     }
 
+    /// `rel` beneath the host directory `root`, for files proxlet itself
+    /// puts in a grant (the shared cache store's): only normal components,
+    /// no NUL, never empty or absolute.
+    pub fn beneath(root: &Path, rel: &str) -> Option<Self> {
+        let path = Path::new(rel);
+        let normal = path.components().all(|c| matches!(c, Component::Normal(_)));
+        (!rel.is_empty() && !rel.contains('\0') && normal).then(|| Self {
+            root: root.to_owned(),
+            rel: path.to_owned(),
+        })
+    }
+
+    /// The grant's host directory.
+    pub fn grant_dir(&self) -> &Path {
+        &self.root
+    }
+
+    /// The path beneath the grant's directory.
+    pub fn rel(&self) -> &Path {
+        &self.rel
+    }
+
     /// The host path, for messages and content types only: never opened by name.
     pub fn display(&self) -> PathBuf {
         self.root.join(&self.rel)
     }
 
-    /// The grant's host directory and the path beneath it.
     /// The signature of what the path names now (`None`: nothing), found
     /// beneath the grant without following a final symlink; `Err` when it
     /// cannot be told.
@@ -150,8 +171,23 @@ impl GrantedPath {
         }
     }
 
+    /// The grant's host directory and the path beneath it.
     pub fn parts(&self) -> (&Path, &Path) {
         (&self.root, &self.rel)
+    }
+
+    /// Whether anything (a file, a directory, a link) is at the path or a
+    /// link lies on the way to it; only a plain "no such file" is free.
+    pub fn occupied(&self) -> bool {
+        let root = match self.root() {
+            Ok(root) => root,
+            Err(GrantError::Io(_, e)) if e.kind() == io::ErrorKind::NotFound => return false,
+            Err(_) => return true,
+        };
+        !matches!(
+            open_beneath(&root, &self.rel, OFlags::PATH),
+            Err(rustix::io::Errno::NOENT)
+        )
     }
 
     fn error(&self, e: rustix::io::Errno) -> GrantError {
