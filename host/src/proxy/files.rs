@@ -11,10 +11,9 @@ use std::{
     task::{Context, Poll},
 };
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncSeekExt, ReadBuf};
 
 use super::{
     body::{boxed, text_response, Body, BoxError},
@@ -113,17 +112,7 @@ pub async fn serve_file(
         std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, start).map_err(io_err)?;
         boxed(http_body_util::Full::new(Bytes::from(buf)))
     } else {
-        let mut file = tokio::fs::File::from_std(file);
-        if start > 0 {
-            file.seek(std::io::SeekFrom::Start(start))
-                .await
-                .map_err(io_err)?;
-        }
-        boxed(FileBody {
-            file,
-            remaining: count,
-            buf: BytesMut::new(),
-        })
+        boxed(FileBody::new(file, start, count))
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;
@@ -249,11 +238,63 @@ impl Unsatisfiable {
     }
 }
 
-/// A file streamed in 256 KiB reads (on tokio's blocking pool) with a known length.
+/// A file streamed in 256 KiB reads with a known length. A read is tried
+/// on the worker first with `RWF_NOWAIT`, which the kernel answers only from
+/// the page cache (where a cache hit's file almost always is) and refuses
+/// rather than wait for the disk; a refused read goes to tokio's blocking
+/// pool. No buffer is zeroed before it is read into.
 struct FileBody {
-    file: tokio::fs::File,
+    file: std::sync::Arc<std::fs::File>,
+    offset: u64,
     remaining: u64,
-    buf: BytesMut,
+    /// A read on the blocking pool, when the page cache did not have it.
+    pending: Option<tokio::task::JoinHandle<std::io::Result<Bytes>>>,
+}
+
+impl FileBody {
+    fn new(file: std::fs::File, offset: u64, remaining: u64) -> Self {
+        Self {
+            file: std::sync::Arc::new(file),
+            offset,
+            remaining,
+            pending: None,
+        }
+    }
+
+    /// Up to `want` bytes at `offset`, or `WouldBlock` when they are not
+    /// all in the page cache.
+    fn read_cached(&self, want: usize) -> std::io::Result<Bytes> {
+        read_at(&self.file, self.offset, want, libc::RWF_NOWAIT)
+    }
+}
+
+/// Reads up to `want` bytes of `file` at `offset` with `preadv2` `flags`,
+/// into a buffer that is not zeroed first.
+fn read_at(file: &std::fs::File, offset: u64, want: usize, flags: i32) -> std::io::Result<Bytes> {
+    use std::os::fd::AsRawFd;
+    let mut buf: Vec<u8> = Vec::with_capacity(want);
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: want,
+    };
+    let offset = libc::off_t::try_from(offset)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "offset too large"))?;
+    // SAFETY: the iovec spans the vector's spare capacity, which the kernel
+    // writes at most `want` bytes into; `set_len` then covers only what it
+    // reported written.
+    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, offset, flags) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    unsafe { buf.set_len(n as usize) };
+    Ok(Bytes::from(buf))
+}
+
+fn shrank() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        "file shrank while being served",
+    )
 }
 
 impl HttpBody for FileBody {
@@ -268,22 +309,34 @@ impl HttpBody for FileBody {
             return Poll::Ready(None);
         }
         let want = CHUNK.min(self.remaining as usize);
-        let this = &mut *self;
-        this.buf.resize(want, 0);
-        let mut read = ReadBuf::new(&mut this.buf[..want]);
-        match Pin::new(&mut this.file).poll_read(cx, &mut read) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
-            Poll::Ready(Ok(())) => {
-                let n = read.filled().len();
-                if n == 0 {
-                    return Poll::Ready(Some(Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "file shrank while being served",
-                    ))));
+        let read = match self.pending.as_mut() {
+            Some(pending) => match std::future::Future::poll(Pin::new(pending), cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(joined) => {
+                    self.pending = None;
+                    joined.unwrap_or_else(|e| Err(std::io::Error::other(e)))
                 }
-                this.remaining -= n as u64;
-                let chunk = this.buf.split_to(n).freeze();
+            },
+            None => match self.read_cached(want) {
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.raw_os_error() == Some(libc::EOPNOTSUPP) =>
+                {
+                    let (file, offset) = (self.file.clone(), self.offset);
+                    self.pending = Some(tokio::task::spawn_blocking(move || {
+                        read_at(&file, offset, want, 0)
+                    }));
+                    return self.poll_frame(cx);
+                }
+                read => read,
+            },
+        };
+        match read {
+            Err(e) => Poll::Ready(Some(Err(e))),
+            Ok(chunk) if chunk.is_empty() => Poll::Ready(Some(Err(shrank()))),
+            Ok(chunk) => {
+                self.offset += chunk.len() as u64;
+                self.remaining -= chunk.len() as u64;
                 Poll::Ready(Some(Ok(Frame::data(chunk))))
             }
         }
