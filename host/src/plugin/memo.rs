@@ -43,9 +43,9 @@ pub const MEMO: &str = "x-proxlet-memo";
 /// The fields naming pinned paths.
 pub const PIN: &str = "x-proxlet-memo-pin";
 
-/// Largest body kept (larger files are served from disk each time, where
-/// the plugin call is a small part of the cost anyway).
-pub const MAX_BODY: u64 = 256 * 1024;
+/// Largest body kept: a kept hit is sent from memory with one copy, as a
+/// memory cache's; larger files are read from the page cache each time.
+pub const MAX_BODY: u64 = 4 * 1024 * 1024;
 /// Longest an answer is reused before the plugin is asked again.
 pub const MAX_TTL: Duration = Duration::from_secs(60);
 /// Shards (each its own lock), bytes and answers kept per plugin.
