@@ -33,6 +33,22 @@ pub fn test_tools() -> std::path::PathBuf {
         })
 }
 
+/// A one-worker runtime for a loopback server and its listener, bound with
+/// std to `addr` (port 0: a free one) so servers start inside async tests
+/// too; hand the listener to `tokio::net::TcpListener::from_std` in it.
+pub fn loopback_server(
+    addr: std::net::SocketAddr,
+) -> (tokio::runtime::Runtime, std::net::TcpListener) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = std::net::TcpListener::bind(addr).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    (runtime, listener)
+}
+
 /// Checks `condition` until it holds or `timeout` passes; whether it held.
 pub fn wait_until(timeout: std::time::Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + timeout;

@@ -131,14 +131,7 @@ impl Origin {
     }
 
     fn serve(&mut self) {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        // Bound with std so starting an origin works inside async tests too.
-        let listener = std::net::TcpListener::bind(self.addr).unwrap();
-        listener.set_nonblocking(true).unwrap();
+        let (runtime, listener) = crate::loopback_server(self.addr);
         self.addr = listener.local_addr().unwrap();
         let acceptor = self
             .ca

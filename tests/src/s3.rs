@@ -39,13 +39,7 @@ impl S3Server {
     }
 
     fn serve(&mut self) {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = std::net::TcpListener::bind(self.addr).unwrap();
-        listener.set_nonblocking(true).unwrap();
+        let (runtime, listener) = crate::loopback_server(self.addr);
         self.addr = listener.local_addr().unwrap();
         let fs = s3s_fs::FileSystem::new(self.root.path()).unwrap();
         let mut builder = s3s::service::S3ServiceBuilder::new(fs);
