@@ -162,9 +162,8 @@ pub fn served(file: &GrantedPath) {
     if !LIMITED.load(Ordering::Relaxed) {
         return;
     }
-    let (root, rel) = file.parts();
-    if let Some(limiter) = LIMITERS.load().iter().find(|l| l.owns(root)) {
-        limiter.touch(rel.as_os_str().as_bytes());
+    if let Some(limiter) = LIMITERS.load().iter().find(|l| l.owns(file.grant_dir())) {
+        limiter.touch(file.rel().as_os_str().as_bytes());
     }
 }
 
@@ -182,15 +181,14 @@ pub fn storing(dest: &GrantedPath, sidecar: Option<(&GrantedPath, usize)>) -> Op
     if !LIMITED.load(Ordering::Relaxed) {
         return None;
     }
-    let (root, rel) = dest.parts();
+    let root = dest.grant_dir();
     let limiter = LIMITERS.load().iter().find(|l| l.owns(root)).cloned()?;
     let sidecar = sidecar
-        .map(|(path, len)| (path.parts(), len))
-        .filter(|((sidecar_root, _), _)| sidecar_root == &root)
-        .map(|((_, rel), len)| (rel.as_os_str().as_bytes().to_vec(), len as u64));
+        .filter(|(path, _)| path.grant_dir() == root)
+        .map(|(path, len)| (path.rel().as_os_str().as_bytes().to_vec(), len as u64));
     Some(Storing {
         limiter,
-        body: rel.as_os_str().as_bytes().to_vec(),
+        body: dest.rel().as_os_str().as_bytes().to_vec(),
         sidecar,
     })
 }

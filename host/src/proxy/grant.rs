@@ -171,11 +171,6 @@ impl GrantedPath {
         }
     }
 
-    /// The grant's host directory and the path beneath it.
-    pub fn parts(&self) -> (&Path, &Path) {
-        (&self.root, &self.rel)
-    }
-
     /// Whether anything (a file, a directory, a link) is at the path or a
     /// link lies on the way to it; only a plain "no such file" is free.
     pub fn occupied(&self) -> bool {
