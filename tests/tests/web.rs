@@ -277,6 +277,26 @@ fn the_ui_answers_only_with_its_token_on_its_own_host_and_never_through_the_prox
             got.text()
         );
     }
+    // A name that resolves to the UI's address (here the machine's own
+    // name, when /etc/hosts maps it to loopback) is refused once resolved.
+    let name = String::from_utf8(Command::new("hostname").output().unwrap().stdout).unwrap();
+    let name = name.trim();
+    let loopback = std::net::ToSocketAddrs::to_socket_addrs(&(name, 80))
+        .is_ok_and(|mut a| a.all(|a| a.ip().is_loopback()));
+    if loopback {
+        let url = format!("http://{name}:{port}/api/flows");
+        let got = curl(&proxlet, &["-H", &with_cookie, &url]);
+        assert_ne!(got.status, 200, "{url}: {}", got.text());
+        assert!(
+            got.text().contains("not reachable through the proxy"),
+            "{}",
+            got.text()
+        );
+        let got = curl(&proxlet, &["-p", "-H", &with_cookie, &url]);
+        assert_ne!(got.status, 200, "{url} by CONNECT: {}", got.text());
+    } else {
+        eprintln!("{name} does not resolve to loopback: its case is not tried");
+    }
     let got = curl(&proxlet, &["-p", &format!("http://{}/api/flows", ui.addr)]);
     assert_ne!(got.status, 200, "a CONNECT tunnel to the UI: {got:?}");
     assert!(got.stderr.contains("403"), "{got:?}");
