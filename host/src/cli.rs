@@ -265,7 +265,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "forward|kill|STATUS")]
     pub server_replay_extra: Option<String>,
 
-    /// Proxy mode; only `regular` (explicit HTTP proxy with CONNECT) exists today.
-    #[arg(long, env = "PROXLET_MODE", value_name = "MODE")]
-    pub mode: Option<String>,
+    /// A listener in this mode: `regular`, `reverse:https://HOST[:PORT]`
+    /// or `socks5`, with `@PORT` or `@ADDR` (default 127.0.0.1:8080, socks5
+    /// 1080); repeatable. Drops the default `--listen` (an explicit one
+    /// still adds a regular listener).
+    #[arg(
+        long,
+        env = "PROXLET_MODE",
+        value_name = "SPEC[@ADDR]",
+        value_delimiter = ','
+    )]
+    pub mode: Vec<String>,
 }

@@ -14,6 +14,7 @@ use crate::{
     cli::RunArgs,
     error::{Error, Result},
     plugin::{builtin, PluginSpec},
+    proxy::mode::Mode,
 };
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -87,8 +88,8 @@ pub struct FileConfig {
     pub admin: Option<String>,
     /// Address of the web UI (`--web`).
     pub web: Option<String>,
-    /// Proxy mode (`--mode`); only "regular".
-    pub mode: Option<String>,
+    /// Listeners by mode (`--mode`): one spec or a list.
+    pub mode: Option<OneOrMany>,
     /// Watched directory of plugin components (`--plugin-dir`).
     pub plugin_dir: Option<PathBuf>,
     /// Flow file every finished flow is saved to; "+FILE" appends (`--save`).
@@ -279,10 +280,21 @@ fn socket_addr(option: &'static str, text: &str) -> Result<SocketAddr> {
         })
 }
 
+/// A config value given as one string or a list of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
 /// Everything a run needs, after precedence has been applied.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The first regular listener's address (or the first listener's).
     pub listen: SocketAddr,
+    /// Every listener, with its mode.
+    pub listeners: Vec<(Mode, SocketAddr)>,
     /// Where `/metrics` is served (`--admin`), if anywhere.
     pub admin: Option<SocketAddr>,
     /// Where the web UI is served (`--web`), if anywhere.
@@ -442,29 +454,39 @@ impl Settings {
         let mut capture = capture_settings(args, &file, &base)?;
         let server_replay = server_replay_settings(args, &file, &base)?;
 
-        let mode = args
-            .mode
-            .clone()
-            .or(file.mode)
-            .unwrap_or_else(|| "regular".into());
-        if mode != "regular" {
-            return Err(Error::InvalidOption {
-                option: "--mode",
-                value: mode,
-                reason: "only \"regular\" (explicit proxy) is supported".into(),
-            });
-        }
-
-        let listen_text = args
-            .listen
-            .clone()
-            .or(file.listen)
-            .unwrap_or_else(|| DEFAULT_LISTEN.into());
-        let listen = socket_addr("--listen", &listen_text)?;
         let allow_remote = args.allow_remote || file.allow_remote.unwrap_or(false);
-        if !listen.ip().is_loopback() && !allow_remote {
-            return Err(Error::RemoteListen { addr: listen });
+        let specs = match (&args.mode, file.mode) {
+            (flags, _) if !flags.is_empty() => flags.clone(),
+            (_, Some(OneOrMany::One(spec))) => vec![spec],
+            (_, Some(OneOrMany::Many(specs))) => specs,
+            (_, None) => Vec::new(),
+        };
+        let mut listeners = Vec::new();
+        for spec in &specs {
+            let listener = Mode::parse(spec).map_err(|reason| Error::InvalidOption {
+                option: "--mode",
+                value: spec.clone(),
+                reason,
+            })?;
+            listeners.push(listener);
         }
+        // An explicit --listen adds a regular listener; the default one is
+        // only for a run without --mode.
+        let listen_text = args.listen.clone().or(file.listen);
+        if listen_text.is_some() || listeners.is_empty() {
+            let text = listen_text.unwrap_or_else(|| DEFAULT_LISTEN.into());
+            listeners.insert(0, (Mode::Regular, socket_addr("--listen", &text)?));
+        }
+        for (_, addr) in &listeners {
+            if !addr.ip().is_loopback() && !allow_remote {
+                return Err(Error::RemoteListen { addr: *addr });
+            }
+        }
+        let listen = listeners
+            .iter()
+            .find(|(mode, _)| *mode == Mode::Regular)
+            .unwrap_or(&listeners[0])
+            .1;
         let admin = match args.admin.clone().or(file.admin) {
             None => None,
             Some(text) => Some(socket_addr("--admin", &text)?),
@@ -568,6 +590,7 @@ impl Settings {
 
         Ok(Self {
             listen,
+            listeners,
             admin,
             web,
             home,

@@ -21,6 +21,7 @@ use arc_swap::ArcSwap;
 use cli::{CaAction, Cli, Command, RunArgs};
 use config::Settings;
 use error::{Error, Result};
+use proxy::mode::Mode;
 use tls::CertificateAuthority;
 
 /// Runs the command `cli` asks for.
@@ -96,8 +97,15 @@ fn run_proxy(mut settings: Settings, args: RunArgs) -> Result<()> {
         .thread_name("proxlet")
         .build()?;
     runtime.block_on(async move {
-        let listener = bind(settings.listen).await?;
-        settings.listen = listener.local_addr()?;
+        let mut listeners = Vec::with_capacity(settings.listeners.len());
+        for (mode, addr) in &mut settings.listeners {
+            let listener = bind(*addr).await?;
+            *addr = listener.local_addr()?;
+            listeners.push((listener, mode.clone()));
+        }
+        if let Some((_, addr)) = settings.listeners.iter().find(|(m, _)| *m == Mode::Regular) {
+            settings.listen = *addr;
+        }
         if let Some(warning) = open_proxy_warning(&settings) {
             tracing::warn!("{warning}");
         }
@@ -145,9 +153,24 @@ fn run_proxy(mut settings: Settings, args: RunArgs) -> Result<()> {
             eprintln!("proxlet web on {}", web.url());
             tokio::spawn(web::serve(listener, web));
         }
-        // The one line scripts and tests wait for; keep its format.
-        eprintln!("proxlet listening on http://{}", settings.listen);
-        proxy::serve(listener, proxy.clone(), shutdown_signal()).await;
+        // The lines scripts and tests wait for; keep their format (the
+        // regular listener's last: it says the proxy is ready).
+        let mut lines: Vec<String> = settings
+            .listeners
+            .iter()
+            .map(|(mode, addr)| match mode {
+                Mode::Regular => format!("proxlet listening on http://{addr}"),
+                Mode::Socks5 => format!("proxlet listening on socks5://{addr}"),
+                Mode::Reverse { scheme, authority } => {
+                    format!("proxlet listening on http://{addr} (reverse:{scheme}://{authority})")
+                }
+            })
+            .collect();
+        lines.sort_by_key(|line| line.starts_with("proxlet listening on http://") && !line.ends_with(')'));
+        for line in lines {
+            eprintln!("{line}");
+        }
+        proxy::serve(listeners, proxy.clone(), shutdown_signal()).await;
         proxy.close();
         Ok(())
     })

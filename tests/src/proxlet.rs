@@ -170,8 +170,12 @@ impl Proxlet {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                // The regular listener's line (other modes print theirs
+                // with a suffix, or another scheme).
                 if let Some(addr) = line.strip_prefix("proxlet listening on http://") {
-                    let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+                    if let Ok(addr) = addr.parse::<SocketAddr>() {
+                        let _ = tx.send(addr);
+                    }
                 }
                 let mut log = sink.lock().unwrap();
                 log.push_str(&line);

@@ -347,6 +347,8 @@ impl Saver {
 #[derive(Debug, Clone, Default)]
 pub struct ConnFacts {
     pub accepted: i64,
+    /// The listener's mode (`regular`, `reverse`, `socks5`).
+    pub mode: &'static str,
     /// Shared by the flows of the connection.
     pub tls: Option<Arc<Tls>>,
     pub tls_done: Option<i64>,
@@ -358,6 +360,7 @@ pub struct ConnFacts {
 /// [`Flow`]: recording costs no allocation per flow in the steady state.
 pub struct Recording {
     id: u64,
+    mode: &'static str,
     client: SocketAddr,
     client_tls: Option<Arc<Tls>>,
     server: Option<SocketAddr>,
@@ -389,6 +392,11 @@ impl Recording {
             id,
             client,
             client_tls: conn.tls.clone(),
+            mode: if conn.mode.is_empty() {
+                "regular"
+            } else {
+                conn.mode
+            },
             server: None,
             server_alpn: None,
             https: false,
@@ -554,7 +562,7 @@ impl Recording {
         let encoded = Record::encode(
             &Parts {
                 id: self.id,
-                mode: "regular",
+                mode: self.mode,
                 client: Some(self.client),
                 server: self.server,
                 client_tls: self.client_tls.as_deref(),

@@ -55,6 +55,18 @@ impl ProxyAuth {
             .fold(false, |found, expected| found | same_bytes(expected, token))
     }
 
+    /// Whether `user` and `password` (SOCKS5's RFC 1929 sub-negotiation)
+    /// are accepted credentials.
+    pub fn allows_user(&self, user: &[u8], password: &[u8]) -> bool {
+        let mut pair = user.to_vec();
+        pair.push(b':');
+        pair.extend_from_slice(password);
+        let token = base64(&pair);
+        self.tokens.iter().fold(false, |found, expected| {
+            found | same_bytes(expected, &token)
+        })
+    }
+
     /// The `407` a client without valid credentials gets.
     pub fn required() -> Response<Body> {
         let mut response = text_response(

@@ -44,6 +44,8 @@ pub fn text_response(status: StatusCode, text: impl Into<String>) -> Response<Bo
 pub struct FlowRecord {
     pub id: u64,
     pub client: SocketAddr,
+    /// The listener's mode; named in the access log unless `regular`.
+    pub mode: &'static str,
     pub method: Method,
     pub url: String,
     pub client_version: Version,
@@ -67,6 +69,7 @@ impl FlowRecord {
         Self {
             id,
             client,
+            mode: "regular",
             method: request.method().clone(),
             url: String::new(),
             client_version: request.version(),
@@ -87,9 +90,13 @@ impl FlowRecord {
         };
         tracing::info!(
             target: "proxlet::access",
-            "#{} {} {} {} {}->{} {} {}B {}ms{}{}{}",
+            "#{} {}{} {} {} {}->{} {} {}B {}ms{}{}{}",
             self.id,
             self.client,
+            match self.mode {
+                "regular" => String::new(),
+                mode => format!(" ({mode})"),
+            },
             self.method,
             self.url,
             version_str(self.client_version),

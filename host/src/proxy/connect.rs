@@ -52,9 +52,7 @@ pub(crate) fn handle_connect(
             "proxlet: the web UI is not reachable through the proxy",
         );
     }
-    let ignored = proxy.is_ignored(authority.host(), port);
     let on_upgrade = hyper::upgrade::on(request);
-    let (client, timeout) = (conn.client, proxy.settings.client_timeout);
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
@@ -63,28 +61,41 @@ pub(crate) fn handle_connect(
         let Some(stream) = into_tcp(upgraded) else {
             return tracing::error!("CONNECT {authority}: unexpected connection type");
         };
-        let _active = crate::metrics::Active::new(crate::metrics::Conn::Tunnel);
-        // `conn` (and with it the connection's --max-connections slot) lives
-        // until the tunnel ends.
-        let result = if ignored {
-            relay(stream, &authority, &proxy, &conn)
-                .await
-                .map_err(Into::into)
-        } else {
-            match first_byte(&stream, FIRST_BYTE_WAIT.min(timeout)).await {
-                Some(TLS_HANDSHAKE) => intercept(stream, authority.clone(), proxy, conn).await,
-                _ => relay(stream, &authority, &proxy, &conn)
-                    .await
-                    .map_err(Into::into),
-            }
-        };
-        if let Err(e) = result {
-            super::listener::log_client_error(client, e.as_ref(), timeout);
-        }
+        tunnel(stream, authority, proxy, conn).await;
     });
     let mut response = Response::new(boxed(http_body_util::Empty::new()));
     *response.status_mut() = StatusCode::OK;
     response
+}
+
+/// Serves an open tunnel to `authority` (after CONNECT, or SOCKS5's): TLS
+/// is intercepted, anything else (and `--ignore-hosts`) relayed. `conn`
+/// (and with it the connection's --max-connections slot) lives until the
+/// tunnel ends.
+pub(crate) async fn tunnel(
+    stream: Prefixed<TcpStream>,
+    authority: Authority,
+    proxy: Arc<Proxy>,
+    conn: Arc<ConnInfo>,
+) {
+    let (client, timeout) = (conn.client, proxy.settings.client_timeout);
+    let _active = crate::metrics::Active::new(crate::metrics::Conn::Tunnel);
+    let ignored = proxy.is_ignored(authority.host(), authority.port_u16().unwrap_or(443));
+    let result = if ignored {
+        relay(stream, &authority, &proxy, &conn)
+            .await
+            .map_err(Into::into)
+    } else {
+        match first_byte(&stream, FIRST_BYTE_WAIT.min(timeout)).await {
+            Some(TLS_HANDSHAKE) => intercept(stream, authority, proxy, conn).await,
+            _ => relay(stream, &authority, &proxy, &conn)
+                .await
+                .map_err(Into::into),
+        }
+    };
+    if let Err(e) = result {
+        super::listener::log_client_error(client, e.as_ref(), timeout);
+    }
 }
 
 /// The client's TCP stream behind the upgrade, with whatever hyper already
@@ -209,6 +220,7 @@ async fn intercept(
     }
     let inner = Arc::new(ConnInfo {
         client,
+        mode: conn.mode.clone(),
         tunnel: Some(authority),
         stop: conn.stop.clone(),
         slot: conn.slot.clone(),

@@ -18,6 +18,7 @@ use super::{
     auth::ProxyAuth,
     body::{FlowRecord, Logged},
     io::{Activity, Tracked},
+    mode::Mode,
     ConnInfo, Proxy,
 };
 
@@ -25,11 +26,52 @@ use super::{
 /// doing (an HTTP/2 GOAWAY) before its socket is dropped.
 const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// Serves proxy clients on `listener` until `shutdown` completes.
-pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Future<Output = ()>) {
+/// Serves proxy clients on `listeners` (each in its mode) until `shutdown`
+/// completes.
+pub async fn serve(
+    listeners: Vec<(TcpListener, Mode)>,
+    proxy: Arc<Proxy>,
+    shutdown: impl Future<Output = ()>,
+) {
     // Every connection and tunnel holds a receiver; shutdown is done when
     // all are dropped.
     let (stop, stopped) = watch::channel(());
+    let slots = Arc::new(tokio::sync::Semaphore::new(proxy.settings.max_connections));
+    let accepting: Vec<_> = listeners
+        .into_iter()
+        .map(|(listener, mode)| {
+            let (proxy, stopped, slots) = (proxy.clone(), stopped.clone(), slots.clone());
+            tokio::spawn(accept(listener, Arc::new(mode), proxy, stopped, slots))
+        })
+        .collect();
+    shutdown.await;
+    // Stops accepting: the listeners (and their receivers) are dropped.
+    for task in &accepting {
+        task.abort();
+    }
+    for task in accepting {
+        let _ = task.await;
+    }
+    drop(stopped);
+    let _ = stop.send(());
+    let grace = proxy.settings.shutdown_grace;
+    tracing::info!(
+        "shutting down: waiting up to {} s for open flows",
+        grace.as_secs()
+    );
+    if tokio::time::timeout(grace, stop.closed()).await.is_err() {
+        tracing::warn!("grace period over: closing the remaining flows");
+    }
+}
+
+/// Accepts clients on one listener, each served in its own task.
+async fn accept(
+    listener: TcpListener,
+    mode: Arc<Mode>,
+    proxy: Arc<Proxy>,
+    stopped: watch::Receiver<()>,
+    slots: Arc<tokio::sync::Semaphore>,
+) {
     let settings = &proxy.settings;
     let mut http1 = hyper::server::conn::http1::Builder::new();
     // Bounds both the time to send a request head (slowloris) and the idle
@@ -40,26 +82,18 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Futu
         // A client may shut down its sending side after the request
         // (`nc -N`, scripts) and still gets its response.
         .half_close(true);
-    let slots = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
     let mut last_refusal: Option<Instant> = None;
     let mut accept_errors = AcceptErrors::default();
-    tokio::pin!(shutdown);
     loop {
-        let (stream, client) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => {
-                    accept_errors.pause = Duration::ZERO;
-                    accepted
-                }
-                Err(e) => {
-                    let pause = accept_errors.failed(&e);
-                    tokio::select! {
-                        () = tokio::time::sleep(pause) => continue,
-                        () = &mut shutdown => break,
-                    }
-                }
-            },
-            () = &mut shutdown => break,
+        let (stream, client) = match listener.accept().await {
+            Ok(accepted) => {
+                accept_errors.pause = Duration::ZERO;
+                accepted
+            }
+            Err(e) => {
+                tokio::time::sleep(accept_errors.failed(&e)).await;
+                continue;
+            }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             // One line a second at most: a flood must not flood the log too.
@@ -74,8 +108,6 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Futu
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let activity = Activity::new();
-        let stream = Tracked::new(stream, activity.clone());
         // The slot lives in the connection's info, which the CONNECT tunnel
         // task inherits: a tunnel counts until its socket closes.
         let conn = Arc::new(ConnInfo {
@@ -85,9 +117,17 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Futu
             slot: Arc::new(slot),
             facts: crate::flows::sink::ConnFacts {
                 accepted: crate::flows::now_micros(),
+                mode: mode.name(),
                 ..Default::default()
             },
+            mode: mode.clone(),
         });
+        if *mode == Mode::Socks5 {
+            tokio::spawn(super::socks::serve(stream, proxy.clone(), conn));
+            continue;
+        }
+        let activity = Activity::new();
+        let stream = Tracked::new(stream, activity.clone());
         let proxy = proxy.clone();
         let service = hyper::service::service_fn({
             let conn = conn.clone();
@@ -109,17 +149,6 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Futu
             }
             drop(conn);
         });
-    }
-    drop(listener);
-    drop(stopped);
-    let _ = stop.send(());
-    let grace = proxy.settings.shutdown_grace;
-    tracing::info!(
-        "shutting down: waiting up to {} s for open flows",
-        grace.as_secs()
-    );
-    if tokio::time::timeout(grace, stop.closed()).await.is_err() {
-        tracing::warn!("grace period over: closing the remaining flows");
     }
 }
 

@@ -10,7 +10,9 @@ pub(crate) mod grant;
 pub(crate) mod headers;
 mod io;
 mod listener;
+pub mod mode;
 mod service;
+mod socks;
 pub(crate) mod stamped;
 pub(crate) mod upgrade;
 pub(crate) mod upstream;
@@ -156,6 +158,8 @@ impl Proxy {
 #[derive(Debug, Clone)]
 pub(crate) struct ConnInfo {
     pub client: SocketAddr,
+    /// The listener's mode.
+    pub mode: Arc<mode::Mode>,
     /// For connections inside an intercepted CONNECT: the tunnel's target.
     pub tunnel: Option<http::uri::Authority>,
     /// Changes when proxlet shuts down; held while the connection lives.

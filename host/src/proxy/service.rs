@@ -8,7 +8,9 @@ use hyper::body::Incoming;
 
 use super::{
     body::{boxed, text_response, Body, FlowRecord, Logged},
-    connect, headers, upgrade, ConnInfo, Proxy,
+    connect, headers,
+    mode::Mode,
+    upgrade, ConnInfo, Proxy,
 };
 use crate::{
     flows::{
@@ -28,9 +30,19 @@ pub(crate) async fn handle(
 ) -> Result<Response<Logged<Body>>, Killed> {
     let id = proxy.next_flow.fetch_add(1, Ordering::Relaxed);
     let mut record = FlowRecord::new(id, conn.client, &request);
+    record.mode = conn.mode.name();
 
-    // 1. CONNECT opens a tunnel, intercepted or not (connect.rs).
+    // 1. CONNECT opens a tunnel, intercepted or not (connect.rs); a reverse
+    // proxy has no tunnels to open.
     if request.method() == Method::CONNECT && conn.tunnel.is_none() {
+        if let Mode::Reverse { .. } = *conn.mode {
+            record.url = headers::redacted(request.uri());
+            let response = text_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "proxlet: this is a reverse proxy; CONNECT is not served here",
+            );
+            return Ok(answered(record, request.version(), response));
+        }
         record.url = headers::redacted(request.uri());
         let response = connect::handle_connect(proxy, conn, request);
         record.status = response.status();
@@ -325,6 +337,17 @@ fn answered(
 fn target_uri(request: &Request<Incoming>, conn: &ConnInfo) -> Result<Uri, (StatusCode, String)> {
     let uri = request.uri();
     let bad = |reason: String| (StatusCode::BAD_REQUEST, reason);
+    // Reverse: every request is for the one origin, whatever its target
+    // named (the path is kept).
+    if let (Mode::Reverse { scheme, authority }, None) = (&*conn.mode, &conn.tunnel) {
+        let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        return Uri::builder()
+            .scheme(scheme.clone())
+            .authority(authority.clone())
+            .path_and_query(path)
+            .build()
+            .map_err(|e| bad(format!("bad request target: {e}")));
+    }
     let Some(tunnel) = &conn.tunnel else {
         return match uri.scheme() {
             Some(s) if *s == Scheme::HTTP => {

@@ -1,0 +1,142 @@
+//! Proxy modes, as mitmproxy names them (`--mode SPEC[@ADDR|@PORT]`), each
+//! on a listener of its own: `regular` (an explicit HTTP proxy with
+//! CONNECT), `reverse:URL` (proxlet in front of one origin: clients send
+//! plain requests, proxlet fetches them from the origin) and `socks5`
+//! (SOCKS5 CONNECT, TLS inside intercepted).
+
+use std::net::SocketAddr;
+
+use http::uri::{Authority, Scheme};
+
+/// What a listener speaks to its clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    Regular,
+    /// Every request is for this origin (`Host` rewritten to it).
+    Reverse {
+        scheme: Scheme,
+        authority: Authority,
+    },
+    Socks5,
+}
+
+impl Mode {
+    /// The mode's name in access logs, flow records and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mode::Regular => "regular",
+            Mode::Reverse { .. } => "reverse",
+            Mode::Socks5 => "socks5",
+        }
+    }
+
+    /// The port a spec without an address listens on.
+    fn default_port(&self) -> u16 {
+        match self {
+            Mode::Socks5 => 1080,
+            _ => 8080,
+        }
+    }
+
+    /// Parses `SPEC[@ADDR|@PORT]`; a bare port binds 127.0.0.1.
+    pub fn parse(text: &str) -> Result<(Mode, SocketAddr), String> {
+        let (spec, addr) = match text.rsplit_once('@') {
+            Some((spec, at)) if at.parse::<u16>().is_ok() || at.parse::<SocketAddr>().is_ok() => {
+                (spec, Some(at))
+            }
+            _ => (text, None),
+        };
+        let mode = match (spec, spec.split_once(':')) {
+            ("regular", _) => Mode::Regular,
+            ("socks5", _) => Mode::Socks5,
+            (_, Some(("reverse", url))) => reverse(url)?,
+            ("transparent", _) | (_, Some(("upstream", _))) => {
+                return Err(format!(
+                    "{spec:?} mode is not available yet; modes: regular, reverse:URL, socks5"
+                ))
+            }
+            _ => {
+                return Err(format!(
+                    "unknown mode {spec:?}; modes: regular, reverse:http[s]://HOST[:PORT], socks5"
+                ))
+            }
+        };
+        let addr = match addr {
+            None => SocketAddr::from(([127, 0, 0, 1], mode.default_port())),
+            Some(at) => match at.parse::<u16>() {
+                Ok(port) => SocketAddr::from(([127, 0, 0, 1], port)),
+                Err(_) => at.parse().map_err(|_| format!("bad address {at:?}"))?,
+            },
+        };
+        Ok((mode, addr))
+    }
+}
+
+fn reverse(url: &str) -> Result<Mode, String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("reverse:{url}: not a URL ({e})"))?;
+    let scheme = match uri.scheme_str() {
+        Some("http") => Scheme::HTTP,
+        Some("https") => Scheme::HTTPS,
+        _ => {
+            return Err(format!(
+                "reverse:{url}: the origin must be http:// or https://"
+            ))
+        }
+    };
+    let authority = uri
+        .authority()
+        .filter(|a| !a.as_str().contains('@'))
+        .ok_or_else(|| format!("reverse:{url}: the URL needs a host (and no userinfo)"))?
+        .clone();
+    if uri.path() != "/" && !uri.path().is_empty() {
+        return Err(format!("reverse:{url}: give the origin only (no path)"));
+    }
+    Ok(Mode::Reverse { scheme, authority })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_name_the_mode_and_the_address() {
+        let parsed = |t| Mode::parse(t).unwrap();
+        assert_eq!(
+            parsed("regular"),
+            (Mode::Regular, "127.0.0.1:8080".parse().unwrap())
+        );
+        assert_eq!(
+            parsed("regular@9000"),
+            (Mode::Regular, "127.0.0.1:9000".parse().unwrap())
+        );
+        assert_eq!(
+            parsed("socks5"),
+            (Mode::Socks5, "127.0.0.1:1080".parse().unwrap())
+        );
+        assert_eq!(
+            parsed("socks5@[::1]:0"),
+            (Mode::Socks5, "[::1]:0".parse().unwrap())
+        );
+        let (mode, addr) = parsed("reverse:https://pypi.org@8443");
+        assert_eq!(addr, "127.0.0.1:8443".parse().unwrap());
+        let Mode::Reverse { scheme, authority } = mode else {
+            panic!("{mode:?}")
+        };
+        assert_eq!((scheme, authority.as_str()), (Scheme::HTTPS, "pypi.org"));
+        let (mode, _) = parsed("reverse:http://127.0.0.1:3000");
+        assert_eq!(mode.name(), "reverse");
+        for bad in [
+            "reverse:ftp://x",
+            "reverse:https://",
+            "reverse:https://a/b",
+            "wireguard",
+            "reverse:https://u:p@host",
+        ] {
+            assert!(Mode::parse(bad).is_err(), "{bad}");
+        }
+        let later = Mode::parse("upstream:http://proxy:3128").unwrap_err();
+        assert!(later.contains("not available yet"), "{later}");
+    }
+}

@@ -1,0 +1,172 @@
+//! Listener modes (`--mode`): SOCKS5 with intercepted TLS and its
+//! username/password authentication, a reverse proxy in front of one
+//! origin (a pull-through mirror with the cache plugin, serving offline),
+//! several listeners at once, and bad specs refused.
+
+use std::{process::Command, sync::Arc};
+
+use proxlet_tests::{pattern, proxlet::Proxlet, Origin, TestCa};
+
+fn https_origin() -> Origin {
+    Origin::https(Arc::new(TestCa::new("modes origin CA")))
+}
+
+/// The address a `proxlet listening on PREFIX…` line names.
+fn listener(proxlet: &Proxlet, prefix: &str) -> String {
+    let log = proxlet.log();
+    let line = log
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{log}"));
+    line.split(' ').next().unwrap().to_owned()
+}
+
+/// curl with `args`; (status, body, stderr).
+fn curl(args: &[&str]) -> (u16, Vec<u8>, String) {
+    let output = Command::new("curl")
+        .args(["-sS", "--max-time", "30", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .unwrap();
+    let mut body = output.stdout;
+    let split = body.iter().rposition(|b| *b == b'\n').unwrap_or(0);
+    let status = String::from_utf8_lossy(&body[split..])
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    body.truncate(split);
+    (
+        status,
+        body,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn socks5_clients_reach_https_origins_through_interception_and_authenticate() {
+    let origin = https_origin();
+    let ca = origin.ca_pem();
+    let proxlet = Proxlet::start(&["--upstream-ca", &ca, "--mode", "socks5@0"]);
+    let socks = listener(&proxlet, "proxlet listening on socks5://");
+    let ca_path = proxlet.ca_path();
+    let cacert = ca_path.to_str().unwrap();
+    // By name (the client does not resolve it) and by address; proxlet's
+    // certificate, not the origin's.
+    let by_name = origin.url("/bytes/2048").replace("127.0.0.1", "localhost");
+    let (status, body, err) = curl(&["--socks5-hostname", &socks, "--cacert", cacert, &by_name]);
+    assert_eq!((status, body.len()), (200, 2048), "{err}");
+    assert_eq!(body, pattern(2048));
+    let (status, _, err) = curl(&[
+        "--socks5",
+        &socks,
+        "--cacert",
+        cacert,
+        &origin.url("/bytes/5"),
+    ]);
+    assert_eq!(status, 200, "{err}");
+    let log = proxlet.log();
+    assert!(log.contains(&format!("(socks5) GET {by_name} ")), "{log}");
+
+    // With --proxy-auth: username/password, checked.
+    let proxlet = Proxlet::start(&[
+        "--upstream-ca",
+        &ca,
+        "--mode",
+        "socks5@0",
+        "--proxy-auth",
+        "ci:secret",
+    ]);
+    let socks = listener(&proxlet, "proxlet listening on socks5://");
+    let ca_path = proxlet.ca_path();
+    let cacert = ca_path.to_str().unwrap();
+    let url = origin.url("/bytes/7");
+    for bad in [
+        format!("socks5h://{socks}"),
+        format!("socks5h://ci:wrong@{socks}"),
+    ] {
+        let (status, _, err) = curl(&["-x", &bad, "--cacert", cacert, &url]);
+        assert_eq!(status, 0, "{bad} got through: {err}");
+    }
+    let good = format!("socks5h://ci:secret@{socks}");
+    let (status, body, err) = curl(&["-x", &good, "--cacert", cacert, &url]);
+    assert_eq!((status, body), (200, pattern(7)), "{err}");
+}
+
+#[test]
+fn a_reverse_proxy_mirrors_one_origin_and_serves_it_offline_with_the_cache() {
+    let mut origin = https_origin();
+    origin.put(
+        "/simple/demo/",
+        vec![("text/html", b"<a href=demo-1.0.tar.gz>demo</a>".to_vec())],
+    );
+    let ca = origin.ca_pem();
+    let spec = format!("reverse:https://localhost:{}@0", origin.addr.port());
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let proxlet = Proxlet::start_with_env(
+        dir.path(),
+        &[("PROXLET_CACHE_DIR", cache.display().to_string())],
+        &["--upstream-ca", &ca, "--plugin", "cache", "--mode", &spec],
+    )
+    .unwrap();
+    let mirror = listener(&proxlet, "proxlet listening on http://127.0.0.1");
+    let mirror = format!("127.0.0.1{mirror}");
+    assert!(
+        proxlet
+            .log()
+            .contains(&format!("({})", spec.trim_end_matches("@0"))),
+        "{}",
+        proxlet.log()
+    );
+
+    // A plain request to the mirror is fetched from the origin (Host and
+    // all), and stored under the origin's name.
+    let url = format!("http://{mirror}/simple/demo/");
+    let (status, body, err) = curl(&[&url]);
+    assert_eq!(status, 200, "{err}");
+    assert_eq!(body, b"<a href=demo-1.0.tar.gz>demo</a>");
+    let (status, body, _) = curl(&[&format!("http://{mirror}/bytes/100")]);
+    assert_eq!((status, body), (200, pattern(100)));
+    assert_eq!(origin.hits("/simple/demo/"), 1);
+    let log = proxlet.log();
+    let fetched = format!(
+        "(reverse) GET https://localhost:{}/simple/demo/ ",
+        origin.addr.port()
+    );
+    assert!(log.contains(&fetched), "{log}");
+    // CONNECT is not a reverse proxy's business.
+    let (status, _, _) = curl(&[
+        "-p",
+        "-x",
+        &format!("http://{mirror}"),
+        &origin.url("/bytes/1"),
+    ]);
+    assert_ne!(status, 200);
+
+    // Offline: the origin is gone, the mirror still serves what it has.
+    origin.stop();
+    let (status, body, err) = curl(&[&url]);
+    assert_eq!(status, 200, "{err}");
+    assert_eq!(body, b"<a href=demo-1.0.tar.gz>demo</a>");
+    assert_eq!(origin.hits("/simple/demo/"), 1);
+}
+
+#[test]
+fn bad_mode_specs_are_refused_with_the_reason() {
+    for (spec, says) in [
+        ("reverse:ftp://x", "http:// or https://"),
+        ("wireguard", "unknown mode"),
+        ("upstream:http://127.0.0.1:3128", "not available yet"),
+    ] {
+        let output = proxlet_tests::proxlet::run(&["--plugin", "none", "--mode", spec]);
+        assert!(!output.status.success(), "{spec} was taken");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(says), "{spec}: {stderr}");
+    }
+    let output = proxlet_tests::proxlet::run(&["--plugin", "none", "--mode", "socks5@0.0.0.0:0"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("--allow-remote"),
+        "{stderr}"
+    );
+}
