@@ -33,7 +33,7 @@ pub fn enable() -> &'static Metrics {
     METRICS.get_or_init(Metrics::new)
 }
 
-/// The proxy mode a listener serves; only `regular` exists today.
+/// The mode whose series are made up front (the others when first seen).
 const MODE: &str = "regular";
 
 /// Status classes, in label order; codes outside 100–599 count as `other`.
@@ -178,7 +178,10 @@ type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 pub struct Metrics {
     registry: Registry,
     /// By status class, in [`CLASSES`] order.
+    /// Regular-mode requests by status class.
     requests: [Counter; 6],
+    /// All of them, for the other modes.
+    by_mode: Family<RequestLabels, Counter>,
     /// By outcome, in [`Outcome::ALL`] order.
     outcomes: [Counter; 6],
     /// From the cache, from the upstream.
@@ -250,6 +253,7 @@ impl Metrics {
             "Plugin reloads, by result (ok or failed)",
             reloads.clone(),
         );
+        let by_mode = requests.clone();
         let requests = CLASSES.map(|status_class| {
             requests
                 .get_or_create(&RequestLabels {
@@ -270,6 +274,7 @@ impl Metrics {
         Self {
             registry,
             requests,
+            by_mode,
             outcomes,
             bytes,
             active,
@@ -291,12 +296,23 @@ impl Metrics {
 
     /// Counts a finished response: its status class, and its body bytes by
     /// where they came from.
-    pub fn response(&self, status: StatusCode, source: Source, bytes: u64) {
+    pub fn response(&self, status: StatusCode, source: Source, bytes: u64, mode: &'static str) {
         let class = match status.as_u16() {
             100..=599 => usize::from(status.as_u16() / 100 - 1),
             _ => 5,
         };
-        self.requests[class].inc();
+        match mode {
+            MODE => {
+                self.requests[class].inc();
+            }
+            mode => {
+                let labels = RequestLabels {
+                    status_class: CLASSES[class],
+                    mode,
+                };
+                self.by_mode.get_or_create(&labels).inc();
+            }
+        };
         match source {
             Source::Cache => self.bytes[0].inc_by(bytes),
             Source::Upstream => self.bytes[1].inc_by(bytes),
@@ -481,7 +497,8 @@ mod tests {
     #[test]
     fn the_exposition_names_every_family_with_its_labels() {
         let metrics = Metrics::new();
-        metrics.response(StatusCode::NOT_FOUND, Source::Upstream, 10);
+        metrics.response(StatusCode::NOT_FOUND, Source::Upstream, 10, "regular");
+        metrics.response(StatusCode::OK, Source::Proxy, 1, "socks5");
         metrics.outcome(Outcome::ErrorLink);
         metrics.plugin("cache").calls[2].observe(Duration::from_micros(3));
         metrics.reloaded("cache", false);
@@ -489,6 +506,7 @@ mod tests {
         for line in [
             "proxlet_requests_total{status_class=\"4xx\",mode=\"regular\"} 1",
             "proxlet_requests_total{status_class=\"2xx\",mode=\"regular\"} 0",
+            "proxlet_requests_total{status_class=\"2xx\",mode=\"socks5\"} 1",
             "proxlet_cache_outcomes_total{outcome=\"error_link\"} 1",
             "proxlet_bytes_sent_total{source=\"upstream\"} 10",
             "proxlet_connections_active{kind=\"tunnel\"} 0",

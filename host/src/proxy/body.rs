@@ -109,7 +109,7 @@ impl FlowRecord {
             self.note.as_deref().unwrap_or(""),
         );
         if let Some(metrics) = crate::metrics::get() {
-            metrics.response(self.status, self.source, bytes);
+            metrics.response(self.status, self.source, bytes, self.mode);
         }
         if let Some(recording) = self.recording.take() {
             let error = outcome.trim();
