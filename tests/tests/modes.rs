@@ -170,3 +170,71 @@ fn bad_mode_specs_are_refused_with_the_reason() {
         "{stderr}"
     );
 }
+
+#[test]
+fn pip_installs_from_a_reverse_mirror_of_the_index_then_offline() {
+    let (mut origin, _packages) = proxlet_tests::packages::registry("127.0.0.1");
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("proxlet.toml");
+    std::fs::write(
+        &config,
+        "[[plugin]]\nname = \"pypi-slash\"\n[[plugin]]\nname = \"error-links\"\n[[plugin]]\nname = \"cache\"\n",
+    )
+    .unwrap();
+    let cache = work.path().join("cache");
+    let ca = origin.ca_pem();
+    let spec = format!("reverse:https://127.0.0.1:{}@0", origin.addr.port());
+    let proxlet = Proxlet::start_with_home(
+        &work.path().join("home"),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "--upstream-ca",
+            &ca,
+            "--mode",
+            &spec,
+        ],
+    )
+    .unwrap();
+    let mirror = listener(&proxlet, "proxlet listening on http://");
+    let mirror = if proxlet.log().contains(&format!("{mirror} (reverse:")) {
+        mirror
+    } else {
+        panic!("the first listener is not the mirror:\n{}", proxlet.log())
+    };
+    let install = |target: &std::path::Path| {
+        proxlet_tests::packages::clean("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--no-cache-dir",
+                "--disable-pip-version-check",
+            ])
+            .args(["--no-input", "--timeout", "30", "--retries", "0"])
+            .arg("--index-url")
+            .arg(format!("http://{mirror}/simple/"))
+            .arg("--target")
+            .arg(target)
+            .arg("pkg-a")
+            .env("PIP_CONFIG_FILE", "/dev/null")
+            .output()
+            .unwrap()
+    };
+    let first = work.path().join("first");
+    proxlet_tests::packages::assert_ok("pip through the mirror", &install(&first), &proxlet);
+    assert!(first.join("pkg_b/__init__.py").is_file());
+    let host = cache.join(format!("127.0.0.1_{}", origin.addr.port()));
+    assert!(host.join("packages/pkg_a-1.0-py3-none-any.whl").is_file());
+
+    origin.stop();
+    let offline = work.path().join("offline");
+    proxlet_tests::packages::assert_ok(
+        "pip offline through the mirror",
+        &install(&offline),
+        &proxlet,
+    );
+    assert!(offline.join("pkg_a/__init__.py").is_file());
+}
