@@ -207,6 +207,11 @@ pub struct RunArgs {
     #[arg(long, env = "PROXLET_ADMIN", value_name = "ADDR")]
     pub admin: Option<String>,
 
+    /// Serve the web UI (flows, intercept, replay, plugins) at ADDR
+    /// [default when given without ADDR: 127.0.0.1:8081; port 0 picks a free one].
+    #[arg(long, env = "PROXLET_WEB", value_name = "ADDR", num_args = 0..=1, default_missing_value = crate::config::DEFAULT_WEB)]
+    pub web: Option<String>,
+
     /// Save every finished flow to this flow file (`+FILE` appends).
     #[arg(long, env = "PROXLET_SAVE", value_name = "FILE")]
     pub save: Option<String>,

@@ -17,6 +17,10 @@ use crate::{
 };
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Where `--web` without an address serves the UI.
+pub const DEFAULT_WEB: &str = "127.0.0.1:8081";
+/// Flows the web UI keeps when `--flows-max` does not say.
+pub const DEFAULT_WEB_FLOWS: usize = 100_000;
 pub const DEFAULT_CACHE_DIR: &str = "./proxlet-cache";
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -81,6 +85,8 @@ pub struct FileConfig {
     pub allow_remote: Option<bool>,
     /// Address of the metrics listener (`--admin`).
     pub admin: Option<String>,
+    /// Address of the web UI (`--web`).
+    pub web: Option<String>,
     /// Proxy mode (`--mode`); only "regular".
     pub mode: Option<String>,
     /// Watched directory of plugin components (`--plugin-dir`).
@@ -279,6 +285,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Where `/metrics` is served (`--admin`), if anywhere.
     pub admin: Option<SocketAddr>,
+    /// Where the web UI is served (`--web`), if anywhere.
+    pub web: Option<SocketAddr>,
     pub home: PathBuf,
     pub cache_dir: PathBuf,
     /// `--cache-store`: the shared second level of the cache dir.
@@ -431,7 +439,7 @@ impl Settings {
             plugins.extend(dir_plugins(dir)?);
         }
 
-        let capture = capture_settings(args, &file, &base)?;
+        let mut capture = capture_settings(args, &file, &base)?;
         let server_replay = server_replay_settings(args, &file, &base)?;
 
         let mode = args
@@ -463,6 +471,17 @@ impl Settings {
         };
         if let Some(addr) = admin.filter(|a| !a.ip().is_loopback() && !allow_remote) {
             return Err(Error::RemoteListen { addr });
+        }
+        let web = match args.web.clone().or(file.web) {
+            None => None,
+            Some(text) => Some(socket_addr("--web", &text)?),
+        };
+        if let Some(addr) = web.filter(|a| !a.ip().is_loopback() && !allow_remote) {
+            return Err(Error::RemoteListen { addr });
+        }
+        // The UI lists the flows kept in memory: keep some unless told.
+        if web.is_some() && args.flows_max.is_none() && file.flows_max.is_none() {
+            capture.store_count = DEFAULT_WEB_FLOWS;
         }
 
         let duration = |option: &'static str,
@@ -550,6 +569,7 @@ impl Settings {
         Ok(Self {
             listen,
             admin,
+            web,
             home,
             cache_dir,
             cache_store,

@@ -13,6 +13,7 @@ pub mod proxy;
 pub mod scaffold;
 pub mod store;
 pub mod tls;
+pub mod web;
 
 use std::sync::Arc;
 
@@ -114,16 +115,36 @@ fn run_proxy(mut settings: Settings, args: RunArgs) -> Result<()> {
         if let Some(url) = &settings.cache_store {
             store::start(url, &settings.cache_dir, &settings.upstream_ca)?;
         }
-        // Counting starts before plugins load, so theirs are counted too.
+        // Counting starts before plugins load, so theirs are counted too
+        // (the web UI shows the same counts, and its plugin history).
+        if settings.web.is_some() {
+            metrics::enable();
+            web::enable();
+        }
         if let Some(addr) = settings.admin {
             let metrics = metrics::enable();
             let admin = bind(addr).await?;
             eprintln!("proxlet admin on http://{}", admin.local_addr()?);
             tokio::spawn(admin::serve(admin, metrics));
         }
-        let chain = load_plugins(&settings, &args).await?;
+        // Bound before the proxy is made: the proxy refuses requests to
+        // the UI's address, which port 0 only picks here.
+        let web_listener = match settings.web {
+            Some(addr) => {
+                let listener = bind(addr).await?;
+                settings.web = Some(listener.local_addr()?);
+                Some(listener)
+            }
+            None => None,
+        };
+        let (chain, engine) = load_plugins(&settings, &args).await?;
         cache_limit::configure(&settings.plugins);
-        let proxy = proxy::Proxy::new(settings.clone(), ca, chain)?;
+        let proxy = proxy::Proxy::new(settings.clone(), ca, chain.clone())?;
+        if let (Some(listener), Some(addr)) = (web_listener, settings.web) {
+            let web = web::Web::new(&settings.home, addr, proxy.clone(), chain, engine)?;
+            eprintln!("proxlet web on {}", web.url());
+            tokio::spawn(web::serve(listener, web));
+        }
         // The one line scripts and tests wait for; keep its format.
         eprintln!("proxlet listening on http://{}", settings.listen);
         proxy::serve(listener, proxy.clone(), shutdown_signal()).await;
@@ -145,11 +166,20 @@ fn open_proxy_warning(settings: &Settings) -> Option<String> {
 
 /// Loads the plugin chain and starts watching its files (and the config
 /// file, when its `[[plugin]]` entries define the chain) for hot reload.
-async fn load_plugins(settings: &Settings, args: &RunArgs) -> Result<Arc<ArcSwap<plugin::Chain>>> {
+async fn load_plugins(
+    settings: &Settings,
+    args: &RunArgs,
+) -> Result<(
+    Arc<ArcSwap<plugin::Chain>>,
+    Option<Arc<plugin::PluginEngine>>,
+)> {
     let config_chain = args.config.clone().filter(|_| args.plugins.is_empty());
     if settings.plugins.is_empty() && config_chain.is_none() && settings.plugin_dir.is_none() {
         tracing::info!("no plugins: running as a plain intercepting proxy");
-        return Ok(Arc::new(ArcSwap::from_pointee(plugin::Chain::default())));
+        return Ok((
+            Arc::new(ArcSwap::from_pointee(plugin::Chain::default())),
+            None,
+        ));
     }
     let engine = plugin::PluginEngine::new(Some(settings.home.join("cache")))
         .map_err(|e| Error::PluginLoad(e.to_string()))?;
@@ -168,8 +198,8 @@ async fn load_plugins(settings: &Settings, args: &RunArgs) -> Result<Arc<ArcSwap
             .inspect(|plugins| cache_limit::configure(plugins))
             .map_err(|e| e.to_string())
     });
-    plugin::watch(chain.clone(), engine, triggers, resolve).map_err(Error::PluginLoad)?;
-    Ok(chain)
+    plugin::watch(chain.clone(), engine.clone(), triggers, resolve).map_err(Error::PluginLoad)?;
+    Ok((chain, Some(engine)))
 }
 
 async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener> {

@@ -396,6 +396,17 @@ impl Histogram {
         }))
     }
 
+    /// Observations so far and their sum in nanoseconds.
+    pub fn totals(&self) -> (u64, u64) {
+        let count = self
+            .0
+            .counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum();
+        (count, self.0.sum_nanos.load(Ordering::Relaxed))
+    }
+
     pub fn observe(&self, took: Duration) {
         let seconds = took.as_secs_f64();
         let bucket = self

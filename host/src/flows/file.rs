@@ -76,7 +76,7 @@ pub fn encode(flow: &Flow, out: &mut Vec<u8>) {
 }
 
 /// The file header of format [`VERSION`].
-fn header() -> [u8; HEADER_LEN as usize] {
+pub fn file_header() -> [u8; HEADER_LEN as usize] {
     let mut header = [0; HEADER_LEN as usize];
     header[..8].copy_from_slice(&MAGIC);
     header[8..12].copy_from_slice(&VERSION.to_le_bytes());
@@ -131,7 +131,7 @@ impl FlowWriter {
             file.seek(SeekFrom::Start(end))?;
             end
         } else {
-            file.write_all(&header())?;
+            file.write_all(&file_header())?;
             HEADER_LEN
         };
         Ok(Self {
@@ -585,7 +585,7 @@ mod tests {
     fn a_head_length_past_the_end_allocates_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.flows");
-        let mut bytes = header().to_vec();
+        let mut bytes = file_header().to_vec();
         // A frame claiming a 60 MiB head in a file of a few bytes.
         bytes.extend_from_slice(&(60u32 << 20).to_le_bytes());
         bytes.extend_from_slice(&[0; 12]);
@@ -613,7 +613,7 @@ mod tests {
         std::fs::write(&path, "{\"log\": {}}").unwrap();
         let err = FlowReader::open(&path).err().unwrap().to_string();
         assert!(err.contains("not a proxlet flow file"), "{err}");
-        let mut future = header();
+        let mut future = file_header();
         future[8] = 9;
         std::fs::write(&path, future).unwrap();
         let err = FlowReader::open(&path).err().unwrap().to_string();

@@ -13,6 +13,7 @@ pub mod convert;
 pub mod file;
 pub mod filter;
 pub mod har;
+pub mod intercept;
 pub mod mitm;
 pub mod record;
 pub mod replay;

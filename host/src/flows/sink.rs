@@ -134,6 +134,9 @@ impl Store {
 
     /// Adds flow `id`'s record, dropping the oldest ones beyond the bounds.
     pub fn push(&self, id: u64, record: Record) {
+        if let Some(events) = crate::web::events() {
+            events.stored(id, &record);
+        }
         let mut inner = self.lock();
         inner.bytes += record.weight();
         inner.flows.push_back((id, record));
@@ -168,6 +171,50 @@ impl Store {
             .filter_map(|r| decoded(r, true))
             .filter(|f| filter.is_none_or(|filter| super::filter::matches(filter, f)))
             .collect()
+    }
+
+    /// The records held, oldest first (they share the store's memory).
+    pub fn records(&self) -> Vec<(u64, Record)> {
+        self.lock().flows.iter().cloned().collect()
+    }
+
+    /// The record of flow `id`, if still held.
+    pub fn record(&self, id: u64) -> Option<Record> {
+        // Flows join when they finish, not in id order.
+        let inner = self.lock();
+        inner
+            .flows
+            .iter()
+            .rev()
+            .find(|(i, _)| *i == id)
+            .map(|(_, r)| r.clone())
+    }
+
+    /// Replaces flow `id`'s record by `change` of its flow; false when the
+    /// flow is no longer held.
+    pub fn update(&self, id: u64, change: impl FnOnce(&mut Flow)) -> bool {
+        let Some(mut flow) = self.record(id).and_then(|r| decoded(&r, true)) else {
+            return false;
+        };
+        change(&mut flow);
+        let mut out = Vec::new();
+        super::file::encode(&flow, &mut out);
+        let record = Record::new(&[&out]);
+        let mut inner = self.lock();
+        let Some((_, old)) = inner.flows.iter_mut().rev().find(|(i, _)| *i == id) else {
+            return false;
+        };
+        let (old_weight, new_weight) = (old.weight(), record.weight());
+        *old = record;
+        inner.bytes = inner.bytes + new_weight - old_weight;
+        true
+    }
+
+    /// Drops every flow held.
+    pub fn clear(&self) {
+        let mut inner = self.lock();
+        inner.flows.clear();
+        inner.bytes = 0;
     }
 
     /// Flows held and the bytes they are counted as.

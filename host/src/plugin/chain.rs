@@ -35,6 +35,22 @@ const MAX_FILL_WAITS: u32 = 3;
 pub struct Slot {
     pub spec: Arc<PluginSpec>,
     pub current: ArcSwap<LoadedPlugin>,
+    /// Cleared by the web UI's "disable": the plugin sees no flows.
+    pub enabled: std::sync::atomic::AtomicBool,
+}
+
+impl Slot {
+    pub fn new(spec: Arc<PluginSpec>, plugin: Arc<LoadedPlugin>, enabled: bool) -> Self {
+        Self {
+            spec,
+            current: ArcSwap::new(plugin),
+            enabled: enabled.into(),
+        }
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 #[derive(Default)]
@@ -50,7 +66,7 @@ impl Chain {
             let spec = Arc::new(spec.clone());
             let started = std::time::Instant::now();
             let plugin = LoadedPlugin::load(engine, spec.clone()).await?;
-            tracing::info!(
+            let message = format!(
                 "loaded plugin {} from {} (sha256 {}, {}) in {} ms",
                 spec.name,
                 spec.path.display(),
@@ -58,10 +74,11 @@ impl Chain {
                 compiled(&plugin),
                 started.elapsed().as_millis()
             );
-            slots.push(Arc::new(Slot {
-                spec,
-                current: ArcSwap::from_pointee(plugin),
-            }));
+            tracing::info!("{message}");
+            if let Some(events) = crate::web::events() {
+                events.reloaded(&spec.name, true, Some(&plugin.hash), &message);
+            }
+            slots.push(Arc::new(Slot::new(spec, Arc::new(plugin), true)));
         }
         Ok(Self { slots })
     }
@@ -80,7 +97,9 @@ impl Chain {
             plugins: self
                 .slots
                 .iter()
-                .filter(|slot| slot.spec.matcher.matches(method.as_str(), host, port, uri))
+                .filter(|slot| {
+                    slot.is_enabled() && slot.spec.matcher.matches(method.as_str(), host, port, uri)
+                })
                 .map(|slot| slot.current.load_full())
                 .collect(),
         }

@@ -52,6 +52,16 @@ impl bindings::proxlet::plugin::host::Host for State {
         use bindings::types::Level;
         let plugin = &*self.plugin;
         let message = log_safe(&message);
+        if let Some(events) = crate::web::events() {
+            let name = match level {
+                Level::Trace => "trace",
+                Level::Debug => "debug",
+                Level::Info => "info",
+                Level::Warn => "warn",
+                Level::Error => "error",
+            };
+            events.log(name, plugin, &message);
+        }
         match level {
             Level::Trace => tracing::trace!(target: "proxlet::plugin", plugin, "{message}"),
             Level::Debug => tracing::debug!(target: "proxlet::plugin", plugin, "{message}"),

@@ -68,12 +68,17 @@ pub struct LoadedPlugin {
     metrics: Option<crate::metrics::PluginMetrics>,
     /// Answers the plugin let the host reuse.
     pub memo: super::memo::Memo,
+    /// When this version was loaded (µs since the epoch) and how long its
+    /// load took.
+    pub loaded_at: i64,
+    pub load_ms: u64,
 }
 
 impl LoadedPlugin {
     /// Reads, compiles (or loads from cache), links and initialises the
     /// plugin of `spec`. The error is one sentence naming the file.
     pub async fn load(engine: &Arc<PluginEngine>, spec: Arc<PluginSpec>) -> Result<Self, String> {
+        let plugin_started = Instant::now();
         let path = spec.path.clone();
         let builtin = spec.builtin;
         let compiler = engine.clone();
@@ -98,7 +103,24 @@ impl LoadedPlugin {
         })
         .await
         .map_err(|e| format!("plugin load aborted: {e}"))??;
-        Self::from_linked(engine, spec, linked).await
+        let mut plugin = Self::from_linked(engine, spec, linked).await?;
+        plugin.load_ms = u64::try_from(plugin_started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        Ok(plugin)
+    }
+
+    /// Calls by hook: (hook, count, total µs), when metrics are on.
+    pub fn call_totals(&self) -> Option<Vec<(&'static str, u64, u64)>> {
+        let metrics = self.metrics.as_ref()?;
+        Some(
+            crate::metrics::HOOKS
+                .iter()
+                .zip(&metrics.calls)
+                .map(|(hook, histogram)| {
+                    let (count, nanos) = histogram.totals();
+                    (*hook, count, nanos / 1000)
+                })
+                .collect(),
+        )
     }
 
     async fn from_linked(
@@ -124,6 +146,8 @@ impl LoadedPlugin {
             pool: Mutex::new(Vec::new()),
             metrics: crate::metrics::get().map(|m| m.plugin(&spec_name)),
             memo: Default::default(),
+            loaded_at: crate::flows::now_micros(),
+            load_ms: 0,
         };
         let (first, declared) = plugin
             .instantiate()

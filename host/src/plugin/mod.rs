@@ -18,6 +18,8 @@ pub use chain::{Chain, FlowPlugins, Notes, RequestDecision, SentRequest};
 pub use engine::PluginEngine;
 pub use fill::FillLease;
 pub use instance::LoadedPlugin;
+pub use instance::WIT_VERSION;
+pub(crate) use reload::reload_slot;
 pub use reload::{watch, Resolver, Triggers};
 pub use spec::{Limits, Matcher, PluginSpec};
 

@@ -102,7 +102,7 @@ pub fn watch(
             let slots: Vec<Arc<Slot>> = chain.load().slots.clone();
             for slot in slots {
                 if changed.contains(&absolute(&slot.spec.path)) {
-                    reload_slot(&slot, &engine).await;
+                    reload_slot(&slot, &engine, false).await;
                 }
             }
         }
@@ -138,11 +138,12 @@ async fn reload_config(
     let specs = match resolve() {
         Ok(specs) => specs,
         Err(e) => {
-            tracing::error!(
+            let message = format!(
                 "cannot reload the plugin chain after {} changed: {e}; the previous chain keeps serving",
                 path.display()
             );
-            counted("config", false);
+            tracing::error!("{message}");
+            counted("config", false, None, &message);
             return None;
         }
     };
@@ -158,23 +159,33 @@ async fn reload_config(
             Some(slot) => slot.current.load_full(),
             None => match LoadedPlugin::load(engine, Arc::new(spec.clone())).await {
                 Ok(plugin) => {
-                    counted(&spec.name, true);
+                    let message = format!(
+                        "loaded plugin {} from {} (sha256 {})",
+                        spec.name,
+                        spec.path.display(),
+                        &plugin.hash[..12]
+                    );
+                    counted(&spec.name, true, Some(&plugin.hash), &message);
                     Arc::new(plugin)
                 }
                 Err(e) => {
-                    tracing::error!(
+                    let message = format!(
                         "cannot reload the plugin chain after {} changed: {e}; the previous chain keeps serving",
                         path.display()
                     );
-                    counted(&spec.name, false);
+                    tracing::error!("{message}");
+                    counted(&spec.name, false, None, &message);
                     return None;
                 }
             },
         };
-        slots.push(Arc::new(Slot {
-            spec: Arc::new(spec),
-            current: ArcSwap::new(plugin),
-        }));
+        // A plugin the user disabled stays disabled across config reloads.
+        let enabled = old
+            .slots
+            .iter()
+            .find(|slot| slot.spec.name == spec.name)
+            .is_none_or(|slot| slot.is_enabled());
+        slots.push(Arc::new(Slot::new(Arc::new(spec), plugin, enabled)));
     }
     let names: Vec<&str> = slots.iter().map(|s| &*s.spec.name).collect();
     tracing::info!(
@@ -192,45 +203,53 @@ async fn reload_config(
     Some(files)
 }
 
-async fn reload_slot(slot: &Slot, engine: &Arc<PluginEngine>) {
+/// Loads `slot`'s file again and swaps it in; an unchanged file is kept
+/// unless `force` (a reload the user asked for).
+pub(crate) async fn reload_slot(slot: &Slot, engine: &Arc<PluginEngine>, force: bool) {
     let started = Instant::now();
     let spec = slot.spec.clone();
     let name = spec.name.clone();
     let path = spec.path.clone();
     match LoadedPlugin::load(engine, spec).await {
         Ok(plugin) => {
-            if plugin.hash == slot.current.load().hash {
+            if !force && plugin.hash == slot.current.load().hash {
                 tracing::debug!(
                     "plugin {name}: {} changed but its content did not",
                     path.display()
                 );
                 return;
             }
-            let hash = plugin.hash[..12].to_owned();
+            let hash = plugin.hash.clone();
             let compiled = super::chain::compiled(&plugin);
             slot.current.store(Arc::new(plugin));
-            counted(&name, true);
-            tracing::info!(
-                "reloaded plugin {name} from {} (sha256 {hash}, {}) in {} ms",
+            let message = format!(
+                "reloaded plugin {name} from {} (sha256 {}, {}) in {} ms",
                 path.display(),
+                &hash[..12],
                 compiled,
                 started.elapsed().as_millis()
             );
+            tracing::info!("{message}");
+            counted(&name, true, Some(&hash), &message);
         }
         Err(reason) => {
-            tracing::error!(
+            let message = format!(
                 "cannot reload plugin {name}: {reason}; the previous version keeps serving"
             );
-            counted(&name, false);
+            tracing::error!("{message}");
+            counted(&name, false, None, &message);
         }
     }
 }
 
 /// Counts a reload of `plugin` (`config` for a config file that no longer
 /// resolves) in the metrics, when they are on.
-fn counted(plugin: &str, ok: bool) {
+fn counted(plugin: &str, ok: bool, sha256: Option<&str>, message: &str) {
     if let Some(metrics) = crate::metrics::get() {
         metrics.reloaded(plugin, ok);
+    }
+    if let Some(events) = crate::web::events() {
+        events.reloaded(plugin, ok, sha256, message);
     }
 }
 

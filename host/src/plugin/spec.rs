@@ -65,6 +65,21 @@ pub struct Matcher {
 }
 
 impl Matcher {
+    /// The prefilter in words (`""` when it lets every flow through).
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.hosts.is_empty() {
+            parts.push(format!("hosts {:?}", self.hosts));
+        }
+        if !self.methods.is_empty() {
+            parts.push(format!("methods {}", self.methods.join(",")));
+        }
+        if let Some(url) = &self.url {
+            parts.push(format!("url ~ {}", url.as_str()));
+        }
+        parts.join("; ")
+    }
+
     pub fn matches(&self, method: &str, host: &str, port: u16, url: &http::Uri) -> bool {
         (self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(host, port)))
             && (self.methods.is_empty() || self.methods.iter().any(|m| m == method))

@@ -46,6 +46,12 @@ pub(crate) fn handle_connect(
             format!("proxlet: CONNECT target {authority} has no port"),
         );
     };
+    if proxy.names_web_ui(authority.host(), port) {
+        return text_response(
+            StatusCode::FORBIDDEN,
+            "proxlet: the web UI is not reachable through the proxy",
+        );
+    }
     let ignored = proxy.is_ignored(authority.host(), port);
     let on_upgrade = hyper::upgrade::on(request);
     let (client, timeout) = (conn.client, proxy.settings.client_timeout);

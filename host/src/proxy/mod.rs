@@ -42,6 +42,8 @@ pub struct Proxy {
     pub(crate) sink: Option<Arc<crate::flows::sink::Sink>>,
     /// `--server-replay`: recorded responses answer matching requests.
     server_replay: Option<crate::flows::replay::ServerReplay>,
+    /// Intercepting, when the web UI is on.
+    pub(crate) intercept: Option<Arc<crate::flows::intercept::Intercept>>,
 }
 
 impl Proxy {
@@ -70,6 +72,11 @@ impl Proxy {
             settings,
             next_flow: AtomicU64::new(1),
             server_replay,
+            intercept: crate::web::events().map(|events| {
+                Arc::new(crate::flows::intercept::Intercept::new(
+                    events.paused.clone(),
+                ))
+            }),
         }))
     }
 
@@ -77,6 +84,64 @@ impl Proxy {
     pub fn close(&self) {
         if let Some(sink) = &self.sink {
             sink.close();
+        }
+    }
+
+    /// The next flow id (flows made by the web UI take theirs here too).
+    pub(crate) fn next_flow_id(&self) -> u64 {
+        self.next_flow
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Where the proxy listens (an unspecified address as loopback), for
+    /// requests proxlet sends through itself.
+    pub(crate) fn local_addr(&self) -> std::net::SocketAddr {
+        let mut addr = self.settings.listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr {
+                std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        addr
+    }
+
+    pub(crate) fn upstream_timeout(&self) -> std::time::Duration {
+        self.settings.upstream_timeout
+    }
+
+    pub(crate) fn ca(&self) -> &CertificateAuthority {
+        &self.ca
+    }
+
+    /// The first `--proxy-auth` credentials, for requests proxlet sends
+    /// through itself.
+    pub(crate) fn own_credentials(&self) -> Option<&crate::config::ProxyCredential> {
+        self.settings.proxy_auth.first()
+    }
+
+    /// Whether `host:port` names the web UI's listener.
+    pub(crate) fn names_web_ui(&self, host: &str, port: u16) -> bool {
+        let Some(web) = self.settings.web else {
+            return false;
+        };
+        if port != web.port() {
+            return false;
+        }
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.eq_ignore_ascii_case("localhost")
+            || host.to_ascii_lowercase().ends_with(".localhost")
+        {
+            return true;
+        }
+        match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => {
+                ip.is_loopback()
+                    || ip.is_unspecified()
+                    || ip == web.ip()
+                    || web.ip().is_unspecified()
+            }
+            Err(_) => false,
         }
     }
 

@@ -12,7 +12,8 @@ use super::{
 };
 use crate::{
     flows::{
-        replay::{self, Answer},
+        intercept::SeenRequest,
+        replay::{self, Answer, Killed},
         sink::Recording,
     },
     metrics::{Outcome, Source},
@@ -24,7 +25,7 @@ pub(crate) async fn handle(
     proxy: Arc<Proxy>,
     conn: Arc<ConnInfo>,
     request: Request<Incoming>,
-) -> Result<Response<Logged<Body>>, crate::flows::replay::Killed> {
+) -> Result<Response<Logged<Body>>, Killed> {
     let id = proxy.next_flow.fetch_add(1, Ordering::Relaxed);
     let mut record = FlowRecord::new(id, conn.client, &request);
 
@@ -59,6 +60,15 @@ pub(crate) async fn handle(
         let response = local_response(&proxy, &target);
         return Ok(answered(record, request.version(), response));
     }
+    // The web UI is never reached through the proxy (its token would be
+    // the only guard left against a page that makes the browser ask).
+    if proxy.names_web_ui(target.host().unwrap_or_default(), target_port(&target)) {
+        let response = text_response(
+            StatusCode::FORBIDDEN,
+            "proxlet: the web UI is not reachable through the proxy",
+        );
+        return Ok(answered(record, request.version(), response));
+    }
 
     let (mut parts, body) = request.into_parts();
     let mut body = boxed(body);
@@ -73,6 +83,17 @@ pub(crate) async fn handle(
     }
     parts.uri = target;
     let mut notes = Notes::new(record.recording.is_some());
+    // Intercepting (web UI): one relaxed load when no filter is set.
+    let intercept = proxy.intercept.as_deref().filter(|i| i.is_on());
+    // As in mitmproxy, a request is paused before any plugin sees it (so a
+    // request the cache would answer pauses too); the plugins see the
+    // edited request.
+    if let Some(intercept) = intercept {
+        let paused = intercept.request(record.id, conn.client, &mut parts, &mut body);
+        if paused.await.is_err() {
+            return Err(killed(record, &parts));
+        }
+    }
 
     // 3. on-request: plugins whose prefilter matches decide first.
     let plugins = proxy.plugins.load().for_flow(&parts.method, &parts.uri);
@@ -91,6 +112,7 @@ pub(crate) async fn handle(
         None => RequestDecision::Continue,
     };
 
+    let seen: Option<SeenRequest>;
     let response = match decision {
         RequestDecision::Respond(response) => {
             if let Some(recording) = record.recording.as_mut() {
@@ -99,6 +121,7 @@ pub(crate) async fn handle(
                 headers::remove_hop_by_hop(&mut parts.headers);
                 recording.request(&parts.method, &parts.uri, parts.version, &parts.headers);
             }
+            seen = intercept.map(|_| SeenRequest::of(&parts));
             response
         }
         RequestDecision::Continue => {
@@ -113,6 +136,7 @@ pub(crate) async fn handle(
             });
             // 4. Upstream.
             headers::remove_hop_by_hop(&mut parts.headers);
+            seen = intercept.map(|_| SeenRequest::of(&parts));
             if let Some(recording) = record.recording.as_mut() {
                 recording.request(&parts.method, &parts.uri, parts.version, &parts.headers);
                 body = recording.tee_request(body);
@@ -178,6 +202,19 @@ pub(crate) async fn handle(
         }
     };
 
+    // The response phase of intercepting.
+    let mut response = response;
+    if let (Some(intercept), Some(seen)) = (intercept, &seen) {
+        let paused = intercept.response(record.id, conn.client, seen, &mut response);
+        if paused.await.is_err() {
+            if let Some(recording) = record.recording.as_mut() {
+                let head = response.headers();
+                recording.response(response.status(), record.client_version, head);
+            }
+            return Err(killed(record, seen));
+        }
+    }
+
     // 6. Stream back; the access log is written when the body is done.
     let (mut parts, body) = response.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
@@ -198,6 +235,46 @@ pub(crate) async fn handle(
         recording.response(parts.status, record.client_version, &parts.headers);
     }
     Ok(Response::from_parts(parts, Logged::new(body, record)))
+}
+
+/// A flow the user killed while it was intercepted: recorded with that
+/// error, logged, and the client's connection is closed.
+fn killed(mut record: FlowRecord, request: &impl KilledRequest) -> Killed {
+    tracing::info!(
+        target: "proxlet::access",
+        "#{} {} {} {} killed: by the user (intercept)",
+        record.id,
+        record.client,
+        record.method,
+        record.url,
+    );
+    if let Some(mut recording) = record.recording.take() {
+        request.record(&mut recording);
+        recording.finish(Some("killed by the user".into()), None);
+    }
+    Killed
+}
+
+/// The request a killed flow records, if it has none yet.
+trait KilledRequest {
+    fn record(&self, recording: &mut Recording);
+}
+
+impl KilledRequest for http::request::Parts {
+    fn record(&self, recording: &mut Recording) {
+        recording.request(&self.method, &self.uri, self.version, &self.headers);
+    }
+}
+
+impl KilledRequest for SeenRequest {
+    fn record(&self, _: &mut Recording) {}
+}
+
+fn target_port(uri: &Uri) -> u16 {
+    uri.port_u16().unwrap_or(match uri.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    })
 }
 
 /// A response proxlet makes itself before the pipeline runs (a bad target,

@@ -1,0 +1,668 @@
+//! The web UI's JSON API (docs/web.md): flows held in the store and paused
+//! ones, intercepting, replay, import and export, and the plugin chain.
+
+use std::sync::{atomic::Ordering, Arc};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde::{Deserialize, Serialize};
+
+use super::{error, json, Web};
+use crate::{
+    flows::{
+        self,
+        filter::{self, Filter},
+        intercept::{Edits, Phase, Verdict},
+        Flow, Header,
+    },
+    plugin::Hooks,
+    proxy::body::{boxed, collect_limited, full, Body, Collected},
+};
+
+/// Largest JSON body a call takes.
+const MAX_JSON: usize = 16 << 20;
+/// Largest flow file `POST /api/load` takes.
+const MAX_LOAD: usize = 512 << 20;
+
+/// A row of the flow list.
+#[derive(Serialize)]
+pub struct Summary<'a> {
+    id: u64,
+    ts: Option<i64>,
+    method: &'a str,
+    scheme: &'a str,
+    host: &'a str,
+    port: u16,
+    path: &'a str,
+    url: &'a str,
+    status: Option<u16>,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    size: Option<u64>,
+    /// Milliseconds.
+    duration: Option<f64>,
+    cache: &'a str,
+    plugins: Vec<&'a str>,
+    marked: bool,
+    comment: &'a str,
+    error: Option<&'a str>,
+    intercepted: Option<&'static str>,
+}
+
+impl<'a> Summary<'a> {
+    pub fn of(id: u64, flow: &'a Flow, intercepted: Option<Phase>) -> Self {
+        let url = flow.request.url.as_str();
+        let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+        let split = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(split);
+        let port = authority
+            .rsplit_once(':')
+            .filter(|(_, p)| !p.contains(']'))
+            .and_then(|(_, p)| p.parse().ok())
+            .unwrap_or(if scheme == "https" { 443 } else { 80 });
+        let response = flow.response.as_ref();
+        let field = |name: &str| {
+            response
+                .and_then(|r| r.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)))
+                .and_then(|h| std::str::from_utf8(&h.value).ok())
+                .unwrap_or("")
+        };
+        let kind = field("content-type").split(';').next().unwrap_or("").trim();
+        let tag = field("x-proxlet");
+        let cache = tag.strip_prefix("cache;").unwrap_or(tag);
+        let t = &flow.timings;
+        let duration = match (t.request_start, t.response_end) {
+            (Some(start), Some(end)) if response.is_some() => Some((end - start) as f64 / 1000.0),
+            _ => None,
+        };
+        let mut plugins: Vec<&str> = flow
+            .plugins
+            .iter()
+            .filter(|s| s.decision != "continue")
+            .map(|s| s.plugin.as_str())
+            .collect();
+        plugins.dedup();
+        Self {
+            id,
+            ts: t.request_start,
+            method: &flow.request.method,
+            scheme,
+            host: flow.host(),
+            port,
+            path: if path.is_empty() { "/" } else { path },
+            url,
+            status: response.map(|r| r.status),
+            kind,
+            size: response.map(|r| r.body.size),
+            duration,
+            cache,
+            plugins,
+            marked: flow.marked,
+            comment: &flow.comment,
+            error: flow.error.as_deref(),
+            intercepted: intercepted.map(Phase::as_str),
+        }
+    }
+}
+
+/// Flow `id`'s summary as JSON, paused or stored.
+pub(super) fn summary_now(web: &Web, id: u64) -> Option<String> {
+    let (flow, phase) = find(web, id, false)?;
+    serde_json::to_string(&Summary::of(id, &flow, phase)).ok()
+}
+
+/// Flow `id`, paused (with its phase) or held in the store.
+fn find(web: &Web, id: u64, bodies: bool) -> Option<(Arc<Flow>, Option<Phase>)> {
+    if let Some(paused) = web.proxy.intercept.as_ref().and_then(|i| i.get(id)) {
+        return Some((paused.flow, Some(paused.phase)));
+    }
+    let record = store(web)?.record(id)?;
+    Some((Arc::new(record.flow(bodies).ok()?), None))
+}
+
+fn store(web: &Web) -> Option<&flows::sink::Store> {
+    web.proxy.sink.as_ref()?.store()
+}
+
+pub(super) async fn answer(web: &Arc<Web>, request: Request<Incoming>) -> Response<Body> {
+    let path = request.uri().path().trim_start_matches("/api/").to_owned();
+    let segments: Vec<&str> = path.split('/').collect();
+    let method = request.method().clone();
+    let query = request.uri().query().map(str::to_owned);
+    let param = |name| super::query_param(query.as_deref(), name);
+    match (&method, segments.as_slice()) {
+        (&Method::GET, ["flows"]) => list(web, param("filter").as_deref()),
+        (&Method::DELETE, ["flows"]) => {
+            if let Some(store) = store(web) {
+                store.clear();
+            }
+            web.events.cleared();
+            json(StatusCode::OK, &serde_json::json!({}))
+        }
+        (&Method::GET, ["flows", id]) => with_id(id, |id| detail(web, id)),
+        (&Method::PATCH, ["flows", id]) => {
+            let Ok(id) = id.parse() else {
+                return error(StatusCode::NOT_FOUND, "no such flow");
+            };
+            match read_json::<Mark>(request).await {
+                Ok(mark) => mark_flow(web, id, mark),
+                Err(refused) => refused,
+            }
+        }
+        (&Method::GET, ["flows", id, side @ ("request" | "response"), "body"]) => {
+            let decode = param("decode").is_some_and(|v| v == "1" || v == "true");
+            with_id(id, |id| body(web, id, side, decode))
+        }
+        (&Method::POST, ["flows", id, "replay"]) => {
+            let Ok(id) = id.parse() else {
+                return error(StatusCode::NOT_FOUND, "no such flow");
+            };
+            let Some((flow, _)) = find(web, id, true) else {
+                return error(StatusCode::NOT_FOUND, "no such flow");
+            };
+            let edited = Resend {
+                method: flow.request.method.clone(),
+                url: flow.request.url.clone(),
+                headers: flow
+                    .request
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.to_string(), String::from_utf8_lossy(&h.value).into()))
+                    .collect(),
+                body: None,
+                body_bytes: Some(flow.request.body.data.clone()),
+            };
+            resend(web, edited).await
+        }
+        (&Method::POST, ["replay"]) => match read_json::<Resend>(request).await {
+            Ok(edited) => resend(web, edited).await,
+            Err(refused) => refused,
+        },
+        (&Method::POST, ["flows", id, verb @ ("resume" | "kill")]) => {
+            let Ok(id) = id.parse() else {
+                return error(StatusCode::NOT_FOUND, "no such flow");
+            };
+            let verdict = if *verb == "kill" {
+                Verdict::Kill
+            } else {
+                match read_json::<Option<Edits>>(request).await {
+                    Ok(edits) => Verdict::Resume(edits.unwrap_or_default()),
+                    Err(refused) => return refused,
+                }
+            };
+            let decided = web
+                .proxy
+                .intercept
+                .as_ref()
+                .is_some_and(|i| i.decide(id, verdict));
+            match decided {
+                true => json(StatusCode::OK, &serde_json::json!({})),
+                false => error(StatusCode::CONFLICT, "that flow is not paused"),
+            }
+        }
+        (&Method::POST, ["resume-all"]) => {
+            let resumed = web.proxy.intercept.as_ref().map_or(0, |i| i.resume_all());
+            json(StatusCode::OK, &serde_json::json!({ "resumed": resumed }))
+        }
+        (&Method::GET, ["intercept"]) => {
+            let filter = web.proxy.intercept.as_ref().map(|i| i.filter_text());
+            json(
+                StatusCode::OK,
+                &serde_json::json!({ "filter": filter.unwrap_or_default() }),
+            )
+        }
+        (&Method::PUT, ["intercept"]) => {
+            let Some(intercept) = web.proxy.intercept.as_ref() else {
+                return error(StatusCode::CONFLICT, "intercepting is off");
+            };
+            match read_json::<FilterBody>(request).await {
+                Ok(body) => match intercept.set_filter(&body.filter) {
+                    Ok(()) => {
+                        tracing::info!("intercept filter: {:?}", body.filter);
+                        json(
+                            StatusCode::OK,
+                            &serde_json::json!({ "filter": body.filter }),
+                        )
+                    }
+                    Err(e) => bad_filter(&e),
+                },
+                Err(refused) => refused,
+            }
+        }
+        (&Method::GET, ["export"]) => export(web, param("format").as_deref(), param("ids")),
+        (&Method::POST, ["load"]) => load(web, request).await,
+        (&Method::GET, ["plugins"]) => json(StatusCode::OK, &plugins(web)),
+        (&Method::POST, ["plugins", name, verb @ ("enable" | "disable" | "reload")]) => {
+            plugin_action(web, name, verb).await
+        }
+        _ => error(StatusCode::NOT_FOUND, "no such call"),
+    }
+}
+
+fn with_id(id: &str, then: impl FnOnce(u64) -> Response<Body>) -> Response<Body> {
+    match id.parse() {
+        Ok(id) => then(id),
+        Err(_) => error(StatusCode::NOT_FOUND, "no such flow"),
+    }
+}
+
+fn bad_filter(e: &filter::FilterError) -> Response<Body> {
+    json(
+        StatusCode::BAD_REQUEST,
+        &serde_json::json!({ "error": e.to_string(), "position": e.position }),
+    )
+}
+
+async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Bytes, Response<Body>> {
+    match collect_limited(boxed(request.into_body()), limit).await {
+        Collected::Complete(data) => Ok(data),
+        Collected::TooLarge(_) => Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("the body is over {limit} bytes"),
+        )),
+        Collected::Failed(reason) => Err(error(StatusCode::BAD_REQUEST, &reason)),
+    }
+}
+
+async fn read_json<T: for<'de> Deserialize<'de>>(
+    request: Request<Incoming>,
+) -> Result<T, Response<Body>> {
+    let data = read_body(request, MAX_JSON).await?;
+    let data: &[u8] = if data.is_empty() { b"null" } else { &data };
+    serde_json::from_slice(data)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("bad JSON: {e}")))
+}
+
+#[derive(Deserialize)]
+struct FilterBody {
+    filter: String,
+}
+
+fn list(web: &Web, filter: Option<&str>) -> Response<Body> {
+    let filter = match filter.map(str::trim).filter(|f| !f.is_empty()) {
+        None => None,
+        Some(text) => match Filter::parse(text) {
+            Ok(filter) => Some(filter),
+            Err(e) => return bad_filter(&e),
+        },
+    };
+    let bodies = filter.as_ref().is_some_and(Filter::uses_bodies);
+    let records = store(web).map(|s| s.records()).unwrap_or_default();
+    let total = records.len();
+    let mut out = Vec::with_capacity(records.len() * 256 + 64);
+    out.extend_from_slice(b"{\"flows\":[");
+    let mut first = true;
+    let mut push = |id: u64, flow: &Flow, phase: Option<Phase>| {
+        if filter.as_ref().is_some_and(|f| !filter::matches(f, flow)) {
+            return;
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        let _ = serde_json::to_writer(&mut out, &Summary::of(id, flow, phase));
+    };
+    for (id, record) in &records {
+        if let Ok(flow) = record.flow(bodies) {
+            push(*id, &flow, None);
+        }
+    }
+    for (id, paused) in web
+        .proxy
+        .intercept
+        .as_ref()
+        .map(|i| i.paused())
+        .unwrap_or_default()
+    {
+        push(id, &paused.flow, Some(paused.phase));
+    }
+    out.extend_from_slice(format!("],\"total\":{total}}}").as_bytes());
+    let mut response = Response::new(full(out));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn detail(web: &Web, id: u64) -> Response<Body> {
+    let Some((flow, phase)) = find(web, id, false) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "no such flow (it may have left the store)",
+        );
+    };
+    let headers = |headers: &[Header]| -> Vec<(String, String)> {
+        headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_string(),
+                    String::from_utf8_lossy(&h.value).into_owned(),
+                )
+            })
+            .collect()
+    };
+    let body = |b: &flows::Body| serde_json::json!({ "size": b.size, "truncated": b.truncated });
+    let t = &flow.timings;
+    let value = serde_json::json!({
+        "summary": Summary::of(id, &flow, phase),
+        "request": {
+            "method": flow.request.method,
+            "url": flow.request.url,
+            "version": flow.request.version,
+            "headers": headers(&flow.request.headers),
+            "body": body(&flow.request.body),
+        },
+        "response": flow.response.as_ref().map(|r| serde_json::json!({
+            "status": r.status,
+            "version": r.version,
+            "headers": headers(&r.headers),
+            "body": body(&r.body),
+        })),
+        "timings": {
+            "client_connect": t.client_connect,
+            "client_tls": t.client_tls,
+            "request_start": t.request_start,
+            "request_end": t.request_end,
+            "server_connect": t.server_connect,
+            "server_tcp": t.server_tcp,
+            "server_tls": t.server_tls,
+            "response_start": t.response_start,
+            "response_end": t.response_end,
+        },
+        "client": flow.client.map(|a| a.to_string()),
+        "server": flow.server.map(|a| a.to_string()),
+        "client_tls": flow.client_tls,
+        "server_tls": flow.server_tls,
+        "plugins": flow.plugins,
+        "note": flow.note,
+        "error": flow.error,
+    });
+    json(StatusCode::OK, &value)
+}
+
+fn body(web: &Web, id: u64, side: &str, decode: bool) -> Response<Body> {
+    let Some((flow, _)) = find(web, id, true) else {
+        return error(StatusCode::NOT_FOUND, "no such flow");
+    };
+    let (headers, data) = match side {
+        "request" => (&flow.request.headers, &flow.request.body.data),
+        _ => match &flow.response {
+            Some(r) => (&r.headers, &r.body.data),
+            None => return error(StatusCode::NOT_FOUND, "the flow has no response"),
+        },
+    };
+    let data = match decode {
+        true => Bytes::from(filter::decoded(headers, data).into_owned()),
+        false => data.clone(),
+    };
+    let kind = headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-type"))
+        .and_then(|h| HeaderValue::from_bytes(&h.value).ok());
+    let mut response = Response::new(full(data));
+    let out = response.headers_mut();
+    out.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Some(kind) = kind {
+        out.insert("x-proxlet-content-type", kind);
+    }
+    response
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Mark {
+    marked: Option<bool>,
+    comment: Option<String>,
+}
+
+fn mark_flow(web: &Web, id: u64, mark: Mark) -> Response<Body> {
+    let Some(store) = store(web) else {
+        return error(StatusCode::NOT_FOUND, "no such flow");
+    };
+    let changed = store.update(id, |flow| {
+        if let Some(marked) = mark.marked {
+            flow.marked = marked;
+        }
+        if let Some(comment) = mark.comment {
+            flow.comment = comment;
+        }
+    });
+    if !changed {
+        return error(
+            StatusCode::NOT_FOUND,
+            "no such flow (it may have left the store)",
+        );
+    }
+    match summary_now(web, id) {
+        Some(summary) => {
+            // Other pages see the change too.
+            if let Some(record) = store.record(id) {
+                web.events.stored(id, &record);
+            }
+            let mut response = Response::new(full(summary));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+        None => error(StatusCode::NOT_FOUND, "no such flow"),
+    }
+}
+
+/// A request to send through the proxy again (replay, duplicate-and-edit).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Resend {
+    pub method: String,
+    pub url: String,
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(skip)]
+    pub body_bytes: Option<Bytes>,
+}
+
+async fn resend(web: &Web, request: Resend) -> Response<Body> {
+    match super::replay::send(&web.proxy, request).await {
+        Ok(status) => json(StatusCode::OK, &serde_json::json!({ "status": status })),
+        Err(reason) => error(StatusCode::BAD_GATEWAY, &reason),
+    }
+}
+
+fn export(web: &Web, format: Option<&str>, ids: Option<String>) -> Response<Body> {
+    let wanted: Option<Vec<u64>> = ids.map(|ids| {
+        ids.split(',')
+            .filter_map(|i| i.trim().parse().ok())
+            .collect()
+    });
+    let records = store(web).map(|s| s.records()).unwrap_or_default();
+    let flows = records
+        .iter()
+        .filter(|(id, _)| wanted.as_ref().is_none_or(|w| w.contains(id)))
+        .filter_map(|(_, r)| r.flow(true).ok());
+    let mut out = Vec::new();
+    let (kind, name) = match format.unwrap_or("proxlet") {
+        "har" => {
+            let _ = flows::har::write(flows, &mut out);
+            ("application/json", "flows.har")
+        }
+        "mitm" => {
+            let _ = flows::mitm::write(flows, &mut out);
+            ("application/octet-stream", "flows.mitm")
+        }
+        "proxlet" => {
+            out.extend_from_slice(&flows::file::file_header());
+            for flow in flows {
+                flows::file::encode(&flow, &mut out);
+            }
+            ("application/octet-stream", "flows.proxlet")
+        }
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("unknown format {other:?}: har, proxlet or mitm"),
+            )
+        }
+    };
+    let mut response = Response::new(full(out));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    if let Ok(disposition) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+        headers.insert(header::CONTENT_DISPOSITION, disposition);
+    }
+    response
+}
+
+async fn load(web: &Web, request: Request<Incoming>) -> Response<Body> {
+    let Some(store) = store(web) else {
+        return error(StatusCode::CONFLICT, "no flow store (--flows-max 0)");
+    };
+    let data = match read_body(request, MAX_LOAD).await {
+        Ok(data) => data,
+        Err(refused) => return refused,
+    };
+    // The readers work on files: a private temp file under the home.
+    let temp = web.home.join(format!(
+        ".web-load-{}-{}",
+        std::process::id(),
+        web.proxy.next_flow_id()
+    ));
+    let parsed = tokio::task::spawn_blocking(move || {
+        let read = || -> Result<Vec<Flow>, String> {
+            use std::io::Write;
+            let mut file = flows::file::create_private(&temp).map_err(|e| e.to_string())?;
+            file.write_all(&data).map_err(|e| e.to_string())?;
+            drop(file);
+            let flows = flows::convert::open_any(&temp).map_err(|e| e.to_string())?;
+            flows
+                .collect::<Result<Vec<Flow>, _>>()
+                .map_err(|e| e.to_string())
+        };
+        let flows = read();
+        let _ = std::fs::remove_file(&temp);
+        flows
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r);
+    let flows = match parsed {
+        Ok(flows) => flows,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, &reason),
+    };
+    let loaded = flows.len();
+    let mut out = Vec::new();
+    for mut flow in flows {
+        let id = web.proxy.next_flow_id();
+        flow.id = id;
+        out.clear();
+        flows::file::encode(&flow, &mut out);
+        store.push(id, flows::record::Record::new(&[&out]));
+    }
+    tracing::info!("web: loaded {loaded} flows");
+    json(StatusCode::OK, &serde_json::json!({ "loaded": loaded }))
+}
+
+/// The plugin chain as the plugins page shows it.
+pub(super) fn plugins(web: &Web) -> serde_json::Value {
+    let chain = web.chain.load();
+    let hooks = [
+        (Hooks::ON_REQUEST, "on-request"),
+        (Hooks::ON_REQUEST_BODY, "on-request-body"),
+        (Hooks::ON_RESPONSE, "on-response"),
+        (Hooks::ON_RESPONSE_BODY, "on-response-body"),
+        (Hooks::ON_ERROR, "on-error"),
+    ];
+    let list: Vec<serde_json::Value> = chain
+        .slots
+        .iter()
+        .map(|slot| {
+            let plugin = slot.current.load();
+            let spec = &slot.spec;
+            let history = web.events.history(&spec.name);
+            let calls: serde_json::Map<String, serde_json::Value> = plugin
+                .call_totals()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(_, count, _)| *count > 0)
+                .map(|(hook, count, micros)| {
+                    let mean = micros as f64 / count as f64;
+                    (hook.to_owned(), serde_json::json!({ "count": count, "micros": mean }))
+                })
+                .collect();
+            serde_json::json!({
+                "name": &*spec.name,
+                "source": match spec.builtin {
+                    Some(_) => format!("built-in ({})", spec.path.display()),
+                    None => spec.path.display().to_string(),
+                },
+                "sha256": plugin.hash,
+                "wit": format!("proxlet:plugin@{}", crate::plugin::WIT_VERSION),
+                "hooks": hooks.iter().filter(|(h, _)| plugin.hooks.contains(*h)).map(|(_, n)| *n).collect::<Vec<_>>(),
+                "limits": {
+                    "memory_bytes": spec.limits.memory_bytes,
+                    "call_ms": spec.limits.call.as_millis() as u64,
+                    "max_body_bytes": spec.limits.max_body_bytes,
+                    "max_delay_ms": spec.limits.max_delay.as_millis() as u64,
+                },
+                "grants": spec.dirs.iter().map(|(guest, host)| serde_json::json!({
+                    "guest": guest,
+                    "host": host.display().to_string(),
+                })).collect::<Vec<_>>(),
+                "credentials": spec.credentials,
+                "fail_closed": spec.fail_closed,
+                "matcher": spec.matcher.describe(),
+                "loaded_at": plugin.loaded_at,
+                "load_ms": plugin.load_ms,
+                "enabled": slot.is_enabled(),
+                "last_error": history.last_error,
+                "calls": calls,
+                "reloads": history.reloads,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(list)
+}
+
+async fn plugin_action(web: &Web, name: &str, verb: &str) -> Response<Body> {
+    let slot = web
+        .chain
+        .load()
+        .slots
+        .iter()
+        .find(|s| &*s.spec.name == name)
+        .cloned();
+    let Some(slot) = slot else {
+        return error(StatusCode::NOT_FOUND, "no such plugin in the chain");
+    };
+    match verb {
+        "enable" | "disable" => {
+            let enable = verb == "enable";
+            slot.enabled.store(enable, Ordering::Relaxed);
+            tracing::info!("plugin {name} {}d from the web UI", verb);
+            web.events
+                .log("info", name, &format!("{verb}d from the web UI"));
+            web.events.plugins_changed();
+        }
+        _ => {
+            let Some(engine) = &web.engine else {
+                return error(StatusCode::CONFLICT, "no plugin engine");
+            };
+            crate::plugin::reload_slot(&slot, engine, true).await;
+        }
+    }
+    let all = plugins(web);
+    let entry = all
+        .as_array()
+        .and_then(|list| list.iter().find(|p| p["name"] == name))
+        .cloned()
+        .unwrap_or_default();
+    json(StatusCode::OK, &entry)
+}
