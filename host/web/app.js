@@ -45,7 +45,7 @@ function clear(node) {
 /** A two-column table of [label, value] pairs; values are text or nodes. */
 function kvTable(rows, testid) {
   return el('table', { className: 'kv', testid },
-    el('tbody', {}, rows.map(([k, v]) => el('tr', {}, el('td', { text: k }), el('td', {}, v ?? '')))));
+    el('tbody', {}, rows.map(([k, v]) => el('tr', {}, el('td', {}, k), el('td', {}, v ?? '')))));
 }
 
 function debounce(fn, ms) {
@@ -218,6 +218,8 @@ const state = {
   /** New flows seen since the last full re-read (the store evicts silently). */
   addedSinceSync: 0,
   plugins: [],
+  /** The plugin list as last drawn (JSON). */
+  pluginsText: '',
   chosenPlugin: null,
   logLines: [],
 };
@@ -419,7 +421,7 @@ function showExprError(box, input, expr, message, position) {
   append(box, [
     el('pre', { className: 'expr', text: expr }),
     at !== null ? el('pre', { className: 'caret', testid: `${box.dataset.testid}-caret`, dataset: { position: String(at) }, text: `${' '.repeat(at)}^` }) : null,
-    el('div', { className: 'message', text: at !== null ? `at position ${at}: ${message}` : message }),
+    el('div', { className: 'message', text: at === null || /position/.test(message) ? message : `at position ${at}: ${message}` }),
   ]);
   box.hidden = false;
   input.classList.add('invalid');
@@ -758,6 +760,8 @@ const detailState = {
   seq: 0,
   /** The editor of a paused flow, kept across refreshes: {id, phase, node, read}. */
   editor: null,
+  /** The duplicate-and-edit editor while open: {id, node}. */
+  duplicate: null,
   /** The flow and phase last seen paused, to switch tabs once when it pauses. */
   pausedKey: null,
   /** Chosen body view per message: auto, text, json, hex, image. */
@@ -838,9 +842,14 @@ function renderDetail() {
   if (s.intercepted) pane.append(pausedBanner(s));
 
   if (detailState.mode === 'duplicate') {
-    pane.append(el('div', { className: 'detail-body' }, duplicateEditor(flow)));
+    // Kept across refreshes of the same flow, edits and all.
+    if (!detailState.duplicate || detailState.duplicate.id !== s.id) {
+      detailState.duplicate = { id: s.id, node: duplicateEditor(flow) };
+    }
+    pane.append(el('div', { className: 'detail-body' }, detailState.duplicate.node));
     return;
   }
+  detailState.duplicate = null;
   const tabs = [
     ['request', 'Request'],
     ['response', 'Response'],
@@ -1346,13 +1355,39 @@ async function resumeAll() {
   }
 }
 
+function newestId() {
+  let newest = 0;
+  for (const id of state.flows.keys()) if (id > newest) newest = id;
+  return newest;
+}
+
+/** The flow a replay made: it arrives as a `flow` event like any other, so
+ *  it is the first one after `sinceId` for `url` (any URL with `method` if
+ *  the proxy normalised it). Waits up to 5 s for the event. */
+async function findReplayed(sinceId, method, url) {
+  const deadline = performance.now() + 5000;
+  for (;;) {
+    let sameMethod = null;
+    for (const [id, s] of state.flows) {
+      if (id <= sinceId) continue;
+      if (s.url === url) return id;
+      if (s.method === method && (sameMethod === null || id < sameMethod)) sameMethod = id;
+    }
+    if (performance.now() > deadline) return sameMethod;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
 async function replayFlow(id, button) {
+  const s = state.flows.get(id);
+  const since = newestId();
   button.disabled = true;
   toolbarMessage(`replaying #${id}…`);
   try {
-    const { id: newId } = await api('POST', `/api/flows/${id}/replay`);
-    toolbarMessage(`replayed #${id} as #${newId}`);
-    selectNew(newId);
+    const { status } = await api('POST', `/api/flows/${id}/replay`);
+    const newId = s ? await findReplayed(since, s.method, s.url) : null;
+    toolbarMessage(`replayed #${id}: ${status}${newId ? ` (#${newId})` : ''}`);
+    if (newId) selectNew(newId);
   } catch (e) {
     toolbarMessage(`replay of #${id} failed: ${e.message}`, true);
   } finally {
@@ -1363,6 +1398,8 @@ async function replayFlow(id, button) {
 function selectNew(id) {
   state.selected = new Set([id]);
   state.anchorId = id;
+  const index = state.view.indexOf(id);
+  if (index >= 0) scrollIntoView(index);
   focusFlow(id);
 }
 
@@ -1394,10 +1431,13 @@ function duplicateEditor(flow) {
             headers: headersForNewBody(textToHeaders(headers.value), encoded),
             body: body.value,
           };
-          const { id } = await api('POST', '/api/replay', payload);
-          toolbarMessage(`sent a copy of #${flow.summary.id} as #${id}`);
+          const since = newestId();
+          const { status } = await api('POST', '/api/replay', payload);
+          const id = await findReplayed(since, payload.method, payload.url);
+          toolbarMessage(`sent a copy of #${flow.summary.id}: ${status}${id ? ` (#${id})` : ''}`);
           detailState.mode = 'view';
-          selectNew(id);
+          if (id) selectNew(id);
+          else renderDetail();
         } catch (e) {
           error.textContent = `cannot send: ${e.message}`;
           send.disabled = false;
@@ -1482,6 +1522,12 @@ function formatMiB(bytes) {
   return bytes === null || bytes === undefined ? '—' : formatSize(bytes);
 }
 
+/** µs per call (the API gives the mean). */
+function formatMicros(micros) {
+  if (typeof micros !== 'number') return '';
+  return micros < 10 ? `${micros.toFixed(1)} µs` : `${Math.round(micros)} µs`;
+}
+
 function limitsText(limits) {
   if (!limits) return '';
   return [
@@ -1498,6 +1544,10 @@ function matcherText(matcher) {
 }
 
 function setPlugins(list) {
+  // Unchanged lists are not drawn again, so a click is not lost to a redraw.
+  const text = JSON.stringify(list);
+  if (text === state.pluginsText) return;
+  state.pluginsText = text;
   state.plugins = Array.isArray(list) ? list : [];
   renderPlugins();
 }
@@ -1527,7 +1577,7 @@ function renderPlugins() {
     const reload = el('button', { type: 'button', testid: 'plugin-reload', text: 'Reload', on: { click: (e) => reloadPlugin(p.name, e.target) } });
     const calls = Object.entries(p.calls || {}).map(([hook, c]) => el('div', {
       className: 'mono',
-      text: `${hook} ${c.count} × ${c.count ? Math.round(c.micros / c.count) : 0} µs`,
+      text: `${hook} ${c.count} × ${formatMicros(c.micros)}`,
     }));
     const row = el('tr', {
       className: `plugin-row${p.enabled ? '' : ' disabled'}${state.chosenPlugin === p.name ? ' chosen' : ''}`,
@@ -1584,6 +1634,7 @@ function replacePlugin(entry) {
   if (!entry || !entry.name) return;
   const at = state.plugins.findIndex((p) => p.name === entry.name);
   if (at >= 0) state.plugins[at] = entry;
+  state.pluginsText = JSON.stringify(state.plugins);
   renderPlugins();
 }
 
@@ -1680,13 +1731,24 @@ async function checkAccess() {
 // Pages and start-up
 // ---------------------------------------------------------------------------
 
+/** Call counts change with every flow and are not sent as events: the
+ *  plugins page reads them again every 2 s while it is shown. */
+let pluginsPoll = null;
+
 function route() {
   const plugins = location.hash.startsWith('#/plugins');
   $('page-flows').hidden = plugins;
   $('page-plugins').hidden = !plugins;
   $('tab-flows').classList.toggle('active', !plugins);
   $('tab-plugins').classList.toggle('active', plugins);
-  if (!plugins) scheduleRender();
+  clearInterval(pluginsPoll);
+  pluginsPoll = null;
+  if (plugins) {
+    loadPlugins();
+    pluginsPoll = setInterval(loadPlugins, 2000);
+  } else {
+    scheduleRender();
+  }
 }
 
 function wireToolbar() {

@@ -117,9 +117,21 @@ test('100 000 flows render, scroll and filter in under a second each', async () 
   const filteredAt = await rowsShown(FLOWS / HOSTS, host(7));
   const filterMs = filteredAt - await page.evaluate(() => window.filterStarted);
 
-  console.log(`web: ${FLOWS} flows rendered in ${Math.round(renderMs)} ms, filtered in ${Math.round(filterMs)} ms (4 scroll jumps in ${Math.round(scrollMs)} ms)`);
-  assert.ok(renderMs < 1000, `rendering ${FLOWS} flows took ${Math.round(renderMs)} ms`);
-  assert.ok(filterMs < 1000, `filtering ${FLOWS} flows took ${Math.round(filterMs)} ms`);
+  // How much of it was the server's: request sent to answer read.
+  const server = await page.evaluate(() => {
+    const took = (match) => {
+      const entry = performance.getEntriesByType('resource').filter((e) => match(new URL(e.name))).pop();
+      return entry ? Math.round(entry.responseEnd - entry.requestStart) : null;
+    };
+    return {
+      list: took((u) => u.pathname === '/api/flows' && !u.searchParams.get('filter')),
+      filter: took((u) => u.pathname === '/api/flows' && u.searchParams.get('filter')),
+    };
+  });
+  const detail = `the API answered the list in ${server.list} ms and the filter in ${server.filter} ms`;
+  console.log(`web: ${FLOWS} flows rendered in ${Math.round(renderMs)} ms, filtered in ${Math.round(filterMs)} ms (${detail}; 4 scroll jumps painted in ${Math.round(scrollMs)} ms)`);
+  assert.ok(renderMs < 1000, `rendering ${FLOWS} flows took ${Math.round(renderMs)} ms (${detail})`);
+  assert.ok(filterMs < 1000, `filtering ${FLOWS} flows took ${Math.round(filterMs)} ms (${detail})`);
 
   // Clearing the filter brings them all back.
   await page.fill('[data-testid="filter-input"]', '');

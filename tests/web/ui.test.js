@@ -3,7 +3,7 @@
 // proxy; Chromium on the printed URL.
 
 import assert from 'node:assert/strict';
-import { copyFileSync, renameSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import {
@@ -26,7 +26,6 @@ before(async () => {
   const dir = tempDir('proxlet-web-ui-');
   pluginDir = join(dir, 'plugins');
   pluginPath = join(pluginDir, 'hello.wasm');
-  const { mkdirSync } = await import('node:fs');
   mkdirSync(pluginDir);
   copyFileSync(PLUGIN_A, pluginPath);
   const config = join(dir, 'proxlet.toml');
@@ -280,6 +279,62 @@ test('duplicate and edit sends the edited copy', async () => {
   assert.equal(received.headers['x-duplicate'], 'edited');
   assert.equal(received.body, 'a body from the editor');
   await row('/dup/edited').waitFor();
+});
+
+test('a column header sorts the list, twice reverses it, a third time goes back to newest first', async () => {
+  await showFlows();
+  await setFilter('~u /live/');
+  await waitFor('the live flows', async () => (await shownCount()) === 6);
+  const paths = () => page.locator('[data-testid="flow-row"] .path').allTextContents();
+  await page.click('[data-testid="sort-path"]');
+  assert.deepEqual(await paths(), ['/live/0', '/live/1', '/live/2', '/live/3', '/live/4', '/live/extra']);
+  await page.click('[data-testid="sort-path"]');
+  assert.deepEqual(await paths(), ['/live/extra', '/live/4', '/live/3', '/live/2', '/live/1', '/live/0']);
+  await page.click('[data-testid="sort-path"]');
+  assert.deepEqual(await paths(), ['/live/extra', '/live/4', '/live/3', '/live/2', '/live/1', '/live/0']);
+  await page.click('[data-testid="sort-id"]');
+  assert.deepEqual(await paths(), ['/live/0', '/live/1', '/live/2', '/live/3', '/live/4', '/live/extra']);
+  await page.click('[data-testid="sort-id"]');
+  await page.click('[data-testid="sort-id"]');
+  await setFilter('');
+});
+
+test('mark, comment, export HAR of a selection, save, clear and load', async () => {
+  await showFlows();
+  await setFilter('~u /live/[01]$');
+  await waitFor('two flows', async () => (await shownCount()) === 2);
+  // Mark /live/1 from the list's star, comment /live/0 in its detail.
+  await row('/live/1').locator('.mark').click();
+  await waitFor('the star', async () => /\bmarked\b/.test(await row('/live/1').getAttribute('class')));
+  await openDetail('/live/0');
+  await page.fill('[data-testid="comment-input"]', 'looked at this');
+  await page.press('[data-testid="comment-input"]', 'Enter');
+  await waitFor('the comment to be stored', async () => {
+    const { json } = await proxlet.api('GET', '/api/flows?filter=~comment%20looked');
+    return json.flows.length === 1;
+  });
+
+  // Both rows selected (click, ctrl-click): the HAR holds those two.
+  await row('/live/0').click();
+  await row('/live/1').click({ modifiers: ['Control'] });
+  await waitFor('two selected', async () => (await page.textContent('[data-testid="selection-count"]')) === '2 selected');
+  const [har] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid="export-har"]')]);
+  const entries = JSON.parse(readFileSync(await har.path(), 'utf8')).log.entries;
+  assert.deepEqual(entries.map((e) => new URL(e.request.url).pathname).sort(), ['/live/0', '/live/1']);
+  assert.equal(entries.find((e) => e.request.url.endsWith('/live/0')).comment, 'looked at this');
+
+  // Save everything, clear, load it back.
+  await setFilter('');
+  const before = await shownCount();
+  const [saved] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid="save"]')]);
+  const savedPath = join(pluginDir, 'saved.flows');
+  await saved.saveAs(savedPath);
+  await page.click('[data-testid="clear"]');
+  await waitFor('an empty list', async () => (await shownCount()) === 0);
+  await page.setInputFiles('[data-testid="load-file"]', savedPath);
+  await waitFor('the saved flows back in the list', async () => (await shownCount()) === before);
+  await row('/live/1').waitFor();
+  assert.match(await row('/live/1').getAttribute('class'), /\bmarked\b/);
 });
 
 test('disabling the replace plugin in the page changes the next response', async () => {
