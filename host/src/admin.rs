@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
 
-/// Scrapers open a connection or two; more than this at once is refused.
+/// Scrapers and browsers open a few; more than this at once is refused.
 const MAX_CONNECTIONS: usize = 64;
 /// A request head must arrive within this, and an idle keep-alive
 /// connection is closed after it.
@@ -23,6 +23,23 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 
 /// Serves the admin endpoints on `listener` until the process ends.
 pub async fn serve(listener: TcpListener, metrics: &'static Metrics) {
+    serve_local(listener, "admin", move |request| async move {
+        answer(metrics, &request)
+    })
+    .await
+}
+
+/// Serves `handler` over HTTP/1.1 on `listener` until the process ends:
+/// proxlet's own small listeners (admin, web UI), with a bounded number of
+/// connections and a deadline for request heads.
+pub(crate) async fn serve_local<H, F, B>(listener: TcpListener, label: &'static str, handler: H)
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut http1 = hyper::server::conn::http1::Builder::new();
     http1
@@ -32,22 +49,24 @@ pub async fn serve(listener: TcpListener, metrics: &'static Metrics) {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
-                tracing::warn!("admin listener: accept failed: {e}");
+                tracing::warn!("{label} listener: accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::debug!("admin listener: {MAX_CONNECTIONS} connections open, closing {peer}");
+            tracing::debug!("{label} listener: {MAX_CONNECTIONS} connections open, closing {peer}");
             continue;
         };
-        let service = hyper::service::service_fn(move |request| async move {
-            Ok::<_, Infallible>(answer(metrics, &request))
+        let handler = handler.clone();
+        let service = hyper::service::service_fn(move |request| {
+            let answer = handler(request);
+            async move { Ok::<_, Infallible>(answer.await) }
         });
         let connection = http1.serve_connection(TokioIo::new(stream), service);
         tokio::spawn(async move {
             if let Err(e) = connection.await {
-                tracing::debug!("admin connection from {peer}: {e}");
+                tracing::debug!("{label} connection from {peer}: {e}");
             }
             drop(slot);
         });

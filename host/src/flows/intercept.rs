@@ -217,16 +217,9 @@ impl Intercept {
             }
         };
         flow.request.body = super::Body::whole(data.clone());
-        if filter.uses_bodies() && !super::filter::matches(&filter, &flow) {
+        let Some(edits) = self.decided(id, &filter, flow, Phase::Request).await? else {
             *body = full(data);
             return Ok(());
-        }
-        let Some(verdict) = self.pause(id, flow, Phase::Request).await else {
-            *body = full(data);
-            return Ok(());
-        };
-        let Verdict::Resume(edits) = verdict else {
-            return Err(());
         };
         if let Some(method) = edits.method.as_deref() {
             match Method::from_bytes(method.trim().as_bytes()) {
@@ -313,16 +306,9 @@ impl Intercept {
         if let Some(r) = flow.response.as_mut() {
             r.body = super::Body::whole(data.clone());
         }
-        if filter.uses_bodies() && !super::filter::matches(&filter, &flow) {
+        let Some(edits) = self.decided(id, &filter, flow, Phase::Response).await? else {
             *response.body_mut() = full(data);
             return Ok(());
-        }
-        let Some(verdict) = self.pause(id, flow, Phase::Response).await else {
-            *response.body_mut() = full(data);
-            return Ok(());
-        };
-        let Verdict::Resume(edits) = verdict else {
-            return Err(());
         };
         if let Some(status) = edits.status {
             match StatusCode::from_u16(status) {
@@ -343,6 +329,25 @@ impl Intercept {
             None => full(data),
         };
         Ok(())
+    }
+
+    /// Pauses `flow` (its body held) when `filter` matches it: the user's
+    /// edits, `None` when it goes on as it was, `Err` when killed.
+    async fn decided(
+        &self,
+        id: u64,
+        filter: &Filter,
+        flow: Flow,
+        phase: Phase,
+    ) -> Result<Option<Edits>, ()> {
+        if filter.uses_bodies() && !super::filter::matches(filter, &flow) {
+            return Ok(None);
+        }
+        match self.pause(id, flow, phase).await {
+            None => Ok(None),
+            Some(Verdict::Resume(edits)) => Ok(Some(edits)),
+            Some(Verdict::Kill) => Err(()),
+        }
     }
 
     /// Holds the flow until the user decides (or [`MAX_PAUSE`] passes:

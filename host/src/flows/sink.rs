@@ -150,16 +150,7 @@ impl Store {
 
     /// The flow with this id, if still held.
     pub fn get(&self, id: u64) -> Option<Flow> {
-        let record = {
-            let inner = self.lock();
-            inner
-                .flows
-                .iter()
-                .rev()
-                .find(|(i, _)| *i == id)
-                .map(|(_, r)| r.clone())?
-        };
-        decoded(&record, true)
+        decoded(&self.record(id)?, true)
     }
 
     /// The flows held that match `filter` (all without one), oldest first,

@@ -64,6 +64,7 @@ impl Proxy {
                 tls,
                 settings.upstream_timeout,
                 settings.idle_timeout,
+                settings.web,
             ),
             ignore_hosts: settings.ignore_hosts.clone(),
             auth: auth::ProxyAuth::new(&settings.proxy_auth),

@@ -17,7 +17,13 @@ use http::{Request, Response, StatusCode};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::{
-    client::legacy::{connect::HttpConnector, Client},
+    client::legacy::{
+        connect::{
+            dns::{GaiResolver, Name},
+            HttpConnector,
+        },
+        Client,
+    },
     rt::{TokioExecutor, TokioTimer},
 };
 
@@ -27,7 +33,59 @@ use super::{
 };
 
 /// The connector: TCP, then TLS for https, each stamped with its timing.
-type Connector = Stamped<HttpsConnector<Stamped<HttpConnector, stamped::Tcp>>, stamped::Tls>;
+type Connector =
+    Stamped<HttpsConnector<Stamped<HttpConnector<Guarded>, stamped::Tcp>>, stamped::Tls>;
+
+/// Name lookups that never give the web UI's own address: a name that
+/// resolves to it (rebinding, `*.localhost`-style names) cannot reach the
+/// UI through the proxy. Literal addresses are refused earlier, by name.
+#[derive(Clone)]
+struct Guarded {
+    inner: GaiResolver,
+    web: Option<std::net::SocketAddr>,
+}
+
+/// Whether a connection to `addr` would reach the web UI listening on `web`.
+pub fn reaches(web: std::net::SocketAddr, addr: std::net::SocketAddr) -> bool {
+    addr.port() == web.port()
+        && (addr.ip() == web.ip()
+            || web.ip().is_unspecified()
+            || addr.ip().is_loopback() && web.ip().is_loopback())
+}
+
+impl tower_service::Service<Name> for Guarded {
+    type Response = std::vec::IntoIter<std::net::SocketAddr>;
+    type Error = std::io::Error;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = std::io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let lookup = self.inner.call(name);
+        let web = self.web;
+        Box::pin(async move {
+            let found: Vec<std::net::SocketAddr> = lookup.await?.collect();
+            let Some(web) = web else {
+                return Ok(found.into_iter());
+            };
+            let allowed: Vec<_> = found
+                .iter()
+                .copied()
+                .filter(|a| !reaches(web, *a))
+                .collect();
+            if allowed.is_empty() && !found.is_empty() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    "the web UI is not reachable through the proxy",
+                ));
+            }
+            Ok(allowed.into_iter())
+        })
+    }
+}
 
 pub struct Upstream {
     client: Client<Connector, Body>,
@@ -69,8 +127,17 @@ impl UpstreamError {
 }
 
 impl Upstream {
-    pub fn new(tls: rustls::ClientConfig, timeout: Duration, idle: Duration) -> Self {
-        let mut http = HttpConnector::new();
+    /// `web`: the web UI's address, which no upstream connection reaches.
+    pub fn new(
+        tls: rustls::ClientConfig,
+        timeout: Duration,
+        idle: Duration,
+        web: Option<std::net::SocketAddr>,
+    ) -> Self {
+        let mut http = HttpConnector::new_with_resolver(Guarded {
+            inner: GaiResolver::new(),
+            web,
+        });
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(timeout));

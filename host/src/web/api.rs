@@ -132,7 +132,7 @@ pub(super) async fn answer(web: &Arc<Web>, request: Request<Incoming>) -> Respon
     let query = request.uri().query().map(str::to_owned);
     let param = |name| super::query_param(query.as_deref(), name);
     match (&method, segments.as_slice()) {
-        (&Method::GET, ["flows"]) => list(web, param("filter").as_deref()),
+        (&Method::GET, ["flows"]) => list(web, param("filter").as_deref()).await,
         (&Method::DELETE, ["flows"]) => {
             if let Some(store) = store(web) {
                 store.clear();
@@ -230,7 +230,13 @@ pub(super) async fn answer(web: &Arc<Web>, request: Request<Incoming>) -> Respon
                 Err(refused) => refused,
             }
         }
-        (&Method::GET, ["export"]) => export(web, param("format").as_deref(), param("ids")),
+        (&Method::GET, ["export"]) => {
+            // Encoding every flow takes a while: off the proxy's workers.
+            let (web, format, ids) = (web.clone(), param("format"), param("ids"));
+            tokio::task::spawn_blocking(move || export(&web, format.as_deref(), ids))
+                .await
+                .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))
+        }
         (&Method::POST, ["load"]) => load(web, request).await,
         (&Method::GET, ["plugins"]) => json(StatusCode::OK, &plugins(web)),
         (&Method::POST, ["plugins", name, verb @ ("enable" | "disable" | "reload")]) => {
@@ -279,7 +285,7 @@ struct FilterBody {
     filter: String,
 }
 
-fn list(web: &Web, filter: Option<&str>) -> Response<Body> {
+async fn list(web: &Arc<Web>, filter: Option<&str>) -> Response<Body> {
     let filter = match filter.map(str::trim).filter(|f| !f.is_empty()) {
         None => None,
         Some(text) => match Filter::parse(text) {
@@ -287,26 +293,55 @@ fn list(web: &Web, filter: Option<&str>) -> Response<Body> {
             Err(e) => return bad_filter(&e),
         },
     };
-    let bodies = filter.as_ref().is_some_and(Filter::uses_bodies);
+    // Decoding every flow takes a while: off the proxy's workers.
+    let web = web.clone();
+    let listed = tokio::task::spawn_blocking(move || listed(&web, filter.as_ref())).await;
+    let mut response = Response::new(full(listed.unwrap_or_default()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// `{"flows": [...], "total": N}` for the flows `filter` matches, decoded
+/// on every core.
+fn listed(web: &Web, filter: Option<&Filter>) -> Vec<u8> {
+    let bodies = filter.is_some_and(Filter::uses_bodies);
     let records = store(web).map(|s| s.records()).unwrap_or_default();
     let total = records.len();
-    let mut out = Vec::with_capacity(records.len() * 256 + 64);
-    out.extend_from_slice(b"{\"flows\":[");
-    let mut first = true;
-    let mut push = |id: u64, flow: &Flow, phase: Option<Phase>| {
-        if filter.as_ref().is_some_and(|f| !filter::matches(f, flow)) {
+    let rows = |id: u64, flow: &Flow, phase: Option<Phase>, out: &mut Vec<u8>| {
+        if filter.is_some_and(|f| !filter::matches(f, flow)) {
             return;
         }
-        if !first {
-            out.push(b',');
-        }
-        first = false;
-        let _ = serde_json::to_writer(&mut out, &Summary::of(id, flow, phase));
+        let _ = serde_json::to_writer(&mut *out, &Summary::of(id, flow, phase));
+        out.push(b',');
     };
-    for (id, record) in &records {
-        if let Ok(flow) = record.flow(bodies) {
-            push(*id, &flow, None);
-        }
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    let chunk = records.len().div_ceil(threads).max(1024);
+    let parts: Vec<Vec<u8>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = records
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    let mut out = Vec::with_capacity(part.len() * 320);
+                    for (id, record) in part {
+                        if let Ok(flow) = record.flow(bodies) {
+                            rows(*id, &flow, None, &mut out);
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        workers.into_iter().filter_map(|w| w.join().ok()).collect()
+    });
+    let mut out = Vec::with_capacity(parts.iter().map(Vec::len).sum::<usize>() + 64);
+    out.extend_from_slice(b"{\"flows\":[");
+    for part in &parts {
+        out.extend_from_slice(part);
     }
     for (id, paused) in web
         .proxy
@@ -315,15 +350,13 @@ fn list(web: &Web, filter: Option<&str>) -> Response<Body> {
         .map(|i| i.paused())
         .unwrap_or_default()
     {
-        push(id, &paused.flow, Some(paused.phase));
+        rows(id, &paused.flow, Some(paused.phase), &mut out);
+    }
+    if out.last() == Some(&b',') {
+        out.pop();
     }
     out.extend_from_slice(format!("],\"total\":{total}}}").as_bytes());
-    let mut response = Response::new(full(out));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    out
 }
 
 fn detail(web: &Web, id: u64) -> Response<Body> {

@@ -9,18 +9,15 @@ mod replay;
 mod stream;
 
 use std::{
-    convert::Infallible,
     net::SocketAddr,
     path::{Path, PathBuf},
     sync::Arc,
-    time::Duration,
 };
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 pub use events::{enable, events, Event, Events};
@@ -33,9 +30,6 @@ use crate::{
     },
 };
 
-/// A browser opens a handful; more than this at once is refused.
-const MAX_CONNECTIONS: usize = 64;
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 const COOKIE: &str = "proxlet_web";
 const TOKEN_FILE: &str = "web-token";
 
@@ -98,37 +92,11 @@ fn token(home: &Path) -> std::io::Result<String> {
 
 /// Serves the UI on `listener` until the process ends.
 pub async fn serve(listener: TcpListener, web: Arc<Web>) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let mut http1 = hyper::server::conn::http1::Builder::new();
-    http1
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEAD_TIMEOUT);
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                tracing::warn!("web listener: accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::debug!("web listener: {MAX_CONNECTIONS} connections open, closing {peer}");
-            continue;
-        };
+    crate::admin::serve_local(listener, "web", move |request| {
         let web = web.clone();
-        let service = hyper::service::service_fn(move |request| {
-            let web = web.clone();
-            async move { Ok::<_, Infallible>(secured(answer(&web, request).await)) }
-        });
-        let connection = http1.serve_connection(TokioIo::new(stream), service);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!("web connection from {peer}: {e}");
-            }
-            drop(slot);
-        });
-    }
+        async move { secured(answer(&web, request).await) }
+    })
+    .await
 }
 
 async fn answer(web: &Arc<Web>, request: Request<Incoming>) -> Response<Body> {
