@@ -18,7 +18,9 @@ fn web_ui_passes_its_browser_tests() {
         "{CHROMIUM} is missing: the browser tests drive Debian's chromium package; run ./test.sh to install it"
     );
     assert!(
-        web_tests.join("node_modules/playwright-core/package.json").exists(),
+        web_tests
+            .join("node_modules/playwright-core/package.json")
+            .exists(),
         "tests/web/node_modules is missing: run ./test.sh (it runs npm ci there)"
     );
     let (plugin_a, plugin_b) = (guest("rust_hello.wasm"), guest("rust_hello_reloaded.wasm"));
@@ -39,5 +41,8 @@ fn web_ui_passes_its_browser_tests() {
         .env("PROXLET_TEST_PLUGIN_B", &plugin_b)
         .status()
         .expect("run node (./test.sh installs it)");
-    assert!(status.success(), "the browser tests failed ({status}); their output is above");
+    assert!(
+        status.success(),
+        "the browser tests failed ({status}); their output is above"
+    );
 }
