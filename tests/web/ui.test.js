@@ -383,3 +383,13 @@ test('the page has no script errors and the API refuses requests without the tok
   const wrong = await fetch(`${proxlet.origin}/api/flows`, { headers: { 'x-proxlet-token': 'not-the-token' } });
   assert.equal(wrong.status, 403);
 });
+
+test('a page that lost its access cookie says to open the printed URL', async () => {
+  await showFlows();
+  const banner = page.locator('[data-testid="auth-error"]');
+  assert.equal(await banner.isVisible(), false);
+  await page.context().clearCookies();
+  await setFilter('~u /live/');
+  await banner.waitFor({ state: 'visible' });
+  assert.match(await banner.textContent(), /proxlet web on http:\/\/ADDR\/\?token=TOKEN/);
+});
