@@ -95,12 +95,16 @@ if ! "$tools/mitmproxy/bin/mitmdump" --version 2>/dev/null | grep -q "Mitmproxy:
   "$tools/mitmproxy/bin/python" -m pip install -q "mitmproxy==$mitmproxy_version"
 fi
 # The metrics test parses /metrics with the reference Prometheus client's
-# parsers (its own venv too).
-prometheus_version=0.26.0
-if ! "$tools/py/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('prometheus-client') != '$prometheus_version')" 2>/dev/null; then
-  say "installing prometheus-client $prometheus_version into $tools/py"
+# parsers, and the WebSocket tests talk through the proxy with the
+# `websockets` package (one venv for both).
+py_packages="prometheus-client==0.26.0 websockets==17.4"
+if ! "$tools/py/bin/python" -c "
+import importlib.metadata as m, sys
+sys.exit(any(m.version(n) != v for n, v in (p.split('==') for p in sys.argv[1:])))
+" $py_packages 2>/dev/null; then
+  say "installing $py_packages into $tools/py"
   python3 -m venv "$tools/py"
-  "$tools/py/bin/python" -m pip install -q "prometheus-client==$prometheus_version"
+  "$tools/py/bin/python" -m pip install -q $py_packages
 fi
 if ! [ -f "$tools/har/node_modules/har-validator/package.json" ]; then
   say "installing har-validator into $tools/har"

@@ -10,6 +10,9 @@ pub struct TestCa {
     pub cert_path: PathBuf,
     pub server_chain: Vec<CertificateDer<'static>>,
     server_key: Vec<u8>,
+    /// The leaf and its key as PEM files, for servers that are not Rust.
+    pub server_cert_path: PathBuf,
+    pub server_key_path: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -38,11 +41,17 @@ impl TestCa {
         let dir = tempfile::tempdir().unwrap();
         let cert_path = dir.path().join("test-ca.pem");
         std::fs::write(&cert_path, ca_cert.pem()).unwrap();
+        let server_cert_path = dir.path().join("server.pem");
+        std::fs::write(&server_cert_path, cert.pem()).unwrap();
+        let server_key_path = dir.path().join("server.key");
+        std::fs::write(&server_key_path, key.serialize_pem()).unwrap();
         Self {
             cert_pem: ca_cert.pem(),
             cert_path,
             server_chain: vec![cert.der().clone()],
             server_key: key.serialize_der(),
+            server_cert_path,
+            server_key_path,
             _dir: dir,
         }
     }

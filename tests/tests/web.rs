@@ -93,18 +93,21 @@ fn raw(addr: &str, path: &str, args: &[&str]) -> (u16, String) {
     (status.trim().parse().unwrap_or(0), body.to_owned())
 }
 
+/// A request as the origin got it: head text and body.
+type Received = (String, Vec<u8>);
+
 /// A loopback origin that records each request (head and body) and answers
 /// `hello from origin` (or `slow` after the request for `/slow`).
 struct Recorder {
     addr: SocketAddr,
-    seen: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    seen: Arc<Mutex<Vec<Received>>>,
 }
 
 impl Recorder {
     fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let seen: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+        let seen: Arc<Mutex<Vec<Received>>> = Arc::default();
         let record = seen.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {

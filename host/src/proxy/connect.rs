@@ -223,7 +223,8 @@ async fn intercept(
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(client_timeout);
-    let connection = builder.serve_connection(TokioIo::new(tls), service);
+    // Upgrades (WebSocket) inside the tunnel, as on the listener.
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
     let driven = super::listener::drive(connection, stop, &activity, idle, client, |c| {
         c.graceful_shutdown()
     });

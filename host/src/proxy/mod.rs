@@ -12,6 +12,7 @@ mod io;
 mod listener;
 mod service;
 pub(crate) mod stamped;
+pub(crate) mod upgrade;
 pub(crate) mod upstream;
 
 use std::{

@@ -8,7 +8,7 @@ use hyper::body::Incoming;
 
 use super::{
     body::{boxed, text_response, Body, FlowRecord, Logged},
-    connect, headers, ConnInfo, Proxy,
+    connect, headers, upgrade, ConnInfo, Proxy,
 };
 use crate::{
     flows::{
@@ -24,7 +24,7 @@ use crate::{
 pub(crate) async fn handle(
     proxy: Arc<Proxy>,
     conn: Arc<ConnInfo>,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
 ) -> Result<Response<Logged<Body>>, Killed> {
     let id = proxy.next_flow.fetch_add(1, Ordering::Relaxed);
     let mut record = FlowRecord::new(id, conn.client, &request);
@@ -42,6 +42,11 @@ pub(crate) async fn handle(
         .sink
         .as_ref()
         .map(|sink| Recording::new(sink.clone(), id, conn.client, &conn.facts));
+
+    // A protocol upgrade (WebSocket) the upstream may accept.
+    let upgrade = upgrade::requested(&request);
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
+    let mut upstream_upgrade = None;
 
     // 2. Where the request goes, decided once: the URL plugins see, the
     // authority fetched and every cache key are this one.
@@ -136,6 +141,9 @@ pub(crate) async fn handle(
             });
             // 4. Upstream.
             headers::remove_hop_by_hop(&mut parts.headers);
+            if let Some(protocol) = upgrade.clone() {
+                upgrade::restore(&mut parts.headers, protocol);
+            }
             seen = intercept.map(|_| SeenRequest::of(&parts));
             if let Some(recording) = record.recording.as_mut() {
                 recording.request(&parts.method, &parts.uri, parts.version, &parts.headers);
@@ -160,7 +168,14 @@ pub(crate) async fn handle(
                             }
                             response
                         }
-                        Answer::Upstream(response) => {
+                        Answer::Upstream(mut response) => {
+                            if response.status() == StatusCode::SWITCHING_PROTOCOLS
+                                && client_upgrade.is_some()
+                            {
+                                let protocol = response.headers().get(header::UPGRADE).cloned();
+                                upstream_upgrade = protocol
+                                    .map(|protocol| (protocol, hyper::upgrade::on(&mut response)));
+                            }
                             record.source = Source::Upstream;
                             record.upstream_version = Some(response.version());
                             if let Some(recording) = record.recording.as_mut() {
@@ -171,7 +186,10 @@ pub(crate) async fn handle(
                         }
                     };
                     match &sent {
-                        Some((flow, sent)) if plugins.wants(Hooks::ON_RESPONSE) => {
+                        // A switch of protocols has no response to change.
+                        Some((flow, sent))
+                            if plugins.wants(Hooks::ON_RESPONSE) && upstream_upgrade.is_none() =>
+                        {
                             let leases = std::mem::take(&mut record.leases);
                             plugins
                                 .on_response(flow, sent, response, &mut notes, leases)
@@ -204,7 +222,7 @@ pub(crate) async fn handle(
 
     // The response phase of intercepting.
     let mut response = response;
-    if let (Some(intercept), Some(seen)) = (intercept, &seen) {
+    if let (Some(intercept), Some(seen), None) = (intercept, &seen, &upstream_upgrade) {
         let paused = intercept.response(record.id, conn.client, seen, &mut response);
         if paused.await.is_err() {
             if let Some(recording) = record.recording.as_mut() {
@@ -219,6 +237,10 @@ pub(crate) async fn handle(
     let (mut parts, body) = response.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
     record.status = parts.status;
+    if let (Some((protocol, upstream)), Some(client)) = (upstream_upgrade, client_upgrade) {
+        upgrade::restore(&mut parts.headers, protocol);
+        upgrade::relay(record.id, client, upstream, proxy.settings.idle_timeout);
+    }
     if let Some(metrics) = crate::metrics::get() {
         if let Some(outcome) = Outcome::of(&parts.headers) {
             metrics.outcome(outcome);

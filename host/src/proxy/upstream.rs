@@ -89,6 +89,8 @@ impl tower_service::Service<Name> for Guarded {
 
 pub struct Upstream {
     client: Client<Connector, Body>,
+    /// For requests that ask for a protocol upgrade (WebSocket): HTTP/1.1.
+    upgrades: Client<Connector, Body>,
     /// Connecting, and waiting for the response head once the request
     /// (body included) has been sent.
     timeout: Duration,
@@ -126,6 +128,40 @@ impl UpstreamError {
     }
 }
 
+/// A pooled client; `http1_only` offers only HTTP/1.1 by ALPN (protocol
+/// upgrades need an HTTP/1.1 connection of their own).
+fn client(
+    tls: rustls::ClientConfig,
+    resolver: Guarded,
+    timeout: Duration,
+    http1_only: bool,
+) -> Client<Connector, Body> {
+    let mut http = HttpConnector::new_with_resolver(resolver);
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(timeout));
+    let https = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
+    let https = match http1_only {
+        true => https.enable_http1().wrap_connector(Stamped::new(http)),
+        false => https
+            .enable_all_versions()
+            .wrap_connector(Stamped::new(http)),
+    };
+    Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        // Fixed HTTP/2 windows bound what an upstream may send ahead of a
+        // slower client: 1 MiB per stream (adaptive windows grow to
+        // 16 MiB, all of it buffered here), 8 MiB per connection so
+        // parallel downloads from one registry still fill a fast link.
+        .http2_initial_stream_window_size(1024 * 1024)
+        .http2_initial_connection_window_size(8 * 1024 * 1024)
+        .build(Stamped::new(https))
+}
+
 impl Upstream {
     /// `web`: the web UI's address, which no upstream connection reaches.
     pub fn new(
@@ -134,31 +170,13 @@ impl Upstream {
         idle: Duration,
         web: Option<std::net::SocketAddr>,
     ) -> Self {
-        let mut http = HttpConnector::new_with_resolver(Guarded {
+        let resolver = Guarded {
             inner: GaiResolver::new(),
             web,
-        });
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(timeout));
-        let https = HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_all_versions()
-            .wrap_connector(Stamped::new(http));
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            // Fixed HTTP/2 windows bound what an upstream may send ahead of a
-            // slower client: 1 MiB per stream (adaptive windows grow to
-            // 16 MiB, all of it buffered here), 8 MiB per connection so
-            // parallel downloads from one registry still fill a fast link.
-            .http2_initial_stream_window_size(1024 * 1024)
-            .http2_initial_connection_window_size(8 * 1024 * 1024)
-            .build(Stamped::new(https));
+        };
         Self {
-            client,
+            client: client(tls.clone(), resolver.clone(), timeout, false),
+            upgrades: client(tls, resolver, timeout, true),
             timeout,
             idle,
         }
@@ -188,7 +206,11 @@ impl Upstream {
             }),
             None => request,
         };
-        let response = self.client.request(request);
+        let client = match request.headers().contains_key(http::header::UPGRADE) {
+            true => &self.upgrades,
+            false => &self.client,
+        };
+        let response = client.request(request);
         tokio::pin!(response);
         loop {
             let deadline = self.deadline(upload.as_deref(), started, &authority)?;

@@ -1,0 +1,67 @@
+//! Protocol upgrades through the proxy (RFC 9110 §7.8), WebSocket (RFC 6455)
+//! first among them. The client's upgrade request goes upstream with its
+//! `Upgrade` (on an HTTP/1.1 connection of its own); the upstream's answer
+//! reaches the client as it is: a `101 Switching Protocols` with the
+//! upstream's `Sec-WebSocket-Accept/Protocol/Extensions`, or a refusal.
+//! After a 101 both connections carry the new protocol and their bytes are
+//! relayed as they come, with backpressure, until either side closes or
+//! nothing moves for `--idle-timeout`.
+
+use std::time::Duration;
+
+use http::{header, HeaderMap, HeaderValue, Request, Version};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::io::copy_bidirectional;
+
+use super::io::{Activity, Tracked};
+
+/// The protocol a request asks to switch to: an HTTP/1.1 request with an
+/// `Upgrade` field named in `Connection`.
+pub fn requested<B>(request: &Request<B>) -> Option<HeaderValue> {
+    if request.version() != Version::HTTP_11 {
+        return None;
+    }
+    let asked = request
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    asked
+        .then(|| request.headers().get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// Puts the upgrade back into a head whose hop-by-hop fields were removed.
+pub fn restore(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, protocol);
+}
+
+/// Once both sides have switched, relays their bytes until either closes
+/// or none moves for `idle`.
+pub fn relay(flow: u64, client: OnUpgrade, upstream: OnUpgrade, idle: Duration) {
+    tokio::spawn(async move {
+        let (client, upstream) = match tokio::join!(client, upstream) {
+            (Ok(client), Ok(upstream)) => (client, upstream),
+            (Err(e), _) | (_, Err(e)) => {
+                return tracing::debug!(flow, "upgrade did not complete: {e}");
+            }
+        };
+        let _active = crate::metrics::Active::new(crate::metrics::Conn::Tunnel);
+        let activity = Activity::new();
+        let mut client = Tracked::new(TokioIo::new(client), activity.clone());
+        let mut upstream = TokioIo::new(upstream);
+        tokio::select! {
+            copied = copy_bidirectional(&mut client, &mut upstream) => match copied {
+                Ok((up, down)) => tracing::debug!(flow, "upgraded connection closed: {up} bytes up, {down} down"),
+                Err(e) => tracing::debug!(flow, "upgraded connection ended: {e}"),
+            },
+            () = activity.idle(idle, idle) => {
+                tracing::info!(flow, "upgraded connection closed after {idle:?} without a byte moving (--idle-timeout)");
+            }
+        }
+    });
+}
