@@ -120,6 +120,11 @@ function hostLabel(s) {
   return s.port && s.port !== defaultPort ? `${s.host}:${s.port}` : s.host;
 }
 
+/** A summary's URL (rows may leave it out: it follows from the rest). */
+function flowUrl(s) {
+  return s.url ?? `${s.scheme}://${hostLabel(s)}${s.path}`;
+}
+
 function statusLabel(s) {
   if (s.status !== null && s.status !== undefined) return String(s.status);
   if (s.intercepted) return 'paused';
@@ -627,7 +632,7 @@ function paintRow(row, index) {
   }
   const status = row.cells[5];
   status.className = `status num ${s.status ? `s${String(s.status)[0]}` : 'pending'}`;
-  row.cells[4].title = s.url;
+  row.cells[4].title = flowUrl(s);
   if (s.comment) row.cells[4].title += `\n${s.comment}`;
   if (s.error) row.cells[5].title = s.error;
   else row.cells[5].removeAttribute('title');
@@ -894,7 +899,7 @@ function detailHead(flow, keepComment) {
     el('div', { className: 'detail-title' },
       el('span', { className: 'id', text: `#${s.id}` }),
       el('span', { className: 'method', text: s.method }),
-      el('span', { className: 'url', testid: 'detail-url', text: s.url }),
+      el('span', { className: 'url', testid: 'detail-url', text: flow.request.url }),
       el('span', { className: 'status', text: s.status ? String(s.status) : '' }),
       el('button', { type: 'button', className: 'detail-close', title: 'close (Esc)', text: '×', testid: 'detail-close', on: { click: closeDetail } })),
     el('div', { className: 'detail-actions' },
@@ -1370,7 +1375,7 @@ async function findReplayed(sinceId, method, url) {
     let sameMethod = null;
     for (const [id, s] of state.flows) {
       if (id <= sinceId) continue;
-      if (s.url === url) return id;
+      if (flowUrl(s) === url) return id;
       if (s.method === method && (sameMethod === null || id < sameMethod)) sameMethod = id;
     }
     if (performance.now() > deadline) return sameMethod;
@@ -1385,7 +1390,7 @@ async function replayFlow(id, button) {
   toolbarMessage(`replaying #${id}…`);
   try {
     const { status } = await api('POST', `/api/flows/${id}/replay`);
-    const newId = s ? await findReplayed(since, s.method, s.url) : null;
+    const newId = s ? await findReplayed(since, s.method, flowUrl(s)) : null;
     toolbarMessage(`replayed #${id}: ${status}${newId ? ` (#${newId})` : ''}`);
     if (newId) selectNew(newId);
   } catch (e) {
