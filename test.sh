@@ -16,6 +16,7 @@ command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
 python3 -m pip --version >/dev/null 2>&1 || missing+=(python3 python3-pip)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v go >/dev/null 2>&1 || missing+=(golang)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
 command -v keytool >/dev/null 2>&1 || missing+=(default-jre-headless)
@@ -62,6 +63,13 @@ if ! [ -d $js/node_modules/@bytecodealliance/componentize-js ] ||
   ! [ $js/node_modules/.package-lock.json -nt $js/package-lock.json ]; then
   say "installing the JavaScript example's packages (npm ci)"
   (cd $js && npm ci --no-audit --no-fund --loglevel=error)
+fi
+# The web UI's browser tests (tests/web) drive Chromium with playwright-core.
+web=tests/web
+if ! [ -d $web/node_modules/playwright-core ] ||
+  ! [ $web/node_modules/.package-lock.json -nt $web/package-lock.json ]; then
+  say "installing the browser tests' packages (npm ci)"
+  (cd $web && npm ci --no-audit --no-fund --loglevel=error)
 fi
 # The C example: bindings generator and component wrapper, with only the
 # features it uses (each builds in about two minutes, once).
