@@ -17,13 +17,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::{
-    client::legacy::{
-        connect::{
-            dns::{GaiResolver, Name},
-            HttpConnector,
-        },
-        Client,
-    },
+    client::legacy::{connect::HttpConnector, Client},
     rt::{TokioExecutor, TokioTimer},
 };
 
@@ -33,15 +27,14 @@ use super::{
 };
 
 /// The connector: TCP, then TLS for https, each stamped with its timing.
-type Connector =
-    Stamped<HttpsConnector<Stamped<HttpConnector<Guarded>, stamped::Tcp>>, stamped::Tls>;
+type Connector = Stamped<HttpsConnector<Stamped<Guarded, stamped::Tcp>>, stamped::Tls>;
 
-/// Name lookups that never give the web UI's own address: a name that
-/// resolves to it (rebinding, `*.localhost`-style names) cannot reach the
-/// UI through the proxy. Literal addresses are refused earlier, by name.
+/// TCP connections that never reach the web UI: a name that resolves to
+/// its address (rebinding, `*.localhost`-style names) is refused once
+/// connected. Literal addresses are refused earlier, by name.
 #[derive(Clone)]
 struct Guarded {
-    inner: GaiResolver,
+    inner: HttpConnector,
     web: Option<std::net::SocketAddr>,
 }
 
@@ -53,36 +46,27 @@ pub fn reaches(web: std::net::SocketAddr, addr: std::net::SocketAddr) -> bool {
             || addr.ip().is_loopback() && web.ip().is_loopback())
 }
 
-impl tower_service::Service<Name> for Guarded {
-    type Response = std::vec::IntoIter<std::net::SocketAddr>;
-    type Error = std::io::Error;
+impl tower_service::Service<http::Uri> for Guarded {
+    type Response = hyper_util::rt::TokioIo<tokio::net::TcpStream>;
+    type Error = BoxError;
     type Future =
-        Pin<Box<dyn std::future::Future<Output = std::io::Result<Self::Response>> + Send>>;
+        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.inner.poll_ready(cx)
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, name: Name) -> Self::Future {
-        let lookup = self.inner.call(name);
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let connecting = self.inner.call(uri);
         let web = self.web;
         Box::pin(async move {
-            let found: Vec<std::net::SocketAddr> = lookup.await?.collect();
-            let Some(web) = web else {
-                return Ok(found.into_iter());
-            };
-            let allowed: Vec<_> = found
-                .iter()
-                .copied()
-                .filter(|a| !reaches(web, *a))
-                .collect();
-            if allowed.is_empty() && !found.is_empty() {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::PermissionDenied,
-                    "the web UI is not reachable through the proxy",
-                ));
+            let io = connecting.await?;
+            if let (Some(web), Ok(peer)) = (web, io.inner().peer_addr()) {
+                if reaches(web, peer) {
+                    return Err("the web UI is not reachable through the proxy".into());
+                }
             }
-            Ok(allowed.into_iter())
+            Ok(io)
         })
     }
 }
@@ -132,14 +116,15 @@ impl UpstreamError {
 /// upgrades need an HTTP/1.1 connection of their own).
 fn client(
     tls: rustls::ClientConfig,
-    resolver: Guarded,
+    web: Option<std::net::SocketAddr>,
     timeout: Duration,
     http1_only: bool,
 ) -> Client<Connector, Body> {
-    let mut http = HttpConnector::new_with_resolver(resolver);
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(timeout));
+    let mut inner = HttpConnector::new();
+    inner.enforce_http(false);
+    inner.set_nodelay(true);
+    inner.set_connect_timeout(Some(timeout));
+    let http = Guarded { inner, web };
     let https = HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http();
@@ -170,13 +155,9 @@ impl Upstream {
         idle: Duration,
         web: Option<std::net::SocketAddr>,
     ) -> Self {
-        let resolver = Guarded {
-            inner: GaiResolver::new(),
-            web,
-        };
         Self {
-            client: client(tls.clone(), resolver.clone(), timeout, false),
-            upgrades: client(tls, resolver, timeout, true),
+            client: client(tls.clone(), web, timeout, false),
+            upgrades: client(tls, web, timeout, true),
             timeout,
             idle,
         }

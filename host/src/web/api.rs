@@ -35,18 +35,23 @@ pub struct Summary<'a> {
     host: &'a str,
     port: u16,
     path: &'a str,
-    url: &'a str,
     status: Option<u16>,
     #[serde(rename = "type")]
     kind: &'a str,
     size: Option<u64>,
     /// Milliseconds.
     duration: Option<f64>,
+    #[serde(skip_serializing_if = "str::is_empty")]
     cache: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     plugins: Vec<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     marked: bool,
+    #[serde(skip_serializing_if = "str::is_empty")]
     comment: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     intercepted: Option<&'static str>,
 }
 
@@ -91,7 +96,6 @@ impl<'a> Summary<'a> {
             host: flow.host(),
             port,
             path: if path.is_empty() { "/" } else { path },
-            url,
             status: response.map(|r| r.status),
             kind,
             size: response.map(|r| r.body.size),
@@ -137,6 +141,7 @@ pub(super) async fn answer(web: &Arc<Web>, request: Request<Incoming>) -> Respon
             if let Some(store) = store(web) {
                 store.clear();
             }
+            web.rows.lock().unwrap_or_else(|e| e.into_inner()).clear();
             web.events.cleared();
             json(StatusCode::OK, &serde_json::json!({}))
         }
@@ -310,39 +315,55 @@ fn listed(web: &Web, filter: Option<&Filter>) -> Vec<u8> {
     let bodies = filter.is_some_and(Filter::uses_bodies);
     let records = store(web).map(|s| s.records()).unwrap_or_default();
     let total = records.len();
-    let rows = |id: u64, flow: &Flow, phase: Option<Phase>, out: &mut Vec<u8>| {
-        if filter.is_some_and(|f| !filter::matches(f, flow)) {
-            return;
-        }
-        let _ = serde_json::to_writer(&mut *out, &Summary::of(id, flow, phase));
-        out.push(b',');
-    };
+    // Rows already made are reused (a flow's row only changes when it is
+    // marked, which drops it); the cache keeps the flows still held.
+    let cached = std::mem::take(&mut *web.rows.lock().unwrap_or_else(|e| e.into_inner()));
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
     let chunk = records.len().div_ceil(threads).max(1024);
-    let parts: Vec<Vec<u8>> = std::thread::scope(|scope| {
+    let parts: Vec<(Vec<u8>, Rows)> = std::thread::scope(|scope| {
         let workers: Vec<_> = records
             .chunks(chunk)
             .map(|part| {
+                let cached = &cached;
                 scope.spawn(move || {
-                    let mut out = Vec::with_capacity(part.len() * 320);
+                    let mut out = Vec::with_capacity(part.len() * 160);
+                    let mut made = Vec::with_capacity(part.len());
                     for (id, record) in part {
-                        if let Ok(flow) = record.flow(bodies) {
-                            rows(*id, &flow, None, &mut out);
+                        let known = cached.get(id);
+                        let (row, matched) = match (known, filter) {
+                            (Some(row), None) => (row.clone(), true),
+                            _ => {
+                                let Ok(flow) = record.flow(bodies) else {
+                                    continue;
+                                };
+                                let matched = filter.is_none_or(|f| filter::matches(f, &flow));
+                                let row =
+                                    known.cloned().unwrap_or_else(|| row_of(*id, &flow, None));
+                                (row, matched)
+                            }
+                        };
+                        if matched {
+                            out.extend_from_slice(&row);
+                            out.push(b',');
                         }
+                        made.push((*id, row));
                     }
-                    out
+                    (out, made)
                 })
             })
             .collect();
         workers.into_iter().filter_map(|w| w.join().ok()).collect()
     });
-    let mut out = Vec::with_capacity(parts.iter().map(Vec::len).sum::<usize>() + 64);
+    let mut out = Vec::with_capacity(parts.iter().map(|(o, _)| o.len()).sum::<usize>() + 64);
     out.extend_from_slice(b"{\"flows\":[");
-    for part in &parts {
-        out.extend_from_slice(part);
+    let mut rows = std::collections::HashMap::with_capacity(total);
+    for (part, made) in parts {
+        out.extend_from_slice(&part);
+        rows.extend(made);
     }
+    *web.rows.lock().unwrap_or_else(|e| e.into_inner()) = rows;
     for (id, paused) in web
         .proxy
         .intercept
@@ -350,13 +371,26 @@ fn listed(web: &Web, filter: Option<&Filter>) -> Vec<u8> {
         .map(|i| i.paused())
         .unwrap_or_default()
     {
-        rows(id, &paused.flow, Some(paused.phase), &mut out);
+        if filter.is_none_or(|f| filter::matches(f, &paused.flow)) {
+            out.extend_from_slice(&row_of(id, &paused.flow, Some(paused.phase)));
+            out.push(b',');
+        }
     }
     if out.last() == Some(&b',') {
         out.pop();
     }
     out.extend_from_slice(format!("],\"total\":{total}}}").as_bytes());
     out
+}
+
+/// Rows made by one worker: (flow id, row).
+type Rows = Vec<(u64, Bytes)>;
+
+/// A flow's row as JSON.
+pub(super) fn row_of(id: u64, flow: &Flow, phase: Option<Phase>) -> Bytes {
+    serde_json::to_vec(&Summary::of(id, flow, phase))
+        .unwrap_or_default()
+        .into()
 }
 
 fn detail(web: &Web, id: u64) -> Response<Body> {
@@ -458,6 +492,10 @@ fn mark_flow(web: &Web, id: u64, mark: Mark) -> Response<Body> {
     let Some(store) = store(web) else {
         return error(StatusCode::NOT_FOUND, "no such flow");
     };
+    web.rows
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&id);
     let changed = store.update(id, |flow| {
         if let Some(marked) = mark.marked {
             flow.marked = marked;
@@ -592,13 +630,19 @@ async fn load(web: &Web, request: Request<Incoming>) -> Response<Body> {
     };
     let loaded = flows.len();
     let mut out = Vec::new();
+    let mut rows = Vec::with_capacity(loaded);
     for mut flow in flows {
         let id = web.proxy.next_flow_id();
         flow.id = id;
         out.clear();
         flows::file::encode(&flow, &mut out);
         store.push(id, flows::record::Record::new(&[&out]));
+        rows.push((id, row_of(id, &flow, None)));
     }
+    web.rows
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .extend(rows);
     tracing::info!("web: loaded {loaded} flows");
     json(StatusCode::OK, &serde_json::json!({ "loaded": loaded }))
 }

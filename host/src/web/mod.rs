@@ -46,6 +46,8 @@ pub struct Web {
     chain: Arc<ArcSwap<Chain>>,
     engine: Option<Arc<PluginEngine>>,
     events: &'static Events,
+    /// The flow list's rows as JSON, by flow id (api.rs).
+    rows: std::sync::Mutex<std::collections::HashMap<u64, Bytes>>,
 }
 
 impl Web {
@@ -64,6 +66,7 @@ impl Web {
             chain,
             engine,
             events: enable(),
+            rows: Default::default(),
         }))
     }
 

@@ -65,8 +65,16 @@ fn message_of(web: &Web, event: Event) -> Option<Bytes> {
     match event {
         Event::Stored(id, record) => {
             let flow = record.flow(false).ok()?;
-            let summary = api::Summary::of(id, &flow, None);
-            Some(sse("flow", &serde_json::to_string(&summary).ok()?))
+            let row = api::row_of(id, &flow, None);
+            // The list reuses it.
+            let mut rows = web.rows.lock().unwrap_or_else(|e| e.into_inner());
+            rows.insert(id, row.clone());
+            drop(rows);
+            let mut message = Vec::with_capacity(row.len() + 24);
+            message.extend_from_slice(b"event: flow\ndata: ");
+            message.extend_from_slice(&row);
+            message.extend_from_slice(b"\n\n");
+            Some(message.into())
         }
         Event::Cleared => Some(sse("cleared", "{}")),
         Event::Plugins => Some(sse(
