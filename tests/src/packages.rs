@@ -156,7 +156,18 @@ pub fn caching_proxy_sharing(
 }
 
 pub fn pip_install(proxy: &Proxlet, origin: &Origin, target: &Path) -> std::process::Output {
-    clean("python3")
+    pip_install_from(&origin.url("/simple/"), Some(proxy), target)
+}
+
+/// `pip install pkg-a` from the index at `index`, through `proxy` (trusting
+/// its CA) when given, into `target`.
+pub fn pip_install_from(
+    index: &str,
+    proxy: Option<&Proxlet>,
+    target: &Path,
+) -> std::process::Output {
+    let mut command = clean("python3");
+    command
         .args([
             "-m",
             "pip",
@@ -166,11 +177,15 @@ pub fn pip_install(proxy: &Proxlet, origin: &Origin, target: &Path) -> std::proc
         ])
         .args(["--no-input", "--timeout", "30", "--retries", "0"])
         .arg("--index-url")
-        .arg(origin.url("/simple/"))
-        .arg("--proxy")
-        .arg(proxy.url())
-        .arg("--cert")
-        .arg(proxy.ca_path())
+        .arg(index);
+    if let Some(proxy) = proxy {
+        command
+            .arg("--proxy")
+            .arg(proxy.url())
+            .arg("--cert")
+            .arg(proxy.ca_path());
+    }
+    command
         .arg("--target")
         .arg(target)
         .arg("pkg-a")

@@ -204,25 +204,9 @@ fn pip_installs_from_a_reverse_mirror_of_the_index_then_offline() {
     } else {
         panic!("the first listener is not the mirror:\n{}", proxlet.log())
     };
-    let install = |target: &std::path::Path| {
-        proxlet_tests::packages::clean("python3")
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--no-cache-dir",
-                "--disable-pip-version-check",
-            ])
-            .args(["--no-input", "--timeout", "30", "--retries", "0"])
-            .arg("--index-url")
-            .arg(format!("http://{mirror}/simple/"))
-            .arg("--target")
-            .arg(target)
-            .arg("pkg-a")
-            .env("PIP_CONFIG_FILE", "/dev/null")
-            .output()
-            .unwrap()
-    };
+    let index = format!("http://{mirror}/simple/");
+    let install =
+        |target: &std::path::Path| proxlet_tests::packages::pip_install_from(&index, None, target);
     let first = work.path().join("first");
     proxlet_tests::packages::assert_ok("pip through the mirror", &install(&first), &proxlet);
     assert!(first.join("pkg_b/__init__.py").is_file());

@@ -189,18 +189,14 @@ impl Intercept {
         &self,
         id: u64,
         client: SocketAddr,
+        mode: &'static str,
         parts: &mut http::request::Parts,
         body: &mut Body,
     ) -> Result<(), ()> {
         let Some(filter) = self.filter() else {
             return Ok(());
         };
-        let mut flow = Flow {
-            id,
-            mode: "regular".into(),
-            client: Some(client),
-            ..Flow::default()
-        };
+        let mut flow = shown(id, client, mode);
         flow.timings.request_start = Some(now_micros());
         flow.request.method = parts.method.to_string();
         flow.request.url = parts.uri.to_string();
@@ -270,18 +266,14 @@ impl Intercept {
         &self,
         id: u64,
         client: SocketAddr,
+        mode: &'static str,
         request: &SeenRequest,
         response: &mut http::Response<Body>,
     ) -> Result<(), ()> {
         let Some(filter) = self.filter() else {
             return Ok(());
         };
-        let mut flow = Flow {
-            id,
-            mode: "regular".into(),
-            client: Some(client),
-            ..Flow::default()
-        };
+        let mut flow = shown(id, client, mode);
         flow.request.method = request.method.to_string();
         flow.request.url = request.uri.to_string();
         flow.request.headers = headers_of(&request.headers);
@@ -387,6 +379,16 @@ impl Intercept {
                 None
             }
         }
+    }
+}
+
+/// The start of a paused flow as the UI shows it.
+fn shown(id: u64, client: SocketAddr, mode: &'static str) -> Flow {
+    Flow {
+        id,
+        mode: mode.into(),
+        client: Some(client),
+        ..Flow::default()
     }
 }
 

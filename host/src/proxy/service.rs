@@ -106,7 +106,7 @@ pub(crate) async fn handle(
     // request the cache would answer pauses too); the plugins see the
     // edited request.
     if let Some(intercept) = intercept {
-        let paused = intercept.request(record.id, conn.client, &mut parts, &mut body);
+        let paused = intercept.request(record.id, conn.client, record.mode, &mut parts, &mut body);
         if paused.await.is_err() {
             return Err(killed(record, &parts));
         }
@@ -235,7 +235,7 @@ pub(crate) async fn handle(
     // The response phase of intercepting.
     let mut response = response;
     if let (Some(intercept), Some(seen), None) = (intercept, &seen, &upstream_upgrade) {
-        let paused = intercept.response(record.id, conn.client, seen, &mut response);
+        let paused = intercept.response(record.id, conn.client, record.mode, seen, &mut response);
         if paused.await.is_err() {
             if let Some(recording) = record.recording.as_mut() {
                 let head = response.headers();
