@@ -133,15 +133,7 @@ async fn relay(
     let mut upstream = tokio::time::timeout(proxy.settings.upstream_timeout, connect)
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-    // A name that resolved to the web UI's address.
-    if let (Some(web), Ok(peer)) = (proxy.settings.web, upstream.peer_addr()) {
-        if super::upstream::reaches(web, peer) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::PermissionDenied,
-                "the web UI is not reachable through the proxy",
-            ));
-        }
-    }
+    super::refuse_web_ui(proxy.settings.web, &upstream)?;
     upstream.set_nodelay(true)?;
     let (prefix, client) = stream.into_parts();
     client.set_nodelay(true)?;

@@ -138,19 +138,41 @@ impl Proxy {
         {
             return true;
         }
-        match host.parse::<std::net::IpAddr>() {
-            Ok(ip) => {
-                ip.is_loopback()
-                    || ip.is_unspecified()
-                    || ip == web.ip()
-                    || web.ip().is_unspecified()
-            }
-            Err(_) => false,
-        }
+        host.parse()
+            .is_ok_and(|ip| reaches_web_ui(web, SocketAddr::new(ip, port)))
     }
 
     fn is_ignored(&self, host: &str, port: u16) -> bool {
         self.ignore_hosts.iter().any(|p| p.matches(host, port))
+    }
+}
+
+/// Whether a connection to `addr` would reach the web UI listening on
+/// `web`: its address, or any loopback or unspecified one on its port (or
+/// any address at all when the UI listens on every one).
+fn reaches_web_ui(web: SocketAddr, addr: SocketAddr) -> bool {
+    addr.port() == web.port()
+        && (addr.ip() == web.ip()
+            || addr.ip().is_loopback()
+            || addr.ip().is_unspecified()
+            || web.ip().is_unspecified())
+}
+
+/// Refuses an upstream connection that reached the web UI (a name that
+/// resolved to its address); nothing is asked of the socket without one.
+pub(crate) fn refuse_web_ui(
+    web: Option<SocketAddr>,
+    stream: &tokio::net::TcpStream,
+) -> std::io::Result<()> {
+    let Some(web) = web else {
+        return Ok(());
+    };
+    match stream.peer_addr() {
+        Ok(peer) if reaches_web_ui(web, peer) => Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "the web UI is not reachable through the proxy",
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -38,14 +38,6 @@ struct Guarded {
     web: Option<std::net::SocketAddr>,
 }
 
-/// Whether a connection to `addr` would reach the web UI listening on `web`.
-pub fn reaches(web: std::net::SocketAddr, addr: std::net::SocketAddr) -> bool {
-    addr.port() == web.port()
-        && (addr.ip() == web.ip()
-            || web.ip().is_unspecified()
-            || addr.ip().is_loopback() && web.ip().is_loopback())
-}
-
 impl tower_service::Service<http::Uri> for Guarded {
     type Response = hyper_util::rt::TokioIo<tokio::net::TcpStream>;
     type Error = BoxError;
@@ -61,11 +53,7 @@ impl tower_service::Service<http::Uri> for Guarded {
         let web = self.web;
         Box::pin(async move {
             let io = connecting.await?;
-            if let (Some(web), Ok(peer)) = (web, io.inner().peer_addr()) {
-                if reaches(web, peer) {
-                    return Err("the web UI is not reachable through the proxy".into());
-                }
-            }
+            super::refuse_web_ui(web, io.inner())?;
             Ok(io)
         })
     }
