@@ -280,6 +280,17 @@ fn socket_addr(option: &'static str, text: &str) -> Result<SocketAddr> {
         })
 }
 
+impl Settings {
+    /// The first regular listener's address (or the first listener's).
+    pub fn listen(&self) -> SocketAddr {
+        let regular = self
+            .listeners
+            .iter()
+            .find(|(mode, _)| *mode == Mode::Regular);
+        regular.unwrap_or(&self.listeners[0]).1
+    }
+}
+
 /// A config value given as one string or a list of them.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
@@ -291,9 +302,7 @@ pub enum OneOrMany {
 /// Everything a run needs, after precedence has been applied.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// The first regular listener's address (or the first listener's).
-    pub listen: SocketAddr,
-    /// Every listener, with its mode.
+    /// Every listener, with its mode (never empty).
     pub listeners: Vec<(Mode, SocketAddr)>,
     /// Where `/metrics` is served (`--admin`), if anywhere.
     pub admin: Option<SocketAddr>,
@@ -482,11 +491,6 @@ impl Settings {
                 return Err(Error::RemoteListen { addr: *addr });
             }
         }
-        let listen = listeners
-            .iter()
-            .find(|(mode, _)| *mode == Mode::Regular)
-            .unwrap_or(&listeners[0])
-            .1;
         let admin = match args.admin.clone().or(file.admin) {
             None => None,
             Some(text) => Some(socket_addr("--admin", &text)?),
@@ -589,7 +593,6 @@ impl Settings {
             .collect::<Result<_>>()?;
 
         Ok(Self {
-            listen,
             listeners,
             admin,
             web,

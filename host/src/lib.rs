@@ -103,9 +103,6 @@ fn run_proxy(mut settings: Settings, args: RunArgs) -> Result<()> {
             *addr = listener.local_addr()?;
             listeners.push((listener, mode.clone()));
         }
-        if let Some((_, addr)) = settings.listeners.iter().find(|(m, _)| *m == Mode::Regular) {
-            settings.listen = *addr;
-        }
         if let Some(warning) = open_proxy_warning(&settings) {
             tracing::warn!("{warning}");
         }
@@ -154,21 +151,17 @@ fn run_proxy(mut settings: Settings, args: RunArgs) -> Result<()> {
             tokio::spawn(web::serve(listener, web));
         }
         // The lines scripts and tests wait for; keep their format (the
-        // regular listener's last: it says the proxy is ready).
-        let mut lines: Vec<String> = settings
-            .listeners
-            .iter()
-            .map(|(mode, addr)| match mode {
-                Mode::Regular => format!("proxlet listening on http://{addr}"),
-                Mode::Socks5 => format!("proxlet listening on socks5://{addr}"),
+        // regular listeners' last: they say the proxy is ready).
+        let mut shown: Vec<&(Mode, std::net::SocketAddr)> = settings.listeners.iter().collect();
+        shown.sort_by_key(|(mode, _)| *mode == Mode::Regular);
+        for (mode, addr) in shown {
+            match mode {
+                Mode::Regular => eprintln!("proxlet listening on http://{addr}"),
+                Mode::Socks5 => eprintln!("proxlet listening on socks5://{addr}"),
                 Mode::Reverse { scheme, authority } => {
-                    format!("proxlet listening on http://{addr} (reverse:{scheme}://{authority})")
+                    eprintln!("proxlet listening on http://{addr} (reverse:{scheme}://{authority})")
                 }
-            })
-            .collect();
-        lines.sort_by_key(|line| line.starts_with("proxlet listening on http://") && !line.ends_with(')'));
-        for line in lines {
-            eprintln!("{line}");
+            }
         }
         proxy::serve(listeners, proxy.clone(), shutdown_signal()).await;
         proxy.close();
@@ -176,15 +169,16 @@ fn run_proxy(mut settings: Settings, args: RunArgs) -> Result<()> {
     })
 }
 
-/// The warning for a proxy that anyone who reaches it may use: listening
+/// The warning for a proxy that anyone who reaches it may use: a listener
 /// beyond loopback without `--proxy-auth`.
 fn open_proxy_warning(settings: &Settings) -> Option<String> {
-    (!settings.listen.ip().is_loopback() && settings.proxy_auth.is_empty()).then(|| {
-        format!(
-            "listening on {} without --proxy-auth: the proxy is open to anyone who reaches it (add --proxy-auth USER:PASS)",
-            settings.listen
-        )
-    })
+    let (_, open) = settings
+        .listeners
+        .iter()
+        .find(|(_, addr)| !addr.ip().is_loopback() && settings.proxy_auth.is_empty())?;
+    Some(format!(
+        "listening on {open} without --proxy-auth: the proxy is open to anyone who reaches it (add --proxy-auth USER:PASS)"
+    ))
 }
 
 /// Loads the plugin chain and starts watching its files (and the config

@@ -100,7 +100,7 @@ impl Proxy {
     /// Where the proxy listens (an unspecified address as loopback), for
     /// requests proxlet sends through itself.
     pub(crate) fn local_addr(&self) -> std::net::SocketAddr {
-        let mut addr = self.settings.listen;
+        let mut addr = self.settings.listen();
         if addr.ip().is_unspecified() {
             addr.set_ip(match addr {
                 std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),

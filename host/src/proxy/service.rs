@@ -403,7 +403,7 @@ fn local_response(proxy: &Proxy, target: &Uri) -> Response<Body> {
         StatusCode::BAD_REQUEST,
         format!(
             "proxlet is a proxy: send requests through it (curl -x http://{0} …); its CA certificate is at http://{0}/ca.pem",
-            proxy.settings.listen
+            proxy.settings.listen()
         ),
     )
 }
