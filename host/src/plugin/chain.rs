@@ -64,7 +64,6 @@ impl Chain {
         let mut slots = Vec::with_capacity(specs.len());
         for spec in specs {
             let spec = Arc::new(spec.clone());
-            let started = std::time::Instant::now();
             let plugin = LoadedPlugin::load(engine, spec.clone()).await?;
             let message = format!(
                 "loaded plugin {} from {} (sha256 {}, {}) in {} ms",
@@ -72,7 +71,7 @@ impl Chain {
                 spec.path.display(),
                 &plugin.hash[..12],
                 compiled(&plugin),
-                started.elapsed().as_millis()
+                plugin.load_ms
             );
             tracing::info!("{message}");
             if let Some(events) = crate::web::events() {
@@ -89,10 +88,7 @@ impl Chain {
             return FlowPlugins::default();
         }
         let host = uri.host().unwrap_or_default();
-        let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
-            Some("https") => 443,
-            _ => 80,
-        });
+        let port = crate::proxy::headers::port_of(uri);
         FlowPlugins {
             plugins: self
                 .slots

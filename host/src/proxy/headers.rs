@@ -59,6 +59,14 @@ pub fn without_userinfo(uri: &Uri) -> Result<Uri, http::Error> {
     Ok(Uri::from_parts(parts)?)
 }
 
+/// The port `uri` addresses: given, or its scheme's (443 for https, else 80).
+pub fn port_of(uri: &Uri) -> u16 {
+    uri.port_u16().unwrap_or(match uri.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    })
+}
+
 /// `uri` as the access log shows it: userinfo never appears.
 pub fn redacted(uri: &Uri) -> String {
     match without_userinfo(uri) {

@@ -35,15 +35,14 @@ pub(crate) async fn handle(
     // 1. CONNECT opens a tunnel, intercepted or not (connect.rs); a reverse
     // proxy has no tunnels to open.
     if request.method() == Method::CONNECT && conn.tunnel.is_none() {
+        record.url = headers::redacted(request.uri());
         if let Mode::Reverse { .. } = *conn.mode {
-            record.url = headers::redacted(request.uri());
             let response = text_response(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "proxlet: this is a reverse proxy; CONNECT is not served here",
             );
             return Ok(answered(record, request.version(), response));
         }
-        record.url = headers::redacted(request.uri());
         let response = connect::handle_connect(proxy, conn, request);
         record.status = response.status();
         return Ok(response.map(|b| Logged::new(b, record)));
@@ -53,7 +52,7 @@ pub(crate) async fn handle(
     record.recording = proxy
         .sink
         .as_ref()
-        .map(|sink| Recording::new(sink.clone(), id, conn.client, &conn.facts));
+        .map(|sink| Recording::new(sink.clone(), id, record.mode, conn.client, &conn.facts));
 
     // A protocol upgrade (WebSocket) the upstream may accept.
     let upgrade = upgrade::requested(&request);
@@ -79,7 +78,7 @@ pub(crate) async fn handle(
     }
     // The web UI is never reached through the proxy (its token would be
     // the only guard left against a page that makes the browser ask).
-    if proxy.names_web_ui(target.host().unwrap_or_default(), target_port(&target)) {
+    if proxy.names_web_ui(target.host().unwrap_or_default(), headers::port_of(&target)) {
         let response = text_response(
             StatusCode::FORBIDDEN,
             "proxlet: the web UI is not reachable through the proxy",
@@ -108,7 +107,7 @@ pub(crate) async fn handle(
     if let Some(intercept) = intercept {
         let paused = intercept.request(record.id, conn.client, record.mode, &mut parts, &mut body);
         if paused.await.is_err() {
-            return Err(killed(record, &parts));
+            return Err(killed(record, Some(&parts)));
         }
     }
 
@@ -241,7 +240,7 @@ pub(crate) async fn handle(
                 let head = response.headers();
                 recording.response(response.status(), record.client_version, head);
             }
-            return Err(killed(record, seen));
+            return Err(killed(record, None));
         }
     }
 
@@ -272,8 +271,9 @@ pub(crate) async fn handle(
 }
 
 /// A flow the user killed while it was intercepted: recorded with that
-/// error, logged, and the client's connection is closed.
-fn killed(mut record: FlowRecord, request: &impl KilledRequest) -> Killed {
+/// error (and `unrecorded`, the request, when it was killed before it was
+/// recorded), logged, and the client's connection is closed.
+fn killed(mut record: FlowRecord, unrecorded: Option<&http::request::Parts>) -> Killed {
     tracing::info!(
         target: "proxlet::access",
         "#{} {} {} {} killed: by the user (intercept)",
@@ -283,32 +283,17 @@ fn killed(mut record: FlowRecord, request: &impl KilledRequest) -> Killed {
         record.url,
     );
     if let Some(mut recording) = record.recording.take() {
-        request.record(&mut recording);
+        if let Some(request) = unrecorded {
+            recording.request(
+                &request.method,
+                &request.uri,
+                request.version,
+                &request.headers,
+            );
+        }
         recording.finish(Some("killed by the user".into()), None);
     }
     Killed
-}
-
-/// The request a killed flow records, if it has none yet.
-trait KilledRequest {
-    fn record(&self, recording: &mut Recording);
-}
-
-impl KilledRequest for http::request::Parts {
-    fn record(&self, recording: &mut Recording) {
-        recording.request(&self.method, &self.uri, self.version, &self.headers);
-    }
-}
-
-impl KilledRequest for SeenRequest {
-    fn record(&self, _: &mut Recording) {}
-}
-
-fn target_port(uri: &Uri) -> u16 {
-    uri.port_u16().unwrap_or(match uri.scheme_str() {
-        Some("https") => 443,
-        _ => 80,
-    })
 }
 
 /// A response proxlet makes itself before the pipeline runs (a bad target,
