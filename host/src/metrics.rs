@@ -177,8 +177,7 @@ type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
     registry: Registry,
-    /// By status class, in [`CLASSES`] order.
-    /// Regular-mode requests by status class.
+    /// Regular-mode requests by status class, in [`CLASSES`] order.
     requests: [Counter; 6],
     /// All of them, for the other modes.
     by_mode: Family<RequestLabels, Counter>,

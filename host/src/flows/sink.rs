@@ -347,8 +347,6 @@ impl Saver {
 #[derive(Debug, Clone, Default)]
 pub struct ConnFacts {
     pub accepted: i64,
-    /// The listener's mode (`regular`, `reverse`, `socks5`).
-    pub mode: &'static str,
     /// Shared by the flows of the connection.
     pub tls: Option<Arc<Tls>>,
     pub tls_done: Option<i64>,
@@ -386,17 +384,20 @@ fn field_list(headers: &HeaderMap) -> impl Iterator<Item = (&str, &[u8])> {
 }
 
 impl Recording {
-    pub fn new(sink: Arc<Sink>, id: u64, client: SocketAddr, conn: &ConnFacts) -> Box<Self> {
+    /// `mode`: the listener's (`regular`, `reverse`, `socks5`).
+    pub fn new(
+        sink: Arc<Sink>,
+        id: u64,
+        mode: &'static str,
+        client: SocketAddr,
+        conn: &ConnFacts,
+    ) -> Box<Self> {
         let body_max = sink.body_max;
         Box::new(Self {
             id,
             client,
             client_tls: conn.tls.clone(),
-            mode: if conn.mode.is_empty() {
-                "regular"
-            } else {
-                conn.mode
-            },
+            mode,
             server: None,
             server_alpn: None,
             https: false,

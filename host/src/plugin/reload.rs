@@ -206,7 +206,6 @@ async fn reload_config(
 /// Loads `slot`'s file again and swaps it in; an unchanged file is kept
 /// unless `force` (a reload the user asked for).
 pub(crate) async fn reload_slot(slot: &Slot, engine: &Arc<PluginEngine>, force: bool) {
-    let started = Instant::now();
     let spec = slot.spec.clone();
     let name = spec.name.clone();
     let path = spec.path.clone();
@@ -219,7 +218,7 @@ pub(crate) async fn reload_slot(slot: &Slot, engine: &Arc<PluginEngine>, force: 
                 );
                 return;
             }
-            let hash = plugin.hash.clone();
+            let (hash, load_ms) = (plugin.hash.clone(), plugin.load_ms);
             let compiled = super::chain::compiled(&plugin);
             slot.current.store(Arc::new(plugin));
             let message = format!(
@@ -227,7 +226,7 @@ pub(crate) async fn reload_slot(slot: &Slot, engine: &Arc<PluginEngine>, force: 
                 path.display(),
                 &hash[..12],
                 compiled,
-                started.elapsed().as_millis()
+                load_ms
             );
             tracing::info!("{message}");
             counted(&name, true, Some(&hash), &message);

@@ -117,7 +117,6 @@ async fn accept(
             slot: Arc::new(slot),
             facts: crate::flows::sink::ConnFacts {
                 accepted: crate::flows::now_micros(),
-                mode: mode.name(),
                 ..Default::default()
             },
             mode: mode.clone(),
