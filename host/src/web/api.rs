@@ -166,22 +166,10 @@ pub(super) async fn answer(web: &Arc<Web>, request: Request<Incoming>) -> Respon
             let Some((flow, _)) = find(web, id, true) else {
                 return error(StatusCode::NOT_FOUND, "no such flow");
             };
-            let edited = Resend {
-                method: flow.request.method.clone(),
-                url: flow.request.url.clone(),
-                headers: flow
-                    .request
-                    .headers
-                    .iter()
-                    .map(|h| (h.name.to_string(), String::from_utf8_lossy(&h.value).into()))
-                    .collect(),
-                body: None,
-                body_bytes: Some(flow.request.body.data.clone()),
-            };
-            resend(web, edited).await
+            resend(web, &flow).await
         }
         (&Method::POST, ["replay"]) => match read_json::<Resend>(request).await {
-            Ok(edited) => resend(web, edited).await,
+            Ok(edited) => resend(web, &edited.into_flow()).await,
             Err(refused) => refused,
         },
         (&Method::POST, ["flows", id, verb @ ("resume" | "kill")]) => {
@@ -527,22 +515,42 @@ fn mark_flow(web: &Web, id: u64, mark: Mark) -> Response<Body> {
     }
 }
 
-/// A request to send through the proxy again (replay, duplicate-and-edit).
+/// A request the user wrote (duplicate-and-edit).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct Resend {
-    pub method: String,
-    pub url: String,
+struct Resend {
+    method: String,
+    url: String,
     #[serde(default)]
-    pub headers: Vec<(String, String)>,
+    headers: Vec<(String, String)>,
     #[serde(default)]
-    pub body: Option<String>,
-    #[serde(skip)]
-    pub body_bytes: Option<Bytes>,
+    body: String,
 }
 
-async fn resend(web: &Web, request: Resend) -> Response<Body> {
-    match super::replay::send(&web.proxy, request).await {
+impl Resend {
+    /// As a recorded request, to be sent as replay sends one.
+    fn into_flow(self) -> Flow {
+        let mut flow = Flow::default();
+        flow.request.method = self.method.trim().to_owned();
+        flow.request.url = self.url.trim().to_owned();
+        flow.request.headers = self
+            .headers
+            .iter()
+            .map(|(name, value)| Header::new(name.trim(), value.trim().to_owned()))
+            .collect();
+        flow.request.body = flows::Body::whole(self.body);
+        flow
+    }
+}
+
+/// Sends `flow`'s request again through the proxy (replay's request, made
+/// by `proxlet replay`'s rules).
+async fn resend(web: &Web, flow: &Flow) -> Response<Body> {
+    let sent = match flows::replay::request_of(flow) {
+        Ok(request) => super::replay::send(&web.proxy, request).await,
+        Err(reason) => Err(reason),
+    };
+    match sent {
         Ok(status) => json(StatusCode::OK, &serde_json::json!({ "status": status })),
         Err(reason) => error(StatusCode::BAD_GATEWAY, &reason),
     }

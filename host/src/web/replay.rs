@@ -5,69 +5,27 @@
 
 use std::{sync::Arc, time::Duration};
 
-use bytes::Bytes;
-use http::{header, HeaderName, HeaderValue, Method, Request, Uri};
-use http_body_util::{BodyExt, Full};
+use http::{header, HeaderValue, Request};
+use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
 };
 
-use super::api::Resend;
-use crate::proxy::Proxy;
+use crate::proxy::{body::Body, Proxy};
 
 /// Longest CONNECT answer head read.
 const MAX_CONNECT_HEAD: usize = 8 * 1024;
 
-/// Sends `request` through the proxy; the response's status, once its body
-/// has been read (and dropped).
-pub(super) async fn send(proxy: &Arc<Proxy>, request: Resend) -> Result<u16, String> {
-    let uri: Uri = request
-        .url
-        .trim()
-        .parse()
-        .map_err(|e| format!("bad URL {:?}: {e}", request.url))?;
-    let https = match uri.scheme_str() {
-        Some("https") => true,
-        Some("http") => false,
-        _ => return Err(format!("{:?} is not an http or https URL", request.url)),
-    };
+/// Sends `request` (absolute URL, no `Host`) through the proxy; the
+/// response's status, once its body has been read (and dropped).
+pub(super) async fn send(proxy: &Arc<Proxy>, mut request: Request<Body>) -> Result<u16, String> {
+    let uri = request.uri().clone();
+    let https = uri.scheme_str() == Some("https");
     let host = uri.host().ok_or("the URL has no host")?.to_owned();
-    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-    let method = Method::from_bytes(request.method.trim().as_bytes())
-        .map_err(|_| format!("bad method {:?}", request.method))?;
-    let body = match (request.body, request.body_bytes) {
-        (Some(text), _) => Bytes::from(text),
-        (None, Some(bytes)) => bytes,
-        (None, None) => Bytes::new(),
-    };
-    let mut builder = Request::builder().method(method);
-    for (name, value) in &request.headers {
-        let name = HeaderName::from_bytes(name.trim().as_bytes())
-            .map_err(|_| format!("bad header name {name:?}"))?;
-        // Framing is the body's; hop-by-hop fields are the proxy's.
-        if matches!(
-            name,
-            header::HOST
-                | header::CONTENT_LENGTH
-                | header::TRANSFER_ENCODING
-                | header::CONNECTION
-                | header::PROXY_AUTHORIZATION
-        ) {
-            continue;
-        }
-        let value = HeaderValue::from_str(value.trim())
-            .map_err(|_| format!("bad value of header {name}"))?;
-        builder = builder.header(name, value);
-    }
-    let authorization = proxy.own_credentials().map(|c| {
-        use base64::Engine;
-        let token =
-            base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.user, c.password));
-        format!("Basic {token}")
-    });
-    // Host is the URL's authority, whatever the headers said.
+    let port = crate::proxy::headers::port_of(&uri);
+    // Host is the URL's authority.
     let host_field = match (uri.port_u16(), uri.authority()) {
         (Some(p), Some(a)) if p != if https { 443 } else { 80 } => a.as_str().to_owned(),
         _ => match host.contains(':') {
@@ -75,6 +33,14 @@ pub(super) async fn send(proxy: &Arc<Proxy>, request: Resend) -> Result<u16, Str
             false => host.clone(),
         },
     };
+    let host_value = HeaderValue::from_str(&host_field).map_err(|e| e.to_string())?;
+    request.headers_mut().insert(header::HOST, host_value);
+    let authorization = proxy.own_credentials().map(|c| {
+        use base64::Engine;
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.user, c.password));
+        format!("Basic {token}")
+    });
     let limit = proxy_timeout(proxy);
     let exchange = async {
         let tcp = TcpStream::connect(proxy.local_addr())
@@ -85,12 +51,16 @@ pub(super) async fn send(proxy: &Arc<Proxy>, request: Resend) -> Result<u16, Str
             let mut tcp = tcp;
             connect(&mut tcp, &host, port, authorization.as_deref()).await?;
             let tls = tls_to(proxy, tcp, &host).await?;
-            let target = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-            let builder = builder.uri(target);
-            exchange(tls, builder, &host_field, None, body).await
+            let target = uri.path_and_query().map_or("/", |p| p.as_str());
+            *request.uri_mut() = target.parse().map_err(|e| format!("bad target: {e}"))?;
+            exchange(tls, request).await
         } else {
-            let builder = builder.uri(uri.clone());
-            exchange(tcp, builder, &host_field, authorization.as_deref(), body).await
+            if let Some(value) = authorization.and_then(|a| HeaderValue::from_str(&a).ok()) {
+                request
+                    .headers_mut()
+                    .insert(header::PROXY_AUTHORIZATION, value);
+            }
+            exchange(tcp, request).await
         }
     };
     tokio::time::timeout(limit, exchange)
@@ -165,13 +135,7 @@ async fn tls_to(
         .map_err(|e| format!("TLS through the proxy: {e}"))
 }
 
-async fn exchange<S>(
-    io: S,
-    builder: http::request::Builder,
-    host: &str,
-    authorization: Option<&str>,
-    body: Bytes,
-) -> Result<u16, String>
+async fn exchange<S>(io: S, request: Request<Body>) -> Result<u16, String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -181,17 +145,6 @@ where
     tokio::spawn(async move {
         let _ = connection.await;
     });
-    let mut request = builder
-        .body(Full::new(body))
-        .map_err(|e| format!("bad request: {e}"))?;
-    if let Ok(value) = HeaderValue::from_str(host) {
-        request.headers_mut().insert(header::HOST, value);
-    }
-    if let Some(authorization) = authorization.and_then(|a| HeaderValue::from_str(a).ok()) {
-        request
-            .headers_mut()
-            .insert(header::PROXY_AUTHORIZATION, authorization);
-    }
     let response = sender
         .send_request(request)
         .await

@@ -241,7 +241,7 @@ impl Received {
 /// The recorded request as it is sent again: its method, URL, fields and
 /// body. Hop-by-hop fields (RFC 9110 §7.6.1) belonged to the recorded hop;
 /// `Host` comes from the URL and `Content-Length` from the body.
-fn request_of(flow: &Flow) -> Result<Request<Body>, String> {
+pub(crate) fn request_of(flow: &Flow) -> Result<Request<Body>, String> {
     let recorded = &flow.request;
     let method = Method::from_bytes(recorded.method.as_bytes())
         .map_err(|_| format!("{:?} is not an HTTP method", recorded.method))?;

@@ -9,6 +9,7 @@ pub mod server;
 use std::path::Path;
 
 pub use client::client_replay;
+pub(crate) use client::request_of;
 pub(crate) use server::{send, Answer};
 pub use server::{Killed, ServerReplay};
 
