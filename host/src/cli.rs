@@ -195,6 +195,25 @@ pub struct RunArgs {
     )]
     pub proxy_auth: Vec<String>,
 
+    /// Credentials (HTTP Basic) for the parent proxy of `--mode upstream:URL`.
+    #[arg(
+        long = "upstream-auth",
+        env = "PROXLET_UPSTREAM_AUTH",
+        value_name = "USER:PASS",
+        hide_env_values = true
+    )]
+    pub upstream_auth: Option<String>,
+
+    /// Set this SO_MARK on every connection proxlet opens upstream, so an
+    /// iptables rule can exempt them from a transparent redirect on the
+    /// same host (`-m mark ! --mark N`).
+    #[arg(
+        long = "upstream-mark",
+        env = "PROXLET_UPSTREAM_MARK",
+        value_name = "N"
+    )]
+    pub upstream_mark: Option<u32>,
+
     /// Time in-flight flows get to finish after SIGINT/SIGTERM [default: 10s].
     #[arg(long, env = "PROXLET_SHUTDOWN_GRACE", value_name = "DURATION")]
     pub shutdown_grace: Option<String>,
@@ -265,9 +284,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "forward|kill|STATUS")]
     pub server_replay_extra: Option<String>,
 
-    /// A listener in this mode: `regular`, `reverse:https://HOST[:PORT]`
-    /// or `socks5`, with `@PORT` or `@ADDR` (default 127.0.0.1:8080, socks5
-    /// 1080); repeatable. Drops the default `--listen` (an explicit one
+    /// A listener in this mode: `regular`, `upstream:http[s]://HOST:PORT`
+    /// (through a parent proxy), `reverse:https://HOST[:PORT]`,
+    /// `transparent` (Linux, iptables REDIRECT) or `socks5`, with `@PORT`
+    /// or `@ADDR` (default 127.0.0.1:8080, socks5 1080); repeatable. Drops the default `--listen` (an explicit one
     /// still adds a regular listener).
     #[arg(
         long,

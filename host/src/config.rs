@@ -82,6 +82,10 @@ pub struct FileConfig {
     pub idle_timeout: Option<String>,
     /// "USER:PASS" credentials proxy clients must present (`--proxy-auth`).
     pub proxy_auth: Option<Vec<String>>,
+    /// "USER:PASS" for the parent proxy of upstream mode (`--upstream-auth`).
+    pub upstream_auth: Option<String>,
+    /// SO_MARK on proxlet's upstream sockets (`--upstream-mark`).
+    pub upstream_mark: Option<u32>,
     /// Allow a listen address other machines can reach (`--allow-remote`).
     pub allow_remote: Option<bool>,
     /// Address of the metrics listener (`--admin`).
@@ -222,11 +226,26 @@ pub struct ProxyCredential {
 }
 
 impl ProxyCredential {
-    /// Parses `USER:PASS`; the password may contain `:`, the user may not
-    /// (RFC 7617 §2).
+    /// Parses `USER:PASS` of `--proxy-auth`; the password may contain `:`,
+    /// the user may not (RFC 7617 §2).
     pub fn parse(text: &str) -> Result<Self> {
+        Self::parse_for("--proxy-auth", text)
+    }
+
+    /// The `Proxy-Authorization` value (HTTP Basic) sending these.
+    pub fn basic(&self) -> http::HeaderValue {
+        use base64::Engine;
+        let token = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", self.user, self.password));
+        let mut value = http::HeaderValue::from_str(&format!("Basic {token}"))
+            .expect("base64 is a valid header value");
+        value.set_sensitive(true);
+        value
+    }
+
+    fn parse_for(option: &'static str, text: &str) -> Result<Self> {
         let invalid = |reason: &str| Error::InvalidOption {
-            option: "--proxy-auth",
+            option,
             value: "***".to_owned(),
             reason: reason.to_owned(),
         };
@@ -322,6 +341,10 @@ pub struct Settings {
     pub idle_timeout: Duration,
     /// Credentials proxy clients must present; empty: no authentication.
     pub proxy_auth: Vec<ProxyCredential>,
+    /// Credentials for the parent proxy (upstream mode).
+    pub upstream_auth: Option<ProxyCredential>,
+    /// SO_MARK on every upstream socket.
+    pub upstream_mark: Option<u32>,
     /// The plugin chain, in order (`plugin_dir`'s components last).
     pub plugins: Vec<PluginSpec>,
     /// The watched directory of plugin components.
@@ -561,6 +584,12 @@ impl Settings {
             .iter()
             .map(|c| ProxyCredential::parse(c))
             .collect::<Result<_>>()?;
+        let upstream_auth = args
+            .upstream_auth
+            .clone()
+            .or(file.upstream_auth.clone())
+            .map(|c| ProxyCredential::parse_for("--upstream-auth", &c))
+            .transpose()?;
         let max_connections = match args.max_connections.or(file.max_connections) {
             Some(0) => {
                 return Err(Error::InvalidOption {
@@ -608,6 +637,8 @@ impl Settings {
             max_connections,
             idle_timeout,
             proxy_auth,
+            upstream_auth,
+            upstream_mark: args.upstream_mark.or(file.upstream_mark),
             plugins,
             plugin_dir,
             capture,

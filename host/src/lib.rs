@@ -161,6 +161,10 @@ fn run_proxy(mut settings: Settings, args: RunArgs) -> Result<()> {
                 Mode::Reverse { scheme, authority } => {
                     eprintln!("proxlet listening on http://{addr} (reverse:{scheme}://{authority})")
                 }
+                Mode::Upstream { scheme, authority } => {
+                    eprintln!("proxlet listening on http://{addr} (upstream:{scheme}://{authority})")
+                }
+                Mode::Transparent => eprintln!("proxlet listening on http://{addr} (transparent)"),
             }
         }
         proxy::serve(listeners, proxy.clone(), shutdown_signal()).await;

@@ -156,7 +156,7 @@ fn bad_mode_specs_are_refused_with_the_reason() {
     for (spec, says) in [
         ("reverse:ftp://x", "http:// or https://"),
         ("wireguard", "unknown mode"),
-        ("upstream:http://127.0.0.1:3128", "not available yet"),
+        ("upstream:http://127.0.0.1", "port"),
     ] {
         let output = proxlet_tests::proxlet::run(&["--plugin", "none", "--mode", spec]);
         assert!(!output.status.success(), "{spec} was taken");
@@ -221,4 +221,129 @@ fn pip_installs_from_a_reverse_mirror_of_the_index_then_offline() {
         &proxlet,
     );
     assert!(offline.join("pkg_a/__init__.py").is_file());
+}
+
+#[test]
+fn an_upstream_mode_proxy_chains_through_an_authenticated_parent_and_caches() {
+    let origin = https_origin();
+    let plain = Origin::http();
+    let ca = origin.ca_pem();
+    // The parent: a second proxlet that wants credentials and relays the
+    // origin's TLS untouched, so the first one is the one intercepting.
+    let parent = Proxlet::start(&["--proxy-auth", "up:stream", "--ignore-hosts", "127.0.0.1"]);
+    let parent_addr = parent.url().trim_start_matches("http://").to_owned();
+    let spec = format!("upstream:http://{parent_addr}@0");
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let start = |auth: &str| {
+        Proxlet::start_with_home(
+            &dir.path().join(format!("home-{auth}")),
+            &[
+                "--upstream-ca",
+                &ca,
+                "--plugin",
+                "cache",
+                "--cache-dir",
+                cache.to_str().unwrap(),
+                "--mode",
+                &spec,
+                "--upstream-auth",
+                auth,
+            ],
+        )
+        .unwrap()
+    };
+    let proxlet = start("up:stream");
+    let line = format!("(upstream:http://{parent_addr})");
+    assert!(proxlet.log().contains(&line), "{}", proxlet.log());
+    let chained = listener_of(&proxlet, &line);
+    let ca_path = proxlet.ca_path();
+    let cacert = ca_path.to_str().unwrap();
+
+    // https: CONNECT through the parent, TLS intercepted here, stored here.
+    let url = origin.url("/bytes/3000");
+    for _ in 0..2 {
+        let (status, body, err) = curl(&["-x", &chained, "--cacert", cacert, &url]);
+        assert_eq!(
+            (status, body.len()),
+            (200, 3000),
+            "{err}\n{}",
+            proxlet.log()
+        );
+        assert_eq!(body, pattern(3000));
+    }
+    assert_eq!(
+        origin.hits("/bytes/3000"),
+        1,
+        "the second came from the cache"
+    );
+    let host = cache.join(format!("127.0.0.1_{}", origin.addr.port()));
+    assert!(
+        host.join("bytes/3000").is_file(),
+        "not stored under {host:?}"
+    );
+    let tunnel = format!("CONNECT 127.0.0.1:{}", origin.addr.port());
+    assert!(
+        parent.wait_for_log(&tunnel, std::time::Duration::from_secs(5)),
+        "{}",
+        parent.log()
+    );
+
+    // http: absolute-form to the parent, with the credentials.
+    let (status, body, err) = curl(&["-x", &chained, &plain.url("/bytes/10")]);
+    assert_eq!((status, body), (200, pattern(10)), "{err}");
+    let fetched = format!("GET {} ", plain.url("/bytes/10"));
+    assert!(
+        parent.wait_for_log(&fetched, std::time::Duration::from_secs(5)),
+        "{}",
+        parent.log()
+    );
+
+    // Wrong credentials: the parent's 407 becomes a 502 naming it.
+    let wrong = start("up:wrong");
+    let wrong_url = listener_of(&wrong, &line);
+    let wrong_ca = wrong.ca_path();
+    let (status, body, _) = curl(&[
+        "-x",
+        &wrong_url,
+        "--cacert",
+        wrong_ca.to_str().unwrap(),
+        &origin.url("/bytes/4"),
+    ]);
+    let body = String::from_utf8_lossy(&body).into_owned();
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("requires authentication"), "{body}");
+    let (status, body, _) = curl(&["-x", &wrong_url, &plain.url("/bytes/5")]);
+    let body = String::from_utf8_lossy(&body).into_owned();
+    assert!(
+        status == 502 && body.contains("--upstream-auth"),
+        "{status} {body}"
+    );
+
+    // The parent gone: 502, and never around it to the origin.
+    drop(parent);
+    let (status, body, _) = curl(&["-x", &chained, "--cacert", cacert, &origin.url("/bytes/6")]);
+    let body = String::from_utf8_lossy(&body).into_owned();
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body.contains(&format!("parent proxy {parent_addr}")),
+        "{body}"
+    );
+    assert_eq!(origin.hits("/bytes/6"), 0);
+    let (status, _, _) = curl(&["-x", &chained, &plain.url("/bytes/7")]);
+    assert_eq!(status, 502);
+    assert_eq!(plain.hits("/bytes/7"), 0);
+}
+
+/// `http://ADDR` of the listener whose line ends with `suffix`.
+fn listener_of(proxlet: &Proxlet, suffix: &str) -> String {
+    let log = proxlet.log();
+    let addr = log
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("proxlet listening on http://")?
+                .strip_suffix(&format!(" {suffix}"))
+        })
+        .unwrap_or_else(|| panic!("no listener {suffix} in:\n{log}"));
+    format!("http://{addr}")
 }

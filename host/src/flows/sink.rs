@@ -471,10 +471,12 @@ impl Recording {
     /// for this flow, not one reused from the pool. Call it after
     /// [`request`](Self::request): TLS is the URL's scheme.
     pub fn upstream(&mut self, extensions: &http::Extensions, version: Version) {
-        use crate::proxy::stamped::{self, Stamp};
-        use hyper_util::client::legacy::connect::HttpInfo;
+        use crate::proxy::{
+            dial::ServerAddr,
+            stamped::{self, Stamp},
+        };
         let tls = self.https;
-        self.server = extensions.get::<HttpInfo>().map(HttpInfo::remote_addr);
+        self.server = extensions.get::<ServerAddr>().map(|a| a.0);
         let started = self.timings.request_start.unwrap_or(i64::MAX);
         if let Some(tcp) = extensions
             .get::<Stamp<stamped::Tcp>>()

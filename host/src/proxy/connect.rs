@@ -17,17 +17,17 @@ use tokio::{
 use tokio_rustls::LazyConfigAcceptor;
 
 use super::{
-    body::{boxed, text_response, Body},
+    body::{boxed, text_response, Body, BoxError},
     io::{Activity, Prefixed, Tracked},
     ConnInfo, Proxy,
 };
 
 /// First byte of a TLS record carrying a handshake message (RFC 8446 §5.1).
-const TLS_HANDSHAKE: u8 = 0x16;
+pub(crate) const TLS_HANDSHAKE: u8 = 0x16;
 /// How long a client may stay silent after CONNECT before we stop waiting
 /// for a ClientHello and relay (server-speaks-first protocols); shorter when
 /// `--client-timeout` is.
-const FIRST_BYTE_WAIT: Duration = Duration::from_secs(3);
+pub(crate) const FIRST_BYTE_WAIT: Duration = Duration::from_secs(3);
 
 pub(crate) fn handle_connect(
     proxy: Arc<Proxy>,
@@ -78,20 +78,29 @@ pub(crate) async fn tunnel(
     proxy: Arc<Proxy>,
     conn: Arc<ConnInfo>,
 ) {
+    let wait = FIRST_BYTE_WAIT.min(proxy.settings.client_timeout);
+    let first = match proxy.is_ignored(authority.host(), authority.port_u16().unwrap_or(443)) {
+        true => None,
+        false => first_byte(&stream, wait).await,
+    };
+    tunnel_with(stream, first, authority, proxy, conn).await;
+}
+
+/// [`tunnel`] once the client's first byte is known (`None`: it sent none
+/// in time, or the host is ignored): a TLS ClientHello is intercepted,
+/// anything else relayed.
+pub(crate) async fn tunnel_with(
+    stream: Prefixed<TcpStream>,
+    first: Option<u8>,
+    authority: Authority,
+    proxy: Arc<Proxy>,
+    conn: Arc<ConnInfo>,
+) {
     let (client, timeout) = (conn.client, proxy.settings.client_timeout);
     let _active = crate::metrics::Active::new(crate::metrics::Conn::Tunnel);
-    let ignored = proxy.is_ignored(authority.host(), authority.port_u16().unwrap_or(443));
-    let result = if ignored {
-        relay(stream, &authority, &proxy, &conn)
-            .await
-            .map_err(Into::into)
-    } else {
-        match first_byte(&stream, FIRST_BYTE_WAIT.min(timeout)).await {
-            Some(TLS_HANDSHAKE) => intercept(stream, authority, proxy, conn).await,
-            _ => relay(stream, &authority, &proxy, &conn)
-                .await
-                .map_err(Into::into),
-        }
+    let result = match first {
+        Some(TLS_HANDSHAKE) => intercept(stream, authority, proxy, conn).await,
+        _ => relay(stream, &authority, &proxy, &conn).await,
     };
     if let Err(e) = result {
         super::listener::log_client_error(client, e.as_ref(), timeout);
@@ -108,7 +117,8 @@ fn into_tcp(upgraded: Upgraded) -> Option<Prefixed<TcpStream>> {
     ))
 }
 
-async fn first_byte(stream: &Prefixed<TcpStream>, wait: Duration) -> Option<u8> {
+/// The client's first byte, if it sends one within `wait`.
+pub(crate) async fn first_byte(stream: &Prefixed<TcpStream>, wait: Duration) -> Option<u8> {
     if let Some(&b) = stream.prefix().first() {
         return Some(b);
     }
@@ -128,13 +138,12 @@ async fn relay(
     authority: &Authority,
     proxy: &Proxy,
     conn: &ConnInfo,
-) -> std::io::Result<()> {
-    let connect = TcpStream::connect(authority.as_str());
-    let mut upstream = tokio::time::timeout(proxy.settings.upstream_timeout, connect)
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-    super::refuse_web_ui(proxy.settings.web, &upstream)?;
-    upstream.set_nodelay(true)?;
+) -> Result<(), BoxError> {
+    let port = authority.port_u16().unwrap_or(443);
+    let mut upstream = conn
+        .upstream
+        .tunnel(authority.host(), port, conn.original)
+        .await?;
     let (prefix, client) = stream.into_parts();
     client.set_nodelay(true)?;
     let activity = Activity::new();
@@ -177,13 +186,11 @@ async fn intercept(
     let stream = Tracked::new(stream, activity.clone());
     let handshake = async {
         let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
-        let host = start
-            .client_hello()
-            .server_name()
-            .map(str::to_owned)
-            .unwrap_or_else(|| authority.host().to_owned());
+        let sni = start.client_hello().server_name().map(str::to_owned);
+        let host = sni.clone().unwrap_or_else(|| authority.host().to_owned());
         let config = proxy.leaf_certs.server_config(&host)?;
-        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(start.into_stream(config).await?)
+        let tls = start.into_stream(config).await?;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>((tls, sni))
     };
     // A partial ClientHello is a slow request head too.
     let (client_timeout, idle) = (proxy.settings.client_timeout, proxy.settings.idle_timeout);
@@ -194,7 +201,16 @@ async fn intercept(
         );
         return Ok(());
     };
-    let tls = tls.map_err(|e| format!("TLS handshake with client failed: {e}"))?;
+    let (tls, sni) = tls.map_err(|e| format!("TLS handshake with client failed: {e}"))?;
+    // A transparent connection names its server only by SNI: the tunnel
+    // (and every URL in it) is for that name, on the redirected port; the
+    // upstream certificate is verified for it. Without SNI the address.
+    let authority = match (conn.original, sni) {
+        (Some(original), Some(name)) => {
+            Authority::try_from(format!("{name}:{}", original.port())).unwrap_or(authority)
+        }
+        _ => authority,
+    };
 
     let client = conn.client;
     let mut facts = conn.facts.clone();
@@ -213,6 +229,8 @@ async fn intercept(
     let inner = Arc::new(ConnInfo {
         client,
         mode: conn.mode.clone(),
+        upstream: conn.upstream.clone(),
+        original: conn.original,
         tunnel: Some(authority),
         stop: conn.stop.clone(),
         slot: conn.slot.clone(),

@@ -82,6 +82,7 @@ async fn accept(
         // A client may shut down its sending side after the request
         // (`nc -N`, scripts) and still gets its response.
         .half_close(true);
+    let upstream = proxy.upstream_for(&mode);
     let mut last_refusal: Option<Instant> = None;
     let mut accept_errors = AcceptErrors::default();
     loop {
@@ -108,6 +109,16 @@ async fn accept(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let original = match *mode {
+            Mode::Transparent => match redirected_from(&stream) {
+                Ok(original) => Some(original),
+                Err(why) => {
+                    tracing::info!("transparent client {client}: {why}; closing");
+                    continue;
+                }
+            },
+            _ => None,
+        };
         // The slot lives in the connection's info, which the CONNECT tunnel
         // task inherits: a tunnel counts until its socket closes.
         let conn = Arc::new(ConnInfo {
@@ -120,10 +131,19 @@ async fn accept(
                 ..Default::default()
             },
             mode: mode.clone(),
+            upstream: upstream.clone(),
+            original,
         });
-        if *mode == Mode::Socks5 {
-            tokio::spawn(super::socks::serve(stream, proxy.clone(), conn));
-            continue;
+        match *mode {
+            Mode::Socks5 => {
+                tokio::spawn(super::socks::serve(stream, proxy.clone(), conn));
+                continue;
+            }
+            Mode::Transparent => {
+                tokio::spawn(super::transparent::serve(stream, proxy.clone(), conn));
+                continue;
+            }
+            _ => {}
         }
         let activity = Activity::new();
         let stream = Tracked::new(stream, activity.clone());
@@ -148,6 +168,19 @@ async fn accept(
             }
             drop(conn);
         });
+    }
+}
+
+/// Where a transparent client's connection was headed; an error when it
+/// was not redirected at all (it would loop back into proxlet).
+fn redirected_from(stream: &tokio::net::TcpStream) -> Result<SocketAddr, String> {
+    let original = super::dial::original_destination(stream)
+        .map_err(|e| format!("no original destination (SO_ORIGINAL_DST: {e})"))?;
+    match stream.local_addr() {
+        Ok(local) if local == original => {
+            Err("connected to the transparent listener directly, not redirected".into())
+        }
+        _ => Ok(original),
     }
 }
 

@@ -4,6 +4,7 @@
 mod auth;
 pub mod body;
 mod connect;
+pub(crate) mod dial;
 pub(crate) mod encoding;
 pub(crate) mod files;
 pub(crate) mod grant;
@@ -14,6 +15,7 @@ pub mod mode;
 mod service;
 mod socks;
 pub(crate) mod stamped;
+mod transparent;
 pub(crate) mod upgrade;
 pub(crate) mod upstream;
 
@@ -34,7 +36,10 @@ use crate::{
 pub struct Proxy {
     ca: Arc<CertificateAuthority>,
     leaf_certs: LeafCertCache,
-    upstream: upstream::Upstream,
+    /// Straight to origin servers.
+    upstream: Arc<upstream::Upstream>,
+    /// Through a parent proxy, one per `upstream:` mode.
+    parents: Vec<(mode::Mode, Arc<upstream::Upstream>)>,
     ignore_hosts: Vec<HostPattern>,
     /// `--proxy-auth`; `None` when the proxy is open.
     auth: Option<auth::ProxyAuth>,
@@ -60,15 +65,33 @@ impl Proxy {
             tracing::warn!("--insecure-upstream: upstream certificates are NOT verified");
         }
         let server_replay = crate::flows::replay::ServerReplay::load(&settings)?;
+        let upstream = |parent| {
+            let route = upstream::Route {
+                web: settings.web,
+                mark: settings.upstream_mark,
+                parent,
+            };
+            let (timeout, idle) = (settings.upstream_timeout, settings.idle_timeout);
+            Arc::new(upstream::Upstream::new(tls.clone(), timeout, idle, route))
+        };
+        let mut parents = Vec::new();
+        for (mode, _) in &settings.listeners {
+            if let mode::Mode::Upstream { scheme, authority } = mode {
+                if parents.iter().all(|(m, _)| m != mode) {
+                    let parent = dial::Parent {
+                        scheme: scheme.clone(),
+                        authority: authority.clone(),
+                        auth: settings.upstream_auth.as_ref().map(|c| c.basic()),
+                    };
+                    parents.push((mode.clone(), upstream(Some(parent))));
+                }
+            }
+        }
         Ok(Arc::new(Self {
             leaf_certs: LeafCertCache::new(ca.clone())?,
             ca,
-            upstream: upstream::Upstream::new(
-                tls,
-                settings.upstream_timeout,
-                settings.idle_timeout,
-                settings.web,
-            ),
+            upstream: upstream(None),
+            parents,
             ignore_hosts: settings.ignore_hosts.clone(),
             auth: auth::ProxyAuth::new(&settings.proxy_auth),
             plugins,
@@ -88,6 +111,14 @@ impl Proxy {
     pub fn close(&self) {
         if let Some(sink) = &self.sink {
             sink.close();
+        }
+    }
+
+    /// Where the flows of a listener in `mode` go upstream.
+    pub(crate) fn upstream_for(&self, mode: &mode::Mode) -> Arc<upstream::Upstream> {
+        match self.parents.iter().find(|(m, _)| m == mode) {
+            Some((_, parent)) => parent.clone(),
+            None => self.upstream.clone(),
         }
     }
 
@@ -142,7 +173,7 @@ impl Proxy {
             .is_ok_and(|ip| reaches_web_ui(web, SocketAddr::new(ip, port)))
     }
 
-    fn is_ignored(&self, host: &str, port: u16) -> bool {
+    pub(crate) fn is_ignored(&self, host: &str, port: u16) -> bool {
         self.ignore_hosts.iter().any(|p| p.matches(host, port))
     }
 }
@@ -182,6 +213,12 @@ pub(crate) struct ConnInfo {
     pub client: SocketAddr,
     /// The listener's mode.
     pub mode: Arc<mode::Mode>,
+    /// How the connection's flows reach servers (a parent proxy's, in
+    /// upstream mode).
+    pub upstream: Arc<upstream::Upstream>,
+    /// Transparent mode: the address the client's connection was for
+    /// before the kernel redirected it; upstream connections go there.
+    pub original: Option<SocketAddr>,
     /// For connections inside an intercepted CONNECT: the tunnel's target.
     pub tunnel: Option<http::uri::Authority>,
     /// Changes when proxlet shuts down; held while the connection lives.

@@ -1,8 +1,11 @@
 //! Proxy modes, as mitmproxy names them (`--mode SPEC[@ADDR|@PORT]`), each
 //! on a listener of its own: `regular` (an explicit HTTP proxy with
-//! CONNECT), `reverse:URL` (proxlet in front of one origin: clients send
-//! plain requests, proxlet fetches them from the origin) and `socks5`
-//! (SOCKS5 CONNECT, TLS inside intercepted).
+//! CONNECT), `upstream:URL` (the same, but every request goes on through a
+//! parent proxy), `reverse:URL` (proxlet in front of one origin: clients
+//! send plain requests, proxlet fetches them from the origin),
+//! `transparent` (connections redirected by the kernel, e.g. iptables
+//! `REDIRECT`: the original destination comes from `SO_ORIGINAL_DST`) and
+//! `socks5` (SOCKS5 CONNECT, TLS inside intercepted).
 
 use std::net::SocketAddr;
 
@@ -17,6 +20,14 @@ pub enum Mode {
         scheme: Scheme,
         authority: Authority,
     },
+    /// Like `Regular`, but every upstream connection goes through this
+    /// parent proxy (absolute-form for http, CONNECT for https and tunnels).
+    Upstream {
+        scheme: Scheme,
+        authority: Authority,
+    },
+    /// Connections redirected to proxlet by the kernel (Linux).
+    Transparent,
     Socks5,
 }
 
@@ -26,6 +37,8 @@ impl Mode {
         match self {
             Mode::Regular => "regular",
             Mode::Reverse { .. } => "reverse",
+            Mode::Upstream { .. } => "upstream",
+            Mode::Transparent => "transparent",
             Mode::Socks5 => "socks5",
         }
     }
@@ -49,15 +62,22 @@ impl Mode {
         let mode = match (spec, spec.split_once(':')) {
             ("regular", _) => Mode::Regular,
             ("socks5", _) => Mode::Socks5,
-            (_, Some(("reverse", url))) => reverse(url)?,
-            ("transparent", _) | (_, Some(("upstream", _))) => {
-                return Err(format!(
-                    "{spec:?} mode is not available yet; modes: regular, reverse:URL, socks5"
-                ))
+            ("transparent", _) => Mode::Transparent,
+            (_, Some(("reverse", url))) => {
+                let (scheme, authority) = origin("reverse", url)?;
+                Mode::Reverse { scheme, authority }
+            }
+            (_, Some(("upstream", url))) => {
+                let (scheme, authority) = origin("upstream", url)?;
+                if authority.port_u16().is_none() {
+                    return Err(format!("upstream:{url}: give the parent proxy's port"));
+                }
+                Mode::Upstream { scheme, authority }
             }
             _ => {
                 return Err(format!(
-                    "unknown mode {spec:?}; modes: regular, reverse:http[s]://HOST[:PORT], socks5"
+                    "unknown mode {spec:?}; modes: regular, upstream:http[s]://HOST:PORT, \
+                     reverse:http[s]://HOST[:PORT], transparent, socks5"
                 ))
             }
         };
@@ -72,28 +92,29 @@ impl Mode {
     }
 }
 
-fn reverse(url: &str) -> Result<Mode, String> {
+/// The scheme and authority of a `reverse:` origin or an `upstream:`
+/// parent proxy: http or https, a host, no path and no credentials
+/// (a parent's come from `--upstream-auth`).
+fn origin(kind: &str, url: &str) -> Result<(Scheme, Authority), String> {
     let uri: http::Uri = url
         .parse()
-        .map_err(|e| format!("reverse:{url}: not a URL ({e})"))?;
+        .map_err(|e| format!("{kind}:{url}: not a URL ({e})"))?;
     let scheme = match uri.scheme_str() {
         Some("http") => Scheme::HTTP,
         Some("https") => Scheme::HTTPS,
-        _ => {
-            return Err(format!(
-                "reverse:{url}: the origin must be http:// or https://"
-            ))
-        }
+        _ => return Err(format!("{kind}:{url}: the URL must be http:// or https://")),
     };
     let authority = uri
         .authority()
         .filter(|a| !a.as_str().contains('@'))
-        .ok_or_else(|| format!("reverse:{url}: the URL needs a host (and no userinfo)"))?
+        .ok_or_else(|| format!("{kind}:{url}: the URL needs a host (and no userinfo)"))?
         .clone();
     if uri.path() != "/" && !uri.path().is_empty() {
-        return Err(format!("reverse:{url}: give the origin only (no path)"));
+        return Err(format!(
+            "{kind}:{url}: give scheme, host and port only (no path)"
+        ));
     }
-    Ok(Mode::Reverse { scheme, authority })
+    Ok((scheme, authority))
 }
 
 #[cfg(test)]
@@ -136,7 +157,15 @@ mod tests {
         ] {
             assert!(Mode::parse(bad).is_err(), "{bad}");
         }
-        let later = Mode::parse("upstream:http://proxy:3128").unwrap_err();
-        assert!(later.contains("not available yet"), "{later}");
+        let (mode, addr) = parsed("upstream:http://proxy:3128@9090");
+        assert_eq!(addr, "127.0.0.1:9090".parse().unwrap());
+        let Mode::Upstream { scheme, authority } = mode else {
+            panic!("{mode:?}")
+        };
+        assert_eq!((scheme, authority.as_str()), (Scheme::HTTP, "proxy:3128"));
+        assert_eq!(parsed("transparent@0").0, Mode::Transparent);
+        for bad in ["upstream:http://proxy", "upstream:http://u:p@proxy:3128"] {
+            assert!(Mode::parse(bad).is_err(), "{bad}");
+        }
     }
 }

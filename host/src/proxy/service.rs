@@ -169,7 +169,13 @@ pub(crate) async fn handle(
             // Under --server-replay a recorded response may answer instead.
             let request = Request::from_parts(parts, body);
             let replay = proxy.server_replay.as_ref();
-            match replay::send(&proxy.upstream, replay, request, &mut record, &mut notes).await? {
+            let sending = replay::send(&conn.upstream, replay, request, &mut record, &mut notes);
+            // A transparent connection's flows go to where it was headed.
+            let answered = match conn.original {
+                Some(original) => super::dial::PINNED.scope(original, sending).await,
+                None => sending.await,
+            };
+            match answered? {
                 // 5. on-response.
                 Ok(answer) => {
                     let response = match answer {

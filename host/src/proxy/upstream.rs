@@ -17,49 +17,22 @@ use http::{Request, Response, StatusCode};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::{
-    client::legacy::{connect::HttpConnector, Client},
+    client::legacy::Client,
     rt::{TokioExecutor, TokioTimer},
 };
 
 use super::{
     body::{boxed, Body, BoxError},
+    dial::{Dial, Parent, ParentError},
     stamped::{self, Stamped},
 };
 
-/// The connector: TCP, then TLS for https, each stamped with its timing.
-type Connector = Stamped<HttpsConnector<Stamped<Guarded, stamped::Tcp>>, stamped::Tls>;
-
-/// TCP connections that never reach the web UI: a name that resolves to
-/// its address (rebinding, `*.localhost`-style names) is refused once
-/// connected. Literal addresses are refused earlier, by name.
-#[derive(Clone)]
-struct Guarded {
-    inner: HttpConnector,
-    web: Option<std::net::SocketAddr>,
-}
-
-impl tower_service::Service<http::Uri> for Guarded {
-    type Response = hyper_util::rt::TokioIo<tokio::net::TcpStream>;
-    type Error = BoxError;
-    type Future =
-        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, uri: http::Uri) -> Self::Future {
-        let connecting = self.inner.call(uri);
-        let web = self.web;
-        Box::pin(async move {
-            let io = connecting.await?;
-            super::refuse_web_ui(web, io.inner())?;
-            Ok(io)
-        })
-    }
-}
+/// The connector: TCP or a parent proxy, then TLS for https, each
+/// stamped with its timing.
+type Connector = Stamped<HttpsConnector<Stamped<Dial, stamped::Tcp>>, stamped::Tls>;
 
 pub struct Upstream {
+    dial: Dial,
     client: Client<Connector, Body>,
     /// For requests that ask for a protocol upgrade (WebSocket): HTTP/1.1.
     upgrades: Client<Connector, Body>,
@@ -68,6 +41,15 @@ pub struct Upstream {
     timeout: Duration,
     /// Longest a request body may go without moving.
     idle: Duration,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.dial.parent() {
+            Some(parent) => write!(f, "Upstream(via {})", parent.authority),
+            None => f.write_str("Upstream(direct)"),
+        }
+    }
 }
 
 /// Why no upstream response came: the status and the one-line reason the
@@ -102,25 +84,15 @@ impl UpstreamError {
 
 /// A pooled client; `http1_only` offers only HTTP/1.1 by ALPN (protocol
 /// upgrades need an HTTP/1.1 connection of their own).
-fn client(
-    tls: rustls::ClientConfig,
-    web: Option<std::net::SocketAddr>,
-    timeout: Duration,
-    http1_only: bool,
-) -> Client<Connector, Body> {
-    let mut inner = HttpConnector::new();
-    inner.enforce_http(false);
-    inner.set_nodelay(true);
-    inner.set_connect_timeout(Some(timeout));
-    let http = Guarded { inner, web };
+fn client(tls: rustls::ClientConfig, dial: Dial, http1_only: bool) -> Client<Connector, Body> {
     let https = HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http();
     let https = match http1_only {
-        true => https.enable_http1().wrap_connector(Stamped::new(http)),
+        true => https.enable_http1().wrap_connector(Stamped::new(dial)),
         false => https
             .enable_all_versions()
-            .wrap_connector(Stamped::new(http)),
+            .wrap_connector(Stamped::new(dial)),
     };
     Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
@@ -135,20 +107,46 @@ fn client(
         .build(Stamped::new(https))
 }
 
+/// How an [`Upstream`] reaches servers.
+#[derive(Default)]
+pub(crate) struct Route {
+    /// The web UI's address, which no upstream connection reaches.
+    pub web: Option<std::net::SocketAddr>,
+    /// `--upstream-mark`: SO_MARK on every upstream socket.
+    pub mark: Option<u32>,
+    /// A parent proxy every connection goes through (upstream mode).
+    pub parent: Option<Parent>,
+}
+
 impl Upstream {
-    /// `web`: the web UI's address, which no upstream connection reaches.
-    pub fn new(
+    pub(crate) fn new(
         tls: rustls::ClientConfig,
         timeout: Duration,
         idle: Duration,
-        web: Option<std::net::SocketAddr>,
+        route: Route,
     ) -> Self {
+        let dial = Dial::new(tls.clone(), timeout, route.web, route.mark, route.parent);
         Self {
-            client: client(tls.clone(), web, timeout, false),
-            upgrades: client(tls, web, timeout, true),
+            client: client(tls.clone(), dial.clone(), false),
+            upgrades: client(tls, dial.clone(), true),
+            dial,
             timeout,
             idle,
         }
+    }
+
+    /// A byte stream to `host:port` (or to `pinned`, a transparent
+    /// connection's destination) for a relayed tunnel, the way this
+    /// upstream's connections go.
+    pub(crate) async fn tunnel(
+        &self,
+        host: &str,
+        port: u16,
+        pinned: Option<std::net::SocketAddr>,
+    ) -> Result<Box<dyn super::dial::Io>, BoxError> {
+        tokio::time::timeout(self.timeout, self.dial.tunnel(host, port, pinned))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))?
     }
 
     /// Sends `request` (absolute URI) and waits for the response head.
@@ -157,7 +155,19 @@ impl Upstream {
     /// been sent, the wait for the response head; it never cuts an upload
     /// that is moving, however long. While the body is being sent the limit
     /// is `--idle-timeout` without a byte of it moving.
-    pub async fn send(&self, request: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
+    pub async fn send(
+        &self,
+        mut request: Request<Body>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        // A parent proxy gets plain-http requests whole: with its
+        // credentials (CONNECT carries them for the rest).
+        if let Some(auth) = self.dial.parent().and_then(|p| p.auth.as_ref()) {
+            if request.uri().scheme() == Some(&http::uri::Scheme::HTTP) {
+                request
+                    .headers_mut()
+                    .insert(http::header::PROXY_AUTHORIZATION, auth.clone());
+            }
+        }
         let authority = request
             .uri()
             .authority()
@@ -188,7 +198,21 @@ impl Upstream {
                     if let (Ok(_), Some(metrics)) = (&result, crate::metrics::get()) {
                         metrics.first_byte(started.elapsed());
                     }
-                    return result.map_err(|e| classify(&e, &authority));
+                    let response = result.map_err(|e| classify(&e, &authority))?;
+                    // The parent's demand for credentials is not the
+                    // client's to answer: it never talked to the parent.
+                    if let (Some(parent), StatusCode::PROXY_AUTHENTICATION_REQUIRED) =
+                        (self.dial.parent(), response.status())
+                    {
+                        return Err(UpstreamError {
+                            status: StatusCode::BAD_GATEWAY,
+                            reason: format!(
+                                "parent proxy {}: requires authentication (407; see --upstream-auth)",
+                                parent.authority
+                            ),
+                        });
+                    }
+                    return Ok(response);
                 }
                 () = tokio::time::sleep_until(deadline) => {}
             }
@@ -349,6 +373,9 @@ fn classify(error: &(dyn StdError + 'static), authority: &str) -> UpstreamError 
     let mut next: Option<&(dyn StdError + 'static)> = Some(error);
     while let Some(e) = next {
         chain.push(e.to_string());
+        if let Some(parent) = e.downcast_ref::<ParentError>() {
+            return bad_gateway(parent.0.clone());
+        }
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return bad_gateway(match tls {
                 rustls::Error::InvalidCertificate(why) => {

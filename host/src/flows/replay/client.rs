@@ -54,7 +54,7 @@ pub fn client_replay(args: &ReplayArgs) -> Result<()> {
         .build()?;
     let upstream = {
         let _context = runtime.enter();
-        Upstream::new(tls, timeout, timeout, None)
+        Upstream::new(tls, timeout, timeout, Default::default())
     };
     let mut tally = Tally::default();
     let mut stdout = std::io::stdout().lock();

@@ -1,0 +1,426 @@
+//! Opening upstream connections, for the pooled clients and for relayed
+//! tunnels alike: straight to the origin over TCP, or through a parent
+//! proxy (upstream mode: absolute-form for http, CONNECT for the rest).
+//! Every TCP connection proxlet opens is checked against the web UI's
+//! address and carries `--upstream-mark` when set.
+
+use std::{
+    future::Future,
+    io,
+    net::{IpAddr, SocketAddr},
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{
+    uri::{Authority, Scheme},
+    HeaderValue,
+};
+use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper_util::{
+    client::legacy::connect::{Connected, Connection, HttpConnector},
+    rt::TokioIo,
+};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::TcpStream,
+};
+
+use super::{body::BoxError, io::Prefixed};
+
+/// A byte stream to an upstream: TCP, or TLS to a parent proxy.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+tokio::task_local! {
+    /// The address a transparent client's connection was redirected from:
+    /// connections opened while its flows are served go there, whatever
+    /// the name in the URL resolves to (or whether it resolves at all).
+    pub(crate) static PINNED: SocketAddr;
+}
+
+/// The largest response head a parent proxy may answer CONNECT with.
+const MAX_CONNECT_HEAD: usize = 16 * 1024;
+
+/// A parent proxy (`--mode upstream:URL`, `--upstream-auth`).
+pub(crate) struct Parent {
+    pub scheme: Scheme,
+    pub authority: Authority,
+    /// `Proxy-Authorization` for every request and CONNECT sent to it.
+    pub auth: Option<HeaderValue>,
+}
+
+/// How upstream connections are opened; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Dial {
+    inner: Arc<Dialing>,
+}
+
+struct Dialing {
+    http: HttpConnector,
+    /// The web UI's address, which no upstream connection reaches.
+    web: Option<SocketAddr>,
+    mark: Option<u32>,
+    timeout: Duration,
+    parent: Option<Parent>,
+    /// TLS towards an https parent.
+    tls: tokio_rustls::TlsConnector,
+}
+
+/// Why a parent proxy gave no connection: the one line the client sees.
+#[derive(Debug)]
+pub(crate) struct ParentError(pub String);
+
+impl std::fmt::Display for ParentError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ParentError {}
+
+impl Dial {
+    pub fn new(
+        tls: rustls::ClientConfig,
+        timeout: Duration,
+        web: Option<SocketAddr>,
+        mark: Option<u32>,
+        parent: Option<Parent>,
+    ) -> Self {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(timeout));
+        Self {
+            inner: Arc::new(Dialing {
+                http,
+                web,
+                mark,
+                timeout,
+                parent,
+                tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
+            }),
+        }
+    }
+
+    /// Whether connections go through a parent proxy.
+    pub fn parent(&self) -> Option<&Parent> {
+        self.inner.parent.as_ref()
+    }
+
+    /// A byte stream to `host:port` (or to `pinned`) for a relayed
+    /// tunnel: TCP, or CONNECT through the parent proxy.
+    pub async fn tunnel(
+        &self,
+        host: &str,
+        port: u16,
+        pinned: Option<SocketAddr>,
+    ) -> Result<Box<dyn Io>, BoxError> {
+        match &self.inner.parent {
+            None => Ok(Box::new(self.inner.tcp(host, port, pinned).await?)),
+            Some(parent) => Ok(self.inner.through(parent, host, port).await?.0),
+        }
+    }
+}
+
+impl Dialing {
+    /// TCP to `host:port` (or to `pinned`), marked, never to the web UI.
+    async fn tcp(
+        &self,
+        host: &str,
+        port: u16,
+        pinned: Option<SocketAddr>,
+    ) -> io::Result<TcpStream> {
+        let stream = match (pinned, self.mark) {
+            (None, None) => {
+                let uri = format!("http://{host}:{port}/");
+                let uri: http::Uri = uri.parse().map_err(io::Error::other)?;
+                let mut http = self.http.clone();
+                tower_service::Service::call(&mut http, uri)
+                    .await
+                    .map_err(|e| io::Error::other(BoxError::from(e)))?
+                    .into_inner()
+            }
+            (pinned, mark) => {
+                let connecting = connect_marked(host, port, pinned, mark);
+                tokio::time::timeout(self.timeout, connecting)
+                    .await
+                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??
+            }
+        };
+        super::refuse_web_ui(self.web, &stream)?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+
+    /// A connection to the parent proxy (TLS for an https parent), and
+    /// its address.
+    async fn parent(&self, parent: &Parent) -> Result<(Box<dyn Io>, SocketAddr), ParentError> {
+        let name = &parent.authority;
+        let failed = |why: String| ParentError(format!("parent proxy {name}: {why}"));
+        let port = parent.authority.port_u16().unwrap_or(8080);
+        let tcp = self
+            .tcp(parent.authority.host(), port, None)
+            .await
+            .map_err(|e| failed(describe_io(&e)))?;
+        let peer = tcp.peer_addr().map_err(|e| failed(e.to_string()))?;
+        if parent.scheme != Scheme::HTTPS {
+            return Ok((Box::new(tcp), peer));
+        }
+        let host = parent
+            .authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let server = rustls::pki_types::ServerName::try_from(host.to_owned())
+            .map_err(|e| failed(e.to_string()))?;
+        let tls = self
+            .tls
+            .connect(server, tcp)
+            .await
+            .map_err(|e| failed(format!("TLS: {e}")))?;
+        Ok((Box::new(tls), peer))
+    }
+
+    /// A tunnel to `host:port` through the parent proxy (CONNECT).
+    async fn through(
+        &self,
+        parent: &Parent,
+        host: &str,
+        port: u16,
+    ) -> Result<(Box<dyn Io>, SocketAddr), ParentError> {
+        let (mut io, peer) = self.parent(parent).await?;
+        let name = &parent.authority;
+        let failed = |why: String| ParentError(format!("parent proxy {name}: {why}"));
+        let target = match host.parse::<IpAddr>() {
+            Ok(IpAddr::V6(ip)) => format!("[{ip}]:{port}"),
+            _ => format!("{host}:{port}"),
+        };
+        let mut head = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n").into_bytes();
+        if let Some(auth) = &parent.auth {
+            head.extend_from_slice(b"Proxy-Authorization: ");
+            head.extend_from_slice(auth.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+        let exchange = async {
+            io.write_all(&head).await?;
+            io.flush().await?;
+            let mut buf = Vec::with_capacity(1024);
+            loop {
+                if buf.len() >= MAX_CONNECT_HEAD {
+                    return Ok(Err("answered CONNECT with a head over 16 KiB".to_owned()));
+                }
+                let mut chunk = [0u8; 2048];
+                let n = io.read(&mut chunk).await?;
+                if n == 0 {
+                    return Ok(Err(format!("closed the connection on CONNECT {target}")));
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let mut fields = [httparse::EMPTY_HEADER; 64];
+                let mut response = httparse::Response::new(&mut fields);
+                match response.parse(&buf) {
+                    Ok(httparse::Status::Complete(end)) => {
+                        return Ok(match response.code {
+                            Some(200..=299) => Ok(Bytes::copy_from_slice(&buf[end..])),
+                            Some(407) => Err(format!(
+                                "requires authentication for CONNECT {target} (407; see --upstream-auth)"
+                            )),
+                            Some(code) => Err(format!("answered {code} to CONNECT {target}")),
+                            None => Err("sent no status".to_owned()),
+                        })
+                    }
+                    Ok(httparse::Status::Partial) => {}
+                    Err(e) => return Ok(Err(format!("sent a bad response to CONNECT: {e}"))),
+                }
+            }
+        };
+        let answered: io::Result<Result<Bytes, String>> =
+            match tokio::time::timeout(self.timeout, exchange).await {
+                Ok(result) => result,
+                Err(_) => Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no answer to CONNECT in time",
+                )),
+            };
+        match answered {
+            Ok(Ok(rest)) if rest.is_empty() => Ok((io, peer)),
+            Ok(Ok(rest)) => Ok((Box::new(Prefixed::new(rest, io)), peer)),
+            Ok(Err(why)) => Err(failed(why)),
+            Err(e) => Err(failed(describe_io(&e))),
+        }
+    }
+}
+
+/// An I/O failure in the words of the upstream errors (`refused`, …).
+fn describe_io(error: &io::Error) -> String {
+    match error.kind() {
+        io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+        io::ErrorKind::TimedOut => "timed out".to_owned(),
+        _ => error.to_string(),
+    }
+}
+
+/// TCP to `pinned`, or to `host:port` resolved, each socket carrying
+/// `mark` (SO_MARK) when given; the addresses are tried in order.
+async fn connect_marked(
+    host: &str,
+    port: u16,
+    pinned: Option<SocketAddr>,
+    mark: Option<u32>,
+) -> io::Result<TcpStream> {
+    let addrs: Vec<SocketAddr> = match pinned {
+        Some(addr) => vec![addr],
+        None => {
+            let bare = host.trim_start_matches('[').trim_end_matches(']');
+            match bare.parse::<IpAddr>() {
+                Ok(ip) => vec![SocketAddr::new(ip, port)],
+                Err(_) => tokio::net::lookup_host((bare, port))
+                    .await
+                    .map_err(|e| io::Error::other(format!("dns error: {e}")))?
+                    .collect(),
+            }
+        }
+    };
+    let mut last = io::Error::other(format!("dns error: no address for {host}"));
+    for addr in addrs {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        if let Some(mark) = mark {
+            socket.set_mark(mark)?;
+        }
+        socket.set_nonblocking(true)?;
+        let socket = tokio::net::TcpSocket::from_std_stream(socket.into());
+        match socket.connect(addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// The address a connection proxlet accepted was for before the kernel
+/// redirected it (Linux `SO_ORIGINAL_DST`, IPv4 and IPv6).
+pub(crate) fn original_destination(stream: &TcpStream) -> io::Result<SocketAddr> {
+    let socket = socket2::SockRef::from(stream);
+    let original = match stream.local_addr()? {
+        SocketAddr::V4(_) => socket.original_dst_v4()?,
+        SocketAddr::V6(_) => socket.original_dst_v6()?,
+    };
+    original
+        .as_socket()
+        .ok_or_else(|| io::Error::other("SO_ORIGINAL_DST gave no IP address"))
+}
+
+/// The server's address, as a connection extra for flow records.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ServerAddr(pub SocketAddr);
+
+/// An upstream connection as hyper-util's client sees it.
+pub(crate) struct Conn {
+    io: TokioIo<Box<dyn Io>>,
+    /// Requests go to a parent proxy in absolute-form.
+    proxied: bool,
+    peer: Option<SocketAddr>,
+}
+
+impl tower_service::Service<http::Uri> for Dial {
+    type Response = Conn;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Conn, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let dial = self.inner.clone();
+        let pinned = PINNED.try_with(|addr| *addr).ok();
+        Box::pin(async move {
+            let host = uri.host().ok_or("the URL has no host")?;
+            let port = super::headers::port_of(&uri);
+            let Some(parent) = &dial.parent else {
+                let tcp = dial.tcp(host, port, pinned).await?;
+                let peer = tcp.peer_addr().ok();
+                return Ok(Conn::new(Box::new(tcp), false, peer));
+            };
+            // http goes to the parent as is, in absolute-form; https (TLS
+            // to the origin, ours) through a tunnel.
+            let (io, peer) = match uri.scheme() == Some(&Scheme::HTTPS) {
+                true => dial.through(parent, host, port).await?,
+                false => dial.parent(parent).await?,
+            };
+            Ok(Conn::new(
+                io,
+                uri.scheme() != Some(&Scheme::HTTPS),
+                Some(peer),
+            ))
+        })
+    }
+}
+
+impl Conn {
+    fn new(io: Box<dyn Io>, proxied: bool, peer: Option<SocketAddr>) -> Self {
+        Self {
+            io: TokioIo::new(io),
+            proxied,
+            peer,
+        }
+    }
+}
+
+impl Connection for Conn {
+    fn connected(&self) -> Connected {
+        let connected = Connected::new().proxy(self.proxied);
+        match self.peer {
+            Some(peer) => connected.extra(ServerAddr(peer)),
+            None => connected,
+        }
+    }
+}
+
+impl Read for Conn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl Write for Conn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+}
