@@ -21,6 +21,9 @@ command -v go >/dev/null 2>&1 || missing+=(golang)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
 command -v keytool >/dev/null 2>&1 || missing+=(default-jre-headless)
 command -v clang-14 >/dev/null 2>&1 || missing+=(clang-14)
+# Transparent mode's test: network namespaces, a veth pair, iptables REDIRECT.
+PATH=$PATH:/usr/sbin:/sbin command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+PATH=$PATH:/usr/sbin:/sbin command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 [ -x /usr/lib/llvm-14/bin/wasm-ld ] || missing+=(lld-14)
 [ -f /usr/include/wasm32-wasi/stdlib.h ] || missing+=(wasi-libc)
 [ -f /usr/lib/llvm-14/lib/clang/14.0.6/lib/wasi/libclang_rt.builtins-wasm32.a ] ||

@@ -73,6 +73,20 @@ impl Origin {
         Self::start(Some(ca))
     }
 
+    /// An origin at `addr` (HTTPS with `ca`'s certificate when given), bound
+    /// in the calling thread's network namespace.
+    pub fn at(addr: std::net::SocketAddr, ca: Option<Arc<TestCa>>) -> Self {
+        let mut origin = Self {
+            addr,
+            ca,
+            hits: Default::default(),
+            docs: Default::default(),
+            runtime: None,
+        };
+        origin.serve();
+        origin
+    }
+
     /// An HTTPS origin with a throwaway CA of its own, named `ca_name`.
     pub fn https_with_ca(ca_name: &str) -> Self {
         Self::https(Arc::new(TestCa::new(ca_name)))
@@ -85,15 +99,7 @@ impl Origin {
     }
 
     fn start(ca: Option<Arc<TestCa>>) -> Self {
-        let mut origin = Self {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            ca,
-            hits: Default::default(),
-            docs: Default::default(),
-            runtime: None,
-        };
-        origin.serve();
-        origin
+        Self::at("127.0.0.1:0".parse().unwrap(), ca)
     }
 
     /// Serves `representations` (content type, body) at `path`: with more

@@ -115,6 +115,18 @@ impl Proxlet {
         Self::spawn(command, home, args)
     }
 
+    /// Starts proxlet with `args` and `home` under `wrapper` (a command
+    /// that runs the program it is given, e.g. `ip netns exec NS`).
+    pub fn start_wrapped(wrapper: &[&str], home: &Path, args: &[&str]) -> Result<Self, String> {
+        let mut command = clean(Command::new(wrapper[0]));
+        command.args(&wrapper[1..]).arg(binary());
+        command.env("PROXLET_CACHE_DIR", home.join("proxlet-cache"));
+        if !args.iter().any(|a| *a == "--plugin" || *a == "--config") {
+            command.arg("--plugin").arg("none");
+        }
+        Self::spawn(command, home, args)
+    }
+
     /// Starts proxlet (no plugins) with its open-file limit lowered to
     /// `nofile` by `prlimit`, to run it out of file descriptors.
     pub fn start_with_open_file_limit(nofile: u32, args: &[&str]) -> Self {

@@ -19,6 +19,11 @@ pub struct TestCa {
 impl TestCa {
     /// A CA named `name` and a leaf for localhost, 127.0.0.1 and ::1.
     pub fn new(name: &str) -> Self {
+        Self::with_names(name, &[])
+    }
+
+    /// [`TestCa::new`] with a leaf also valid for the DNS `names`.
+    pub fn with_names(name: &str, names: &[&str]) -> Self {
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params
@@ -29,7 +34,9 @@ impl TestCa {
         let issuer = Issuer::new(ca_params, ca_key);
 
         let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let dns = std::iter::once("localhost").chain(names.iter().copied());
+        let mut params =
+            CertificateParams::new(dns.map(str::to_owned).collect::<Vec<_>>()).unwrap();
         params
             .subject_alt_names
             .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
