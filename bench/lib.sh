@@ -46,7 +46,7 @@ taskset -c 1 nginx -c "$work/nginx.conf"
 # start_proxlet PORT ARGS…: proxlet pinned to core 0; sets $proxlet_pid.
 start_proxlet() {
   local port=$1; shift
-  RUST_LOG=${BENCH_LOG:-warn} taskset -c 0 "${PROXLET_BIN:-./target/release/proxlet}" --listen 127.0.0.1:$port --home "${PROXLET_BENCH_HOME:-$work/home}" \
+  RUST_LOG=${BENCH_LOG:-warn} taskset -c 0 "${PROXLET_BIN:-${CARGO_TARGET_DIR:-target}/release/proxlet}" --listen 127.0.0.1:$port --home "${PROXLET_BENCH_HOME:-$work/home}" \
     --upstream-ca "$work/ca.pem" "$@" 2>"$work/proxlet-$port.log" &
   proxlet_pid=$!
   # Up to two minutes: a large plugin compiles before proxlet listens.
