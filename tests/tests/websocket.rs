@@ -151,3 +151,69 @@ fn an_upgrade_on_the_plain_listener_switches_protocols_end_to_end() {
         assert_eq!(&answer[2..], text.as_bytes());
     }
 }
+
+#[test]
+fn an_http2_client_opens_a_websocket_with_extended_connect() {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let echo = Echo::start();
+    let proxlet = Proxlet::start(&["--upstream-ca", echo.ca.path().to_str().unwrap()]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let target: std::net::SocketAddr = format!("127.0.0.1:{}", echo.tls).parse().unwrap();
+        let mut sender =
+            proxlet_tests::client::h2_through(proxlet.addr, target, &proxlet.ca_path()).await;
+        let request = || {
+            http::Request::builder()
+                .method(http::Method::CONNECT)
+                .uri(format!("https://127.0.0.1:{}/chat", echo.tls))
+                .header("sec-websocket-version", "13")
+                .extension(hyper::ext::Protocol::from_static("websocket"))
+                .body(Full::new(Bytes::new()))
+                .unwrap()
+        };
+        // The server's SETTINGS (which enable extended CONNECT) may not
+        // have arrived with the handshake: ask again, a bounded number of
+        // times, while the client says they have not.
+        let mut response = None;
+        for _ in 0..100 {
+            sender.ready().await.unwrap();
+            match sender.send_request(request()).await {
+                Ok(r) => {
+                    response = Some(r);
+                    break;
+                }
+                Err(e) if format!("{e:?}").contains("xtended") => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                Err(e) => panic!("extended CONNECT failed: {e:?}"),
+            }
+        }
+        let response = response.expect("extended CONNECT was never enabled");
+        assert_eq!(response.status(), 200, "{response:?}");
+        assert!(
+            response.headers().get("sec-websocket-accept").is_none(),
+            "{response:?}"
+        );
+        let upgraded = hyper::upgrade::on(response).await.unwrap();
+        let mut stream = hyper_util::rt::TokioIo::new(upgraded);
+        for text in ["over", "http/2 streams"] {
+            stream.write_all(&frame(text.as_bytes())).await.unwrap();
+            let mut answer = vec![0u8; 2 + text.len()];
+            let read = stream.read_exact(&mut answer);
+            tokio::time::timeout(Duration::from_secs(20), read)
+                .await
+                .expect("no echo within 20 s")
+                .unwrap();
+            assert_eq!(answer[0], 0x81, "{answer:?}");
+            assert_eq!(&answer[2..], text.as_bytes());
+        }
+    });
+    let log = proxlet.log();
+    assert!(
+        log.contains(&format!("GET https://127.0.0.1:{}/chat", echo.tls)),
+        "{log}"
+    );
+}

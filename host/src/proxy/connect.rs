@@ -245,6 +245,8 @@ async fn intercept(
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(client_timeout);
+    // WebSocket over HTTP/2 (RFC 8441).
+    builder.http2().enable_connect_protocol();
     // Upgrades (WebSocket) inside the tunnel, as on the listener.
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
     let driven = super::listener::drive(connection, stop, &activity, idle, client, |c| {

@@ -29,6 +29,8 @@ pub(crate) async fn handle(
     mut request: Request<Incoming>,
 ) -> Result<Response<Logged<Body>>, Killed> {
     let id = proxy.next_flow.fetch_add(1, Ordering::Relaxed);
+    // An HTTP/2 WebSocket (extended CONNECT) is an upgrade like HTTP/1.1's.
+    let extended = upgrade::from_extended_connect(&mut request);
     let mut record = FlowRecord::new(id, conn.client, &request);
     record.mode = conn.mode.name();
 
@@ -55,7 +57,7 @@ pub(crate) async fn handle(
         .map(|sink| Recording::new(sink.clone(), id, record.mode, conn.client, &conn.facts));
 
     // A protocol upgrade (WebSocket) the upstream may accept.
-    let upgrade = upgrade::requested(&request);
+    let upgrade = extended.clone().or_else(|| upgrade::requested(&request));
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
     let mut upstream_upgrade = None;
 
@@ -87,7 +89,11 @@ pub(crate) async fn handle(
     }
 
     let (mut parts, body) = request.into_parts();
-    let mut body = boxed(body);
+    // An extended CONNECT's stream is the WebSocket's, not a request body.
+    let mut body = match extended {
+        Some(_) => boxed(http_body_util::Empty::new()),
+        None => boxed(body),
+    };
     // RFC 9112 §3.2.2: a proxy replaces Host with the target's authority
     // (most clients already sent exactly that: then nothing is allocated).
     if let Some(authority) = target.authority() {
@@ -255,7 +261,11 @@ pub(crate) async fn handle(
     headers::remove_hop_by_hop(&mut parts.headers);
     record.status = parts.status;
     if let (Some((protocol, upstream)), Some(client)) = (upstream_upgrade, client_upgrade) {
-        upgrade::restore(&mut parts.headers, protocol);
+        match extended {
+            Some(_) => upgrade::accepted_over_h2(&mut parts.status, &mut parts.headers),
+            None => upgrade::restore(&mut parts.headers, protocol),
+        }
+        record.status = parts.status;
         upgrade::relay(record.id, client, upstream, proxy.settings.idle_timeout);
     }
     if let Some(metrics) = crate::metrics::get() {

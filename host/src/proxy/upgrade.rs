@@ -6,10 +6,15 @@
 //! After a 101 both connections carry the new protocol and their bytes are
 //! relayed as they come, with backpressure, until either side closes or
 //! nothing moves for `--idle-timeout`.
+//!
+//! An HTTP/2 client asks with an extended CONNECT instead (RFC 8441,
+//! `:protocol websocket`, offered in the SETTINGS of intercepted HTTP/2
+//! connections): it goes upstream as the HTTP/1.1 upgrade it stands for,
+//! and the upstream's 101 reaches the client as a 200 on its stream.
 
 use std::time::Duration;
 
-use http::{header, HeaderMap, HeaderValue, Request, Version};
+use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::copy_bidirectional;
@@ -32,6 +37,36 @@ pub fn requested<B>(request: &Request<B>) -> Option<HeaderValue> {
     asked
         .then(|| request.headers().get(header::UPGRADE).cloned())
         .flatten()
+}
+
+/// RFC 8441: turns an HTTP/2 extended CONNECT into the HTTP/1.1 upgrade
+/// request it stands for (a GET; for WebSocket with a fresh
+/// `Sec-WebSocket-Key`, which HTTP/2 clients do not send) and returns the
+/// protocol; `None` for any other request.
+pub fn from_extended_connect<B>(request: &mut Request<B>) -> Option<HeaderValue> {
+    if request.method() != Method::CONNECT || request.version() != Version::HTTP_2 {
+        return None;
+    }
+    let protocol = request.extensions().get::<hyper::ext::Protocol>()?;
+    let protocol = HeaderValue::from_str(protocol.as_str()).ok()?;
+    *request.method_mut() = Method::GET;
+    if protocol.as_bytes().eq_ignore_ascii_case(b"websocket") {
+        let mut nonce = [0u8; 16];
+        let random = rustls::crypto::ring::default_provider().secure_random;
+        random.fill(&mut nonce).ok()?;
+        use base64::Engine;
+        let key = base64::engine::general_purpose::STANDARD.encode(nonce);
+        let key = HeaderValue::from_str(&key).ok()?;
+        request.headers_mut().insert(header::SEC_WEBSOCKET_KEY, key);
+    }
+    Some(protocol)
+}
+
+/// The upstream's 101 as an HTTP/2 client expects it (RFC 8441 §5): a 200
+/// on the stream, without the HTTP/1.1 handshake's accept value.
+pub fn accepted_over_h2(status: &mut StatusCode, headers: &mut HeaderMap) {
+    *status = StatusCode::OK;
+    headers.remove(header::SEC_WEBSOCKET_ACCEPT);
 }
 
 /// Puts the upgrade back into a head whose hop-by-hop fields were removed.
