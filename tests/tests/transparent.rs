@@ -160,6 +160,21 @@ fn curl_in(ns: &str, args: &[&str]) -> (u16, Vec<u8>, String) {
     )
 }
 
+/// The port of `proxlet`'s transparent listener.
+fn transparent_port(proxlet: &Proxlet) -> String {
+    let log = proxlet.log();
+    log.lines()
+        .find_map(|l| {
+            l.strip_prefix("proxlet listening on http://")?
+                .strip_suffix(" (transparent)")?
+                .parse::<SocketAddr>()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no transparent listener in:\n{log}"))
+        .port()
+        .to_string()
+}
+
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
@@ -205,18 +220,7 @@ fn redirected_clients_without_proxy_settings_get_cached_files_and_proxlets_certi
         ],
     )
     .unwrap();
-    let log = proxlet.log();
-    let port = log
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("proxlet listening on http://")?
-                .strip_suffix(" (transparent)")?
-                .parse::<SocketAddr>()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no transparent listener in:\n{log}"))
-        .port()
-        .to_string();
+    let port = transparent_port(&proxlet);
     // The client namespace's web traffic, and proxlet's own namespace's
     // (except proxlet's marked upstream sockets), goes to proxlet.
     let (client_side, proxy_side) = (format!("pvp{}", std::process::id() % 100_000), port.clone());
@@ -365,4 +369,57 @@ fn redirected_clients_without_proxy_settings_get_cached_files_and_proxlets_certi
         proxlet.log()
     );
     drop(proxlet);
+
+    // Without the mark, proxlet's upstream connection would come back to
+    // it, again and again: it recognises its own socket and closes it.
+    let looping = Proxlet::start_wrapped(
+        &wrapper,
+        &dir.path().join("home-loop"),
+        &[
+            "--upstream-ca",
+            ca.path().to_str().unwrap(),
+            "--mode",
+            "transparent@0.0.0.0:0",
+            "--allow-remote",
+        ],
+    )
+    .unwrap();
+    let loop_port = transparent_port(&looping);
+    net.iptables(&[
+        "OUTPUT",
+        "-p",
+        "tcp",
+        "-d",
+        ORIGIN_IP,
+        "--dport",
+        "8443",
+        "-j",
+        "REDIRECT",
+        "--to-ports",
+        &loop_port,
+    ]);
+    let looping_ca = looping.ca_path();
+    let resolve = format!("origin.test:8443:{ORIGIN_IP}");
+    let (status, body, err) = curl_in(
+        &net.proxy,
+        &[
+            "--resolve",
+            &resolve,
+            "--cacert",
+            looping_ca.to_str().unwrap(),
+            "https://origin.test:8443/bytes/1",
+        ],
+    );
+    assert_eq!(
+        status,
+        502,
+        "{err} {}\n{}",
+        String::from_utf8_lossy(&body),
+        looping.log()
+    );
+    assert!(
+        looping.log().contains("redirected back into it"),
+        "{}",
+        looping.log()
+    );
 }

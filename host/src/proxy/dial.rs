@@ -66,6 +66,9 @@ struct Dialing {
     mark: Option<u32>,
     timeout: Duration,
     parent: Option<Parent>,
+    /// With a transparent listener: the local addresses of proxlet's own
+    /// upstream sockets, so one redirected back into it is recognised.
+    own: Option<Arc<OwnSockets>>,
     /// TLS towards an https parent.
     tls: tokio_rustls::TlsConnector,
 }
@@ -89,6 +92,7 @@ impl Dial {
         web: Option<SocketAddr>,
         mark: Option<u32>,
         parent: Option<Parent>,
+        own: Option<Arc<OwnSockets>>,
     ) -> Self {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
@@ -101,6 +105,7 @@ impl Dial {
                 mark,
                 timeout,
                 parent,
+                own,
                 tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
             }),
         }
@@ -120,32 +125,34 @@ impl Dial {
         pinned: Option<SocketAddr>,
     ) -> Result<Box<dyn Io>, BoxError> {
         match &self.inner.parent {
-            None => Ok(Box::new(self.inner.tcp(host, port, pinned).await?)),
+            None => Ok(self.inner.tcp(host, port, pinned).await?.0),
             Some(parent) => Ok(self.inner.through(parent, host, port).await?.0),
         }
     }
 }
 
 impl Dialing {
-    /// TCP to `host:port` (or to `pinned`), marked, never to the web UI.
+    /// TCP to `host:port` (or to `pinned`), marked, never to the web UI;
+    /// the stream and the server's address.
     async fn tcp(
         &self,
         host: &str,
         port: u16,
         pinned: Option<SocketAddr>,
-    ) -> io::Result<TcpStream> {
-        let stream = match (pinned, self.mark) {
-            (None, None) => {
+    ) -> io::Result<(Box<dyn Io>, SocketAddr)> {
+        let (stream, listed) = match (pinned, self.mark, &self.own) {
+            (None, None, None) => {
                 let uri = format!("http://{host}:{port}/");
                 let uri: http::Uri = uri.parse().map_err(io::Error::other)?;
                 let mut http = self.http.clone();
-                tower_service::Service::call(&mut http, uri)
+                let stream = tower_service::Service::call(&mut http, uri)
                     .await
                     .map_err(|e| io::Error::other(BoxError::from(e)))?
-                    .into_inner()
+                    .into_inner();
+                (stream, None)
             }
-            (pinned, mark) => {
-                let connecting = connect_marked(host, port, pinned, mark);
+            (pinned, mark, own) => {
+                let connecting = connect_marked(host, port, pinned, mark, own.as_ref());
                 tokio::time::timeout(self.timeout, connecting)
                     .await
                     .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??
@@ -153,7 +160,17 @@ impl Dialing {
         };
         super::refuse_web_ui(self.web, &stream)?;
         stream.set_nodelay(true)?;
-        Ok(stream)
+        let peer = stream.peer_addr()?;
+        match listed {
+            Some(listed) => Ok((
+                Box::new(Owned {
+                    stream,
+                    _listed: listed,
+                }),
+                peer,
+            )),
+            None => Ok((Box::new(stream), peer)),
+        }
     }
 
     /// A connection to the parent proxy (TLS for an https parent), and
@@ -162,13 +179,12 @@ impl Dialing {
         let name = &parent.authority;
         let failed = |why: String| ParentError(format!("parent proxy {name}: {why}"));
         let port = parent.authority.port_u16().unwrap_or(8080);
-        let tcp = self
+        let (tcp, peer) = self
             .tcp(parent.authority.host(), port, None)
             .await
             .map_err(|e| failed(describe_io(&e)))?;
-        let peer = tcp.peer_addr().map_err(|e| failed(e.to_string()))?;
         if parent.scheme != Scheme::HTTPS {
-            return Ok((Box::new(tcp), peer));
+            return Ok((tcp, peer));
         }
         let host = parent
             .authority
@@ -265,13 +281,17 @@ fn describe_io(error: &io::Error) -> String {
 }
 
 /// TCP to `pinned`, or to `host:port` resolved, each socket carrying
-/// `mark` (SO_MARK) when given; the addresses are tried in order.
+/// `mark` (SO_MARK) when given; the addresses are tried in order. With
+/// `own`, each socket is bound first and its local address listed there
+/// before it connects (a redirect back into proxlet is then recognised
+/// however soon it is accepted).
 async fn connect_marked(
     host: &str,
     port: u16,
     pinned: Option<SocketAddr>,
     mark: Option<u32>,
-) -> io::Result<TcpStream> {
+    own: Option<&Arc<OwnSockets>>,
+) -> io::Result<(TcpStream, Option<Listed>)> {
     let addrs: Vec<SocketAddr> = match pinned {
         Some(addr) => vec![addr],
         None => {
@@ -297,8 +317,19 @@ async fn connect_marked(
         }
         socket.set_nonblocking(true)?;
         let socket = tokio::net::TcpSocket::from_std_stream(socket.into());
+        let listed = match own {
+            Some(own) => {
+                let any = match addr {
+                    SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+                    SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
+                };
+                socket.bind(any)?;
+                Some(own.list(socket.local_addr()?))
+            }
+            None => None,
+        };
         match socket.connect(addr).await {
-            Ok(stream) => return Ok(stream),
+            Ok(stream) => return Ok((stream, listed)),
             Err(e) => last = e,
         }
     }
@@ -316,6 +347,100 @@ pub(crate) fn original_destination(stream: &TcpStream) -> io::Result<SocketAddr>
     original
         .as_socket()
         .ok_or_else(|| io::Error::other("SO_ORIGINAL_DST gave no IP address"))
+}
+
+/// The local ports of proxlet's open upstream sockets (kept only when a
+/// transparent listener could see them come back). Sockets are bound to
+/// the unspecified address before they connect, so the port is what is
+/// known when it must be listed.
+#[derive(Default)]
+pub(crate) struct OwnSockets {
+    open: std::sync::Mutex<std::collections::HashSet<u16>>,
+}
+
+impl OwnSockets {
+    /// Whether a connection from `addr` is one of proxlet's upstream
+    /// sockets: its port is listed and its address is this host's.
+    pub fn contains(&self, addr: SocketAddr) -> bool {
+        let listed = self
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&addr.port());
+        // Binding succeeds only to an address of this host.
+        listed && std::net::UdpSocket::bind((addr.ip(), 0)).is_ok()
+    }
+
+    /// Lists `local`'s port until the returned guard is dropped.
+    fn list(self: &Arc<Self>, local: SocketAddr) -> Listed {
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(local.port());
+        Listed {
+            port: local.port(),
+            own: self.clone(),
+        }
+    }
+}
+
+/// A local address listed in [`OwnSockets`] while this lives.
+struct Listed {
+    port: u16,
+    own: Arc<OwnSockets>,
+}
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        let mut open = self.own.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.remove(&self.port);
+    }
+}
+
+/// An upstream socket whose local address is listed while it is open.
+struct Owned {
+    stream: TcpStream,
+    _listed: Listed,
+}
+
+impl AsyncRead for Owned {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Owned {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
 }
 
 /// The server's address, as a connection extra for flow records.
@@ -346,9 +471,8 @@ impl tower_service::Service<http::Uri> for Dial {
             let host = uri.host().ok_or("the URL has no host")?;
             let port = super::headers::port_of(&uri);
             let Some(parent) = &dial.parent else {
-                let tcp = dial.tcp(host, port, pinned).await?;
-                let peer = tcp.peer_addr().ok();
-                return Ok(Conn::new(Box::new(tcp), false, peer));
+                let (tcp, peer) = dial.tcp(host, port, pinned).await?;
+                return Ok(Conn::new(tcp, false, Some(peer)));
             };
             // http goes to the parent as is, in absolute-form; https (TLS
             // to the origin, ours) through a tunnel.

@@ -110,7 +110,7 @@ async fn accept(
         };
         let _ = stream.set_nodelay(true);
         let original = match *mode {
-            Mode::Transparent => match redirected_from(&stream) {
+            Mode::Transparent => match redirected_from(&stream, client, &proxy) {
                 Ok(original) => Some(original),
                 Err(why) => {
                     tracing::info!("transparent client {client}: {why}; closing");
@@ -173,7 +173,22 @@ async fn accept(
 
 /// Where a transparent client's connection was headed; an error when it
 /// was not redirected at all (it would loop back into proxlet).
-fn redirected_from(stream: &tokio::net::TcpStream) -> Result<SocketAddr, String> {
+fn redirected_from(
+    stream: &tokio::net::TcpStream,
+    client: SocketAddr,
+    proxy: &Proxy,
+) -> Result<SocketAddr, String> {
+    if proxy
+        .own_sockets
+        .as_ref()
+        .is_some_and(|own| own.contains(client))
+    {
+        return Err(
+            "this is proxlet's own upstream connection, redirected back into it (a loop: \
+             exempt proxlet's sockets, e.g. --upstream-mark N with iptables `-m mark ! --mark N`)"
+                .into(),
+        );
+    }
     let original = super::dial::original_destination(stream)
         .map_err(|e| format!("no original destination (SO_ORIGINAL_DST: {e})"))?;
     match stream.local_addr() {

@@ -40,6 +40,8 @@ pub struct Proxy {
     upstream: Arc<upstream::Upstream>,
     /// Through a parent proxy, one per `upstream:` mode.
     parents: Vec<(mode::Mode, Arc<upstream::Upstream>)>,
+    /// With a transparent listener: proxlet's own open upstream sockets.
+    own_sockets: Option<Arc<dial::OwnSockets>>,
     ignore_hosts: Vec<HostPattern>,
     /// `--proxy-auth`; `None` when the proxy is open.
     auth: Option<auth::ProxyAuth>,
@@ -65,11 +67,17 @@ impl Proxy {
             tracing::warn!("--insecure-upstream: upstream certificates are NOT verified");
         }
         let server_replay = crate::flows::replay::ServerReplay::load(&settings)?;
+        let transparent = settings
+            .listeners
+            .iter()
+            .any(|(m, _)| *m == mode::Mode::Transparent);
+        let own_sockets = transparent.then(Arc::default);
         let upstream = |parent| {
             let route = upstream::Route {
                 web: settings.web,
                 mark: settings.upstream_mark,
                 parent,
+                own: own_sockets.clone(),
             };
             let (timeout, idle) = (settings.upstream_timeout, settings.idle_timeout);
             Arc::new(upstream::Upstream::new(tls.clone(), timeout, idle, route))
@@ -92,6 +100,7 @@ impl Proxy {
             ca,
             upstream: upstream(None),
             parents,
+            own_sockets,
             ignore_hosts: settings.ignore_hosts.clone(),
             auth: auth::ProxyAuth::new(&settings.proxy_auth),
             plugins,

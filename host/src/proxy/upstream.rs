@@ -116,6 +116,8 @@ pub(crate) struct Route {
     pub mark: Option<u32>,
     /// A parent proxy every connection goes through (upstream mode).
     pub parent: Option<Parent>,
+    /// Where proxlet's own sockets are listed (with a transparent listener).
+    pub own: Option<Arc<super::dial::OwnSockets>>,
 }
 
 impl Upstream {
@@ -125,7 +127,14 @@ impl Upstream {
         idle: Duration,
         route: Route,
     ) -> Self {
-        let dial = Dial::new(tls.clone(), timeout, route.web, route.mark, route.parent);
+        let dial = Dial::new(
+            tls.clone(),
+            timeout,
+            route.web,
+            route.mark,
+            route.parent,
+            route.own,
+        );
         Self {
             client: client(tls.clone(), dial.clone(), false),
             upgrades: client(tls, dial.clone(), true),
