@@ -18,6 +18,25 @@ use tokio::{
 
 use crate::Proxlet;
 
+/// curl (`command`, e.g. `curl` or `ip netns exec NS curl`) with `args`,
+/// bounded to 30 s: the status (0 when there was none), body and stderr.
+pub fn curl_status(mut command: Command, args: &[&str]) -> (u16, Vec<u8>, String) {
+    let output = command
+        .args(["-sS", "--max-time", "30", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    let mut body = output.stdout;
+    let split = body.iter().rposition(|b| *b == b'\n').unwrap_or(0);
+    let status = String::from_utf8_lossy(&body[split..])
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    body.truncate(split);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (status, body, stderr)
+}
+
 /// What a curl run gave.
 #[derive(Debug)]
 pub struct Curl {

@@ -23,23 +23,7 @@ fn listener(proxlet: &Proxlet, prefix: &str) -> String {
 
 /// curl with `args`; (status, body, stderr).
 fn curl(args: &[&str]) -> (u16, Vec<u8>, String) {
-    let output = Command::new("curl")
-        .args(["-sS", "--max-time", "30", "-w", "\n%{http_code}"])
-        .args(args)
-        .output()
-        .unwrap();
-    let mut body = output.stdout;
-    let split = body.iter().rposition(|b| *b == b'\n').unwrap_or(0);
-    let status = String::from_utf8_lossy(&body[split..])
-        .trim()
-        .parse()
-        .unwrap_or(0);
-    body.truncate(split);
-    (
-        status,
-        body,
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    proxlet_tests::client::curl_status(Command::new("curl"), args)
 }
 
 #[test]

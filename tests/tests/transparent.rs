@@ -134,30 +134,9 @@ fn inside<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -
 
 /// curl in namespace `ns` with no proxy settings: (status, body, stderr).
 fn curl_in(ns: &str, args: &[&str]) -> (u16, Vec<u8>, String) {
-    let mut all = vec![
-        "curl",
-        "-sS",
-        "--noproxy",
-        "*",
-        "--max-time",
-        "30",
-        "-w",
-        "\n%{http_code}",
-    ];
-    all.extend_from_slice(args);
-    let output = Net::exec(ns, &all);
-    let mut body = output.stdout;
-    let split = body.iter().rposition(|b| *b == b'\n').unwrap_or(0);
-    let status = String::from_utf8_lossy(&body[split..])
-        .trim()
-        .parse()
-        .unwrap_or(0);
-    body.truncate(split);
-    (
-        status,
-        body,
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let mut command = Command::new("ip");
+    command.args(["netns", "exec", ns, "curl", "--noproxy", "*"]);
+    proxlet_tests::client::curl_status(command, args)
 }
 
 /// The port of `proxlet`'s transparent listener.
@@ -202,24 +181,31 @@ fn redirected_clients_without_proxy_settings_get_cached_files_and_proxlets_certi
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     let wrapper = ["ip", "netns", "exec", net.proxy.as_str()];
-    let proxlet = Proxlet::start_wrapped(
-        &wrapper,
-        &dir.path().join("home"),
-        &[
+    let ca_pem = ca.path().to_str().unwrap();
+    // A transparent proxlet in the proxy namespace, with `args`.
+    let start = |home: &str, args: &[&str]| {
+        let mut all = vec![
             "--upstream-ca",
-            ca.path().to_str().unwrap(),
-            "--plugin",
-            "cache",
-            "--cache-dir",
-            cache.to_str().unwrap(),
+            ca_pem,
             "--mode",
             "transparent@0.0.0.0:0",
             "--allow-remote",
+        ];
+        all.extend_from_slice(args);
+        Proxlet::start_wrapped(&wrapper, &dir.path().join(home), &all).unwrap()
+    };
+    let cache_dir = cache.to_str().unwrap();
+    let proxlet = start(
+        "home",
+        &[
+            "--plugin",
+            "cache",
+            "--cache-dir",
+            cache_dir,
             "--upstream-mark",
             MARK,
         ],
-    )
-    .unwrap();
+    );
     let port = transparent_port(&proxlet);
     // The client namespace's web traffic, and proxlet's own namespace's
     // (except proxlet's marked upstream sockets), goes to proxlet.
@@ -372,18 +358,7 @@ fn redirected_clients_without_proxy_settings_get_cached_files_and_proxlets_certi
 
     // Without the mark, proxlet's upstream connection would come back to
     // it, again and again: it recognises its own socket and closes it.
-    let looping = Proxlet::start_wrapped(
-        &wrapper,
-        &dir.path().join("home-loop"),
-        &[
-            "--upstream-ca",
-            ca.path().to_str().unwrap(),
-            "--mode",
-            "transparent@0.0.0.0:0",
-            "--allow-remote",
-        ],
-    )
-    .unwrap();
+    let looping = start("home-loop", &[]);
     let loop_port = transparent_port(&looping);
     net.iptables(&[
         "OUTPUT",
