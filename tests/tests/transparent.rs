@@ -27,6 +27,7 @@ struct Net {
 
 impl Net {
     fn new() -> Option<Self> {
+        let started = std::time::Instant::now();
         let id = std::process::id() % 100_000;
         let net = Net {
             client: format!("pxc{id}"),
@@ -85,6 +86,7 @@ impl Net {
                 String::from_utf8_lossy(&output.stderr)
             );
         }
+        eprintln!("namespaces ready in {:?}", started.elapsed());
         Some(net)
     }
 
@@ -322,6 +324,19 @@ fn redirected_clients_without_proxy_settings_get_cached_files_and_proxlets_certi
         "{status} {body}"
     );
     assert_eq!(plain.hits("/bytes/7"), 0);
+    // Nor is a redirected connection a way to open tunnels elsewhere.
+    let connect = format!("{ORIGIN_IP}:80");
+    let mut proxied = Command::new("ip");
+    proxied.args(["netns", "exec", &net.client, "curl", "-p", "-x"]);
+    proxied.arg(format!("http://{connect}"));
+    let (status, _, connect_err) =
+        proxlet_tests::client::curl_status(proxied, &["https://example.test/"]);
+    assert_ne!(status, 200);
+    assert!(
+        proxlet.wait_for_log("CONNECT is not served", Duration::from_secs(5)),
+        "{connect_err}\n{}",
+        proxlet.log()
+    );
     assert!(!cache.join("http+pypi.org").exists());
 
     // Same host: proxlet's namespace is redirected too; its own upstream

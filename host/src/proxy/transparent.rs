@@ -104,6 +104,12 @@ async fn handle(
     original: SocketAddr,
     request: Request<Incoming>,
 ) -> Result<Response<Logged<super::body::Body>>, crate::flows::replay::Killed> {
+    // A client that does not know of a proxy has no tunnel to ask for.
+    if request.method() == http::Method::CONNECT {
+        let reason = "proxlet: CONNECT is not served on a transparent connection".to_owned();
+        let status = StatusCode::METHOD_NOT_ALLOWED;
+        return Ok(refused(&proxy, &conn, &request, status, reason));
+    }
     let Some(authority) = named(&request) else {
         let reason = "proxlet: a request needs a Host field".to_owned();
         return Ok(refused(
