@@ -14,6 +14,20 @@ fn mode(path: &Path) -> u32 {
     fs::metadata(path).unwrap().permissions().mode() & 0o7777
 }
 
+/// The function code packs under a compiled-code cache dir, with mtimes.
+fn packs(cache: &Path) -> Vec<(std::path::PathBuf, std::time::SystemTime)> {
+    let mut packs: Vec<_> = fs::read_dir(cache.join("functions"))
+        .unwrap()
+        .map(|e| {
+            let path = e.unwrap().path();
+            let modified = fs::metadata(&path).unwrap().modified().unwrap();
+            (path, modified)
+        })
+        .collect();
+    packs.sort();
+    packs
+}
+
 /// Starts proxlet, expecting it to exit; returns what it printed.
 fn refused(home: &Path) -> String {
     match Proxlet::start_with_home(home, &[]) {
@@ -108,10 +122,16 @@ fn a_cache_dir_writable_by_others_is_ignored_and_plugins_are_compiled() {
 
     // ...once another user could plant code in it, it is not trusted.
     let cache = home.path().join("cache");
+    let packs_before = packs(&cache);
+    assert!(!packs_before.is_empty());
     chmod(&cache, 0o777);
-    let proxy = Proxlet::start_with_home(home.path(), &args).unwrap();
+    let env = [("RUST_LOG", "info,proxlet::plugin::engine=debug".to_owned())];
+    let proxy = Proxlet::start_with_env(home.path(), &env, &args).unwrap();
     let log = proxy.log();
     assert!(log.contains("loaded plugin rust_hello"), "{log}");
+    // Nor is the function code below it read or written.
+    assert!(log.contains("reusing the code of "), "{log}");
+    assert_eq!(packs(&cache), packs_before);
     assert!(log.contains(", compiled)"), "{log}");
     assert!(!log.contains("compiled code from cache"), "{log}");
     let warning =
@@ -137,6 +157,7 @@ fn a_cached_file_writable_by_others_is_not_loaded() {
     let files: Vec<_> = fs::read_dir(home.path().join("cache"))
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
         .collect();
     assert_eq!(files.len(), 1, "{files:?}");
     chmod(&files[0], 0o666);

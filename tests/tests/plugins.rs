@@ -1,6 +1,7 @@
 //! The plugin runtime end to end: real components, the real binary, curl.
 
 use std::{
+    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -633,6 +634,8 @@ fn a_restart_reuses_compiled_code_from_the_cache() {
     drop(first);
     let cached: Vec<_> = std::fs::read_dir(home.path().join("cache"))
         .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
         .collect();
     assert_eq!(cached.len(), 1, "{cached:?}");
     let second = Proxlet::start_with_home(home.path(), &args).unwrap();
@@ -641,6 +644,52 @@ fn a_restart_reuses_compiled_code_from_the_cache() {
         "{}",
         second.log()
     );
+}
+
+#[test]
+fn an_edited_plugin_reuses_the_code_of_its_unchanged_functions_and_serves_the_edit() {
+    let origin = https_origin();
+    let home = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("hello.wasm");
+    std::fs::copy(guest("rust_hello.wasm"), &plugin).unwrap();
+    let env = [("RUST_LOG", "info,proxlet::plugin::engine=debug".to_owned())];
+    let ca = origin.ca_pem();
+    let args = ["--upstream-ca", &ca, "--plugin", plugin.to_str().unwrap()];
+    let proxy = Proxlet::start_with_env(home.path(), &env, &args).unwrap();
+    let url = origin.url("/bytes/8");
+    assert_eq!(hello_header(&proxy, &url).1.as_deref(), Some("world"));
+
+    replace_by_rename(&plugin, &guest("rust_hello_reloaded.wasm"));
+    assert!(
+        wait_for_header(&proxy, &url, "reloaded", Duration::from_secs(60)).is_some(),
+        "{}",
+        proxy.log()
+    );
+    let log = proxy.log();
+    let reuse = log
+        .lines()
+        .filter_map(|line| line.split("reusing the code of ").nth(1))
+        .next_back()
+        .unwrap_or_else(|| panic!("no compile line:\n{log}"));
+    let (reused, total) = reuse
+        .split_once(" of ")
+        .map(|(r, t)| (r.parse::<u64>().unwrap(), t.trim_end_matches(" functions")))
+        .unwrap();
+    let total: u64 = total.split(' ').next().unwrap().parse().unwrap();
+    assert!(reused > 0 && reused < total, "{reuse}");
+
+    // The function code is kept on disk, private, for the next process.
+    let functions = home.path().join("cache").join("functions");
+    let packs: Vec<_> = std::fs::read_dir(&functions)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .collect();
+    assert!(!packs.is_empty());
+    for pack in packs {
+        let mode = pack.metadata().unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{:?}", pack.path());
+    }
 }
 
 #[test]

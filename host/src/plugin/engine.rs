@@ -1,6 +1,7 @@
 //! The one wasmtime engine of the process, its linker (WASI p2 subset and the
 //! `host` interface), the epoch ticker behind call deadlines, and the on-disk
-//! cache of compiled components keyed by content hash.
+//! cache of compiled components keyed by content hash (with, below it, the
+//! per-function cache that makes recompiling an edited component cheap).
 
 use std::{
     fs,
@@ -10,7 +11,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use sha2::{Digest, Sha256};
@@ -20,7 +21,7 @@ use wasmtime::{
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::{bindings, PluginError};
+use super::{bindings, function_cache::FunctionCache, PluginError};
 
 /// Epoch granularity: call deadlines are whole ticks.
 pub const TICK: Duration = Duration::from_millis(2);
@@ -109,6 +110,8 @@ pub struct PluginEngine {
     cache_dir: Option<PathBuf>,
     /// The WARN about an unsafe cache dir has been logged.
     cache_warned: AtomicBool,
+    /// Code of single functions, when compiled code is cached at all.
+    functions: Option<Arc<FunctionCache>>,
 }
 
 impl PluginEngine {
@@ -133,6 +136,18 @@ impl PluginEngine {
             .max_component_instance_size(16 << 20)
             .max_core_instance_size(16 << 20);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        // An edit of a Python or JavaScript plugin changes its script, not
+        // the interpreter that makes up nearly all of the component: with
+        // the code of unchanged functions reused, a reload compiles only
+        // what changed.
+        let functions = cache_dir
+            .as_ref()
+            .map(|_| Arc::new(FunctionCache::default()));
+        if let Some(functions) = &functions {
+            config
+                .enable_incremental_compilation(functions.clone())
+                .map_err(PluginError::engine)?;
+        }
         let engine = match Engine::new(&config) {
             Ok(engine) => engine,
             Err(e) => {
@@ -172,6 +187,7 @@ impl PluginEngine {
             linker,
             cache_dir,
             cache_warned: AtomicBool::new(false),
+            functions,
         }))
     }
 
@@ -179,7 +195,8 @@ impl PluginEngine {
     /// Returns the component, its sha256 (hex) and whether the cache served it.
     pub fn compile(&self, bytes: &[u8]) -> Result<(Component, String, bool), String> {
         let hash = hex(&Sha256::digest(bytes));
-        let cached = self.trusted_cache_dir().map(|dir| {
+        let trusted = self.trusted_cache_dir();
+        let cached = trusted.map(|dir| {
             dir.join(format!(
                 "{hash}-wasmtime{}.cwasm",
                 env!("CARGO_PKG_VERSION")
@@ -204,7 +221,27 @@ impl PluginEngine {
                 Err(_) => {}
             }
         }
-        let component = Component::from_binary(&self.engine, bytes).map_err(|e| describe(&e))?;
+        if let Some(functions) = &self.functions {
+            functions.load(trusted);
+            functions.take_reuse();
+        }
+        let started = Instant::now();
+        let compiled = Component::from_binary(&self.engine, bytes).map_err(|e| describe(&e));
+        if let Some(functions) = &self.functions {
+            let reuse = functions.take_reuse();
+            functions.save(trusted);
+            let (held, bytes) = functions.held();
+            tracing::debug!(
+                "compiled component {} in {} ms, reusing the code of {} of {} functions \
+                 ({held} functions, {} KiB of code kept)",
+                &hash[..12],
+                started.elapsed().as_millis(),
+                reuse.hits,
+                reuse.hits + reuse.misses,
+                bytes >> 10,
+            );
+        }
+        let component = compiled?;
         if let Some(path) = cached {
             if let Ok(compiled) = component.serialize() {
                 if let Err(e) = crate::proxy::files::write_atomically(&path, &compiled, 0o600) {
@@ -246,7 +283,7 @@ impl PluginEngine {
 }
 
 /// Owned by the user running proxlet and not writable by group or others.
-fn private_to_us(meta: &fs::Metadata) -> bool {
+pub(super) fn private_to_us(meta: &fs::Metadata) -> bool {
     meta.uid() == crate::tls::current_uid() && meta.mode() & 0o022 == 0
 }
 

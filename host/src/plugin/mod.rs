@@ -7,6 +7,7 @@ pub mod builtin;
 mod chain;
 mod engine;
 mod fill;
+mod function_cache;
 mod heads;
 mod instance;
 mod memo;
