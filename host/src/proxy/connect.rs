@@ -27,7 +27,7 @@ pub(crate) const TLS_HANDSHAKE: u8 = 0x16;
 /// How long a client may stay silent after CONNECT before we stop waiting
 /// for a ClientHello and relay (server-speaks-first protocols); shorter when
 /// `--client-timeout` is.
-pub(crate) const FIRST_BYTE_WAIT: Duration = Duration::from_secs(3);
+const FIRST_BYTE_WAIT: Duration = Duration::from_secs(3);
 
 pub(crate) fn handle_connect(
     proxy: Arc<Proxy>,
@@ -78,12 +78,22 @@ pub(crate) async fn tunnel(
     proxy: Arc<Proxy>,
     conn: Arc<ConnInfo>,
 ) {
-    let wait = FIRST_BYTE_WAIT.min(proxy.settings.client_timeout);
-    let first = match proxy.is_ignored(authority.host(), authority.port_u16().unwrap_or(443)) {
-        true => None,
-        false => first_byte(&stream, wait).await,
-    };
+    let first = opening_byte(&stream, &authority, &proxy).await;
     tunnel_with(stream, first, authority, proxy, conn).await;
+}
+
+/// The client's first byte on a connection to `authority`, if it sends
+/// one in time; `None` for `--ignore-hosts`, which are relayed unread.
+pub(crate) async fn opening_byte(
+    stream: &Prefixed<TcpStream>,
+    authority: &Authority,
+    proxy: &Proxy,
+) -> Option<u8> {
+    let port = authority.port_u16().unwrap_or(443);
+    if proxy.is_ignored(authority.host(), port) {
+        return None;
+    }
+    first_byte(stream, FIRST_BYTE_WAIT.min(proxy.settings.client_timeout)).await
 }
 
 /// [`tunnel`] once the client's first byte is known (`None`: it sent none
@@ -118,7 +128,7 @@ fn into_tcp(upgraded: Upgraded) -> Option<Prefixed<TcpStream>> {
 }
 
 /// The client's first byte, if it sends one within `wait`.
-pub(crate) async fn first_byte(stream: &Prefixed<TcpStream>, wait: Duration) -> Option<u8> {
+async fn first_byte(stream: &Prefixed<TcpStream>, wait: Duration) -> Option<u8> {
     if let Some(&b) = stream.prefix().first() {
         return Some(b);
     }

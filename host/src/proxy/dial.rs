@@ -53,6 +53,19 @@ pub(crate) struct Parent {
     pub auth: Option<HeaderValue>,
 }
 
+/// Where and how upstream connections go.
+#[derive(Default)]
+pub(crate) struct Route {
+    /// The web UI's address, which no upstream connection reaches.
+    pub web: Option<std::net::SocketAddr>,
+    /// `--upstream-mark`: SO_MARK on every upstream socket.
+    pub mark: Option<u32>,
+    /// A parent proxy every connection goes through (upstream mode).
+    pub parent: Option<Parent>,
+    /// Where proxlet's own sockets are listed (with a transparent listener).
+    pub own: Option<Arc<OwnSockets>>,
+}
+
 /// How upstream connections are opened; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Dial {
@@ -61,14 +74,8 @@ pub(crate) struct Dial {
 
 struct Dialing {
     http: HttpConnector,
-    /// The web UI's address, which no upstream connection reaches.
-    web: Option<SocketAddr>,
-    mark: Option<u32>,
     timeout: Duration,
-    parent: Option<Parent>,
-    /// With a transparent listener: the local addresses of proxlet's own
-    /// upstream sockets, so one redirected back into it is recognised.
-    own: Option<Arc<OwnSockets>>,
+    route: Route,
     /// TLS towards an https parent.
     tls: tokio_rustls::TlsConnector,
 }
@@ -86,14 +93,7 @@ impl std::fmt::Display for ParentError {
 impl std::error::Error for ParentError {}
 
 impl Dial {
-    pub fn new(
-        tls: rustls::ClientConfig,
-        timeout: Duration,
-        web: Option<SocketAddr>,
-        mark: Option<u32>,
-        parent: Option<Parent>,
-        own: Option<Arc<OwnSockets>>,
-    ) -> Self {
+    pub fn new(tls: rustls::ClientConfig, timeout: Duration, route: Route) -> Self {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -101,11 +101,8 @@ impl Dial {
         Self {
             inner: Arc::new(Dialing {
                 http,
-                web,
-                mark,
                 timeout,
-                parent,
-                own,
+                route,
                 tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
             }),
         }
@@ -113,7 +110,7 @@ impl Dial {
 
     /// Whether connections go through a parent proxy.
     pub fn parent(&self) -> Option<&Parent> {
-        self.inner.parent.as_ref()
+        self.inner.route.parent.as_ref()
     }
 
     /// A byte stream to `host:port` (or to `pinned`) for a relayed
@@ -124,7 +121,7 @@ impl Dial {
         port: u16,
         pinned: Option<SocketAddr>,
     ) -> Result<Box<dyn Io>, BoxError> {
-        match &self.inner.parent {
+        match &self.inner.route.parent {
             None => Ok(self.inner.tcp(host, port, pinned).await?.0),
             Some(parent) => Ok(self.inner.through(parent, host, port).await?.0),
         }
@@ -140,7 +137,7 @@ impl Dialing {
         port: u16,
         pinned: Option<SocketAddr>,
     ) -> io::Result<(Box<dyn Io>, SocketAddr)> {
-        let (stream, listed) = match (pinned, self.mark, &self.own) {
+        let (stream, listed) = match (pinned, self.route.mark, &self.route.own) {
             (None, None, None) => {
                 let uri = format!("http://{host}:{port}/");
                 let uri: http::Uri = uri.parse().map_err(io::Error::other)?;
@@ -158,9 +155,9 @@ impl Dialing {
                     .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??
             }
         };
-        super::refuse_web_ui(self.web, &stream)?;
-        stream.set_nodelay(true)?;
         let peer = stream.peer_addr()?;
+        super::refuse_web_ui(self.route.web, peer)?;
+        stream.set_nodelay(true)?;
         match listed {
             Some(listed) => Ok((
                 Box::new(Owned {
@@ -211,10 +208,8 @@ impl Dialing {
         let (mut io, peer) = self.parent(parent).await?;
         let name = &parent.authority;
         let failed = |why: String| ParentError(format!("parent proxy {name}: {why}"));
-        let target = match host.parse::<IpAddr>() {
-            Ok(IpAddr::V6(ip)) => format!("[{ip}]:{port}"),
-            _ => format!("{host}:{port}"),
-        };
+        // `host` comes from a URI or authority: an IPv6 one is bracketed.
+        let target = format!("{host}:{port}");
         let mut head = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n").into_bytes();
         if let Some(auth) = &parent.auth {
             head.extend_from_slice(b"Proxy-Authorization: ");
@@ -470,7 +465,7 @@ impl tower_service::Service<http::Uri> for Dial {
         Box::pin(async move {
             let host = uri.host().ok_or("the URL has no host")?;
             let port = super::headers::port_of(&uri);
-            let Some(parent) = &dial.parent else {
+            let Some(parent) = &dial.route.parent else {
                 let (tcp, peer) = dial.tcp(host, port, pinned).await?;
                 return Ok(Conn::new(tcp, false, Some(peer)));
             };

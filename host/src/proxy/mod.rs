@@ -73,7 +73,7 @@ impl Proxy {
             .any(|(m, _)| *m == mode::Mode::Transparent);
         let own_sockets = transparent.then(Arc::default);
         let upstream = |parent| {
-            let route = upstream::Route {
+            let route = dial::Route {
                 web: settings.web,
                 mark: settings.upstream_mark,
                 parent,
@@ -198,17 +198,11 @@ fn reaches_web_ui(web: SocketAddr, addr: SocketAddr) -> bool {
             || web.ip().is_unspecified())
 }
 
-/// Refuses an upstream connection that reached the web UI (a name that
-/// resolved to its address); nothing is asked of the socket without one.
-pub(crate) fn refuse_web_ui(
-    web: Option<SocketAddr>,
-    stream: &tokio::net::TcpStream,
-) -> std::io::Result<()> {
-    let Some(web) = web else {
-        return Ok(());
-    };
-    match stream.peer_addr() {
-        Ok(peer) if reaches_web_ui(web, peer) => Err(std::io::Error::new(
+/// Refuses an upstream connection to `peer` that reached the web UI (a
+/// name that resolved to its address).
+pub(crate) fn refuse_web_ui(web: Option<SocketAddr>, peer: SocketAddr) -> std::io::Result<()> {
+    match web {
+        Some(web) if reaches_web_ui(web, peer) => Err(std::io::Error::new(
             std::io::ErrorKind::PermissionDenied,
             "the web UI is not reachable through the proxy",
         )),

@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 
 use super::{
     body::{text_response, FlowRecord, Logged},
-    connect::{self, FIRST_BYTE_WAIT, TLS_HANDSHAKE},
+    connect::{self, TLS_HANDSHAKE},
     io::{Activity, Prefixed, Tracked},
     ConnInfo, Proxy,
 };
@@ -37,11 +37,7 @@ pub(crate) async fn serve(stream: TcpStream, proxy: Arc<Proxy>, conn: Arc<ConnIn
         return;
     };
     let stream = Prefixed::new(Bytes::new(), stream);
-    let wait = FIRST_BYTE_WAIT.min(proxy.settings.client_timeout);
-    let first = match proxy.is_ignored(&original.ip().to_string(), original.port()) {
-        true => None,
-        false => connect::first_byte(&stream, wait).await,
-    };
+    let first = connect::opening_byte(&stream, &authority, &proxy).await;
     match first {
         // A request line starts with a method: letters.
         Some(b) if b != TLS_HANDSHAKE && b.is_ascii_uppercase() => {

@@ -23,7 +23,7 @@ use hyper_util::{
 
 use super::{
     body::{boxed, Body, BoxError},
-    dial::{Dial, Parent, ParentError},
+    dial::{Dial, ParentError, Route},
     stamped::{self, Stamped},
 };
 
@@ -107,19 +107,6 @@ fn client(tls: rustls::ClientConfig, dial: Dial, http1_only: bool) -> Client<Con
         .build(Stamped::new(https))
 }
 
-/// How an [`Upstream`] reaches servers.
-#[derive(Default)]
-pub(crate) struct Route {
-    /// The web UI's address, which no upstream connection reaches.
-    pub web: Option<std::net::SocketAddr>,
-    /// `--upstream-mark`: SO_MARK on every upstream socket.
-    pub mark: Option<u32>,
-    /// A parent proxy every connection goes through (upstream mode).
-    pub parent: Option<Parent>,
-    /// Where proxlet's own sockets are listed (with a transparent listener).
-    pub own: Option<Arc<super::dial::OwnSockets>>,
-}
-
 impl Upstream {
     pub(crate) fn new(
         tls: rustls::ClientConfig,
@@ -127,14 +114,7 @@ impl Upstream {
         idle: Duration,
         route: Route,
     ) -> Self {
-        let dial = Dial::new(
-            tls.clone(),
-            timeout,
-            route.web,
-            route.mark,
-            route.parent,
-            route.own,
-        );
+        let dial = Dial::new(tls.clone(), timeout, route);
         Self {
             client: client(tls.clone(), dial.clone(), false),
             upgrades: client(tls, dial.clone(), true),
