@@ -49,11 +49,12 @@ for v in v2 v3; do
   sed -i "s/\"was here\"/\"$v\"/" "$work/src/app.py"
   (cd "$work/src" && componentize-py -d "$OLDPWD/wit" -w plugin componentize app -o "$work/$v/python.wasm" >/dev/null)
   sed "s/'js was here'/'$v'/" plugins/examples/js/app.js > "$work/src/app.js"
+  cp plugins/examples/js/proxlet.js "$work/src/"
   node plugins/examples/js/build.mjs "$work/src/app.js" wit "$work/$v/js.wasm" >/dev/null
 done
 if [ -n "${RELOAD_ONLY:-}" ]; then :; else
 plugins/examples/c/build.sh "$work/v1/c.wasm" >/dev/null 2>&1
-mkdir -p "$work/c-src" && cp plugins/examples/c/{app.c,build.sh} "$work/c-src/"
+mkdir -p "$work/c-src" && cp plugins/examples/c/{app.c,proxlet.h,build.sh} "$work/c-src/"
 sed -i 's/ by the c example/ by the v2 c example/' "$work/c-src/app.c"
 PROXLET_WIT=$PWD/wit "$work/c-src/build.sh" "$work/v2/c.wasm" >/dev/null 2>&1
 fi

@@ -191,6 +191,7 @@ pub struct Metrics {
     ttfb: Histogram,
     calls: HistogramFamily<HookLabels>,
     traps: Family<PluginLabels, Counter>,
+    fields: Family<PluginLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
 }
 
@@ -246,6 +247,12 @@ impl Metrics {
             "Plugin calls that trapped, timed out or ran out of memory",
             traps.clone(),
         );
+        let fields = Family::<PluginLabels, Counter>::default();
+        registry.register(
+            "plugin_header_fields",
+            "Header fields copied into plugins by the heads' accessors",
+            fields.clone(),
+        );
         let reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
             "plugin_reloads",
@@ -281,6 +288,7 @@ impl Metrics {
             ttfb,
             calls,
             traps,
+            fields,
             reloads,
         }
     }
@@ -347,7 +355,17 @@ impl Metrics {
                 plugin: name.to_owned(),
             })
             .clone();
-        PluginMetrics { calls, traps }
+        let fields = self
+            .fields
+            .get_or_create(&PluginLabels {
+                plugin: name.to_owned(),
+            })
+            .clone();
+        PluginMetrics {
+            calls,
+            traps,
+            fields,
+        }
     }
 
     /// Counts a reload of `plugin` that succeeded or failed.
@@ -367,6 +385,8 @@ pub struct PluginMetrics {
     /// By hook, in [`HOOKS`] order.
     pub calls: [Histogram; 5],
     pub traps: Counter,
+    /// Header fields a plugin read through `header` and `headers`.
+    pub fields: Counter,
 }
 
 /// Counts an open connection of `kind` until dropped.

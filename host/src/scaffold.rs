@@ -36,6 +36,28 @@ const SDK: [(&str, &str); 5] = [
     ("tree.rs", include_str!("../../plugins/sdk/src/tree.rs")),
 ];
 
+/// The JavaScript example with the kit it imports and its build script.
+const JS_SOURCES: [(&str, &str); 3] = [
+    ("app.js", include_str!("../../plugins/examples/js/app.js")),
+    (
+        "proxlet.js",
+        include_str!("../../plugins/examples/js/proxlet.js"),
+    ),
+    (
+        "build.mjs",
+        include_str!("../../plugins/examples/js/build.mjs"),
+    ),
+];
+
+/// The C example with the kit header it includes (build.sh is adapted below).
+const C_SOURCES: [(&str, &str); 2] = [
+    ("app.c", include_str!("../../plugins/examples/c/app.c")),
+    (
+        "proxlet.h",
+        include_str!("../../plugins/examples/c/proxlet.h"),
+    ),
+];
+
 const SDK_MANIFEST: &str = r#"[package]
 name = "proxlet-plugin"
 version = "0.1.0"
@@ -45,8 +67,14 @@ license = "MIT OR Apache-2.0"
 [dependencies]
 wit-bindgen = { version = "0.61", default-features = false, features = ["macros", "realloc", "bitflags"] }
 regex-lite = { version = "0.1", optional = true }
+serde = { version = "1", features = ["derive"], optional = true }
+serde_json = { version = "1", optional = true }
 
 [features]
+default = ["config"]
+# `config::<T>()`: the plugin config parsed with serde.
+config = ["dep:serde", "dep:serde_json"]
+# mitmproxy-style flow filters (`~u`, `~d`, …); pulls in regex-lite.
 filter = ["dep:regex-lite"]
 "#;
 
@@ -130,14 +158,9 @@ pub fn create(dir: &Path, lang: Lang) -> Result<String, String> {
             files.push((".gitignore".into(), "*.wasm\n__pycache__/\n".into()));
         }
         Lang::Js => {
-            files.push((
-                "app.js".into(),
-                include_str!("../../plugins/examples/js/app.js").to_owned(),
-            ));
-            files.push((
-                "build.mjs".into(),
-                include_str!("../../plugins/examples/js/build.mjs").to_owned(),
-            ));
+            for (file, text) in JS_SOURCES {
+                files.push((file.into(), text.to_owned()));
+            }
             let package = include_str!("../../plugins/examples/js/package.json")
                 .replace("proxlet-js-plugin-example", name)
                 .replace("../../../wit json-field.wasm", &format!("wit {name}.wasm"));
@@ -146,10 +169,9 @@ pub fn create(dir: &Path, lang: Lang) -> Result<String, String> {
             files.push((".gitignore".into(), "node_modules/\n*.wasm\n".into()));
         }
         Lang::C => {
-            files.push((
-                "app.c".into(),
-                include_str!("../../plugins/examples/c/app.c").to_owned(),
-            ));
+            for (file, text) in C_SOURCES {
+                files.push((file.into(), text.to_owned()));
+            }
             let build = include_str!("../../plugins/examples/c/build.sh")
                 .replace("$here/../../../wit", "$here/wit")
                 .replace("inject-error.wasm", &format!("{name}.wasm"));
@@ -182,18 +204,63 @@ pub fn create(dir: &Path, lang: Lang) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
+    /// The names of the files in `dir` (relative to the repository) ending
+    /// in one of `extensions`, sorted.
+    fn on_disk(dir: &str, extensions: &[&str]) -> Vec<String> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir);
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| extensions.iter().any(|x| n.ends_with(x)))
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn names(files: &[(&str, &str)]) -> Vec<String> {
+        let mut names: Vec<String> = files.iter().map(|(n, _)| n.to_string()).collect();
+        names.sort();
+        names
+    }
+
     /// A module added to the SDK must be copied into scaffolded plugins too.
     #[test]
     fn every_sdk_module_is_scaffolded() {
-        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/sdk/src");
-        let mut on_disk: Vec<String> = std::fs::read_dir(src)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.ends_with(".rs"))
-            .collect();
-        on_disk.sort();
-        let mut copied: Vec<String> = super::SDK.iter().map(|(n, _)| n.to_string()).collect();
-        copied.sort();
-        assert_eq!(copied, on_disk);
+        assert_eq!(names(&super::SDK), on_disk("plugins/sdk/src", &[".rs"]));
+    }
+
+    /// So must a file added to the JavaScript or C example (a kit module, a
+    /// header), or the scaffolded plugin would not build.
+    #[test]
+    fn every_example_source_is_scaffolded() {
+        assert_eq!(
+            names(&super::JS_SOURCES),
+            on_disk("plugins/examples/js", &[".js", ".mjs"])
+        );
+        assert_eq!(
+            names(&super::C_SOURCES),
+            on_disk("plugins/examples/c", &[".c", ".h"])
+        );
+    }
+
+    /// The SDK's manifest is rewritten without the workspace; it must keep
+    /// the SDK's dependencies and features, or plugins using them break.
+    #[test]
+    fn sdk_manifest_matches_the_sdk() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/sdk/Cargo.toml");
+        let sdk: toml::Table = std::fs::read_to_string(path).unwrap().parse().unwrap();
+        let scaffolded: toml::Table = super::SDK_MANIFEST.parse().unwrap();
+        let dependencies = |t: &toml::Table| {
+            t["dependencies"]
+                .as_table()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(dependencies(&scaffolded), dependencies(&sdk));
+        assert_eq!(scaffolded["features"], sdk["features"]);
     }
 }

@@ -132,7 +132,7 @@ fn copy_example(lang: Lang) -> tempfile::TempDir {
         let path = entry.unwrap().path();
         let is_source = path
             .extension()
-            .is_some_and(|e| ["py", "js", "mjs", "c", "sh"].iter().any(|x| e == *x));
+            .is_some_and(|e| ["py", "js", "mjs", "c", "h", "sh"].iter().any(|x| e == *x));
         if is_source {
             std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
         }
@@ -322,12 +322,14 @@ fn a_plugin_built_for_another_wit_version_is_refused_naming_both() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "wit") {
             let text = std::fs::read_to_string(&path).unwrap();
-            let future = text.replace("proxlet:plugin@0.1.0", "proxlet:plugin@0.2.0");
-            std::fs::write(wit.path().join(path.file_name().unwrap()), future).unwrap();
+            // The same interface labelled with the previous line, as a
+            // plugin built before 0.2 says of itself.
+            let old = text.replace("proxlet:plugin@0.2.0", "proxlet:plugin@0.1.0");
+            std::fs::write(wit.path().join(path.file_name().unwrap()), old).unwrap();
         }
     }
     let src = copy_example(Lang::Python);
-    let out = src.path().join("future.wasm");
+    let out = src.path().join("old.wasm");
     let built = Command::new(componentize_py())
         .current_dir(src.path())
         .arg("-d")
@@ -349,11 +351,11 @@ fn a_plugin_built_for_another_wit_version_is_refused_naming_both() {
     let stderr = String::from_utf8_lossy(&checked.stderr);
     assert!(!checked.status.success());
     assert!(
-        stderr.contains("built for proxlet:plugin@0.2.0"),
+        stderr.contains("built for proxlet:plugin@0.1.0"),
         "{stderr}"
     );
     assert!(
-        stderr.contains("implements proxlet:plugin@0.1.0"),
+        stderr.contains("implements proxlet:plugin@0.2.0"),
         "{stderr}"
     );
 }

@@ -244,6 +244,46 @@ fn open_connections_and_tunnels_are_counted_until_they_close() {
 }
 
 #[test]
+fn a_plugin_that_reads_no_head_is_given_no_header_field() {
+    let origin = Origin::https(Arc::new(TestCa::new("metrics fields CA")));
+    let dir = tempfile::tempdir().unwrap();
+    let hello = proxlet_tests::guest("rust_hello.wasm");
+    let proxy = start(
+        dir.path(),
+        &origin,
+        &format!("[[plugin]]\nname = \"hello\"\npath = {hello:?}\n"),
+    );
+    let admin = admin_url(&proxy);
+    for n in 0..3 {
+        let got = curl(
+            &proxy,
+            &[
+                "-D",
+                "-",
+                "-H",
+                "X-Many: 1",
+                "-H",
+                "Accept-Language: en",
+                &origin.url(&format!("/bytes/{n}")),
+            ],
+        );
+        assert!(got.text().contains("x-hello: world"), "{got:?}");
+    }
+    let now = scrape(&admin);
+    assert_eq!(
+        now.get("proxlet_plugin_call_seconds_count{hook=on-response,plugin=hello}"),
+        3.0
+    );
+    // The example only adds a header: nothing of either head was copied in.
+    assert_eq!(
+        now.get("proxlet_plugin_header_fields_total{plugin=hello}"),
+        0.0
+    );
+    // The cache reads fields (Cache-Control, Vary…): the counter counts.
+    assert!(now.get("proxlet_plugin_header_fields_total{plugin=cache}") > 0.0);
+}
+
+#[test]
 fn plugin_traps_and_reloads_are_counted_per_plugin() {
     let origin = Origin::https(Arc::new(TestCa::new("metrics plugin CA")));
     let dir = tempfile::tempdir().unwrap();

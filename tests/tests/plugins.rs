@@ -354,11 +354,14 @@ fn credentials_are_hidden_and_locked_without_the_grant() {
         )
         .text()
     };
+    // header, header-all, has-header and headers all hide them, and
+    // set-header/append-header cannot touch them.
     let (_dir, plain) = sandbox_proxy("creds", "", &["--upstream-ca", &ca]);
     let seen = echo(&plain);
     assert!(seen.contains("x-saw-credentials: no"), "{seen}");
     assert!(seen.contains("authorization: Bearer client"), "{seen}");
     assert!(seen.contains("cookie: a=1"), "{seen}");
+    assert!(!seen.contains("planted"), "{seen}");
 
     let (_dir, granted) = sandbox_proxy(
         "creds",
@@ -368,6 +371,31 @@ fn credentials_are_hidden_and_locked_without_the_grant() {
     let seen = echo(&granted);
     assert!(seen.contains("x-saw-credentials: yes"), "{seen}");
     assert!(seen.contains("authorization: Bearer from-plugin"), "{seen}");
+    assert!(seen.contains("planted=1"), "{seen}");
+}
+
+#[test]
+fn framing_edits_are_ignored_with_a_debug_line() {
+    let origin = https_origin();
+    let (dir, config) = sandbox_config("framing", "");
+    let env = [("RUST_LOG", "info,proxlet::plugin=debug".to_owned())];
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--upstream-ca",
+        &origin.ca_pem(),
+    ];
+    let proxy = Proxlet::start_with_env(dir.path(), &env, &args).unwrap();
+    let got = curl(&proxy, &["-D", "-", &origin.url("/bytes/100")]);
+    assert_eq!(got.status, 200, "{}", proxy.log());
+    let text = got.text().to_ascii_lowercase();
+    assert!(text.contains("x-kept: 1"), "{text}");
+    assert!(text.contains("content-length: 100"), "{text}");
+    assert!(!text.contains("999") && !text.contains("chunked"), "{text}");
+    for field in ["content-length", "transfer-encoding"] {
+        let line = format!("plugin may not set {field}: ignored");
+        assert!(proxy.log().contains(&line), "{line}\n{}", proxy.log());
+    }
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, Method, Response, Uri};
-use proxlet::plugin::{Chain, FlowInfo, PluginEngine, PluginSpec, SentRequest};
+use proxlet::plugin::{Chain, Flow, FlowInfo, Notes, PluginEngine, PluginSpec, RequestView};
 
 fn hook_call(c: &mut Criterion) {
     let path = std::env::var("PROXLET_BENCH_PLUGIN").expect("PROXLET_BENCH_PLUGIN=path/to/rust_hello.wasm");
@@ -21,8 +21,11 @@ fn hook_call(c: &mut Criterion) {
     let mut headers = HeaderMap::new();
     headers.insert("accept", "*/*".parse().unwrap());
     headers.insert("user-agent", "bench/1".parse().unwrap());
-    let sent = SentRequest { method: Method::GET, uri: uri.clone(), headers };
-    let flow = FlowInfo { id: 1, client: "127.0.0.1:1".into(), intercepted_tls: true };
+    let mut sent = RequestView { method: Method::GET, uri: uri.clone(), headers };
+    let flow = Flow {
+        info: FlowInfo { id: 1, intercepted_tls: true },
+        client: "127.0.0.1:1".parse().unwrap(),
+    };
 
     let mut group = c.benchmark_group("on-response");
     for (name, chain) in [("rust-hello", Arc::new(with_plugin)), ("no plugin", Arc::new(without))] {
@@ -33,8 +36,8 @@ fn hook_call(c: &mut Criterion) {
                     let mut response = Response::new(proxlet::proxy::body::full(Bytes::from_static(b"x")));
                     response.headers_mut().insert("content-type", "text/javascript".parse().unwrap());
                     response.headers_mut().insert("etag", "\"abc\"".parse().unwrap());
-                    let mut notes = Vec::new();
-                    plugins.on_response(&flow, &sent, response, &mut notes).await
+                    let mut notes = Notes::new(false);
+                    plugins.on_response(&flow, &mut sent, response, &mut notes, Vec::new()).await
                 })
             })
         });

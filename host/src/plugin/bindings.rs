@@ -4,8 +4,15 @@ wasmtime::component::bindgen!({
     path: "../wit",
     world: "plugin",
     // Calls into guests are async so WASI host calls and epoch deadlines
-    // work inside tokio; the `log` import stays a plain function.
+    // work inside tokio; the imports (`log`, the heads' accessors) stay
+    // plain functions.
     exports: { default: async },
+    // The heads a call lends the guest (`heads::Lent`); a handle names
+    // no data of its own.
+    with: {
+        "proxlet:plugin/types.request-head": super::heads::RequestHandle,
+        "proxlet:plugin/types.response-head": super::heads::ResponseHandle,
+    },
 });
 
 pub use self::proxlet::plugin::types;

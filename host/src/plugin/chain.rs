@@ -2,7 +2,7 @@
 //! first `respond`/`replace` wins; head edits compose. Each slot holds the
 //! current version of its plugin; a flow takes the versions it starts with.
 
-use std::{sync::Arc, time::Instant};
+use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -11,12 +11,12 @@ use http_body_util::Full;
 
 use super::{
     bindings::types::{
-        self, FlowInfo, Hooks, RequestAction, RequestBodyAction, ResponseAction,
-        ResponseBodyAction, ResponseHead, UpstreamError,
+        self, Edit, FlowInfo, Hooks, RequestAction, RequestBodyAction, ResponseAction,
+        ResponseBodyAction, UpstreamError,
     },
     engine::PluginEngine,
     fill::{self, Fill, FillLease},
-    heads,
+    heads::{self, RequestView},
     instance::LoadedPlugin,
     memo,
     spec::PluginSpec,
@@ -89,12 +89,14 @@ impl Chain {
         }
         let host = uri.host().unwrap_or_default();
         let port = crate::proxy::headers::port_of(uri);
+        let url = std::cell::OnceCell::new();
         FlowPlugins {
             plugins: self
                 .slots
                 .iter()
                 .filter(|slot| {
-                    slot.is_enabled() && slot.spec.matcher.matches(method.as_str(), host, port, uri)
+                    let method = method.as_str();
+                    slot.is_enabled() && slot.spec.matcher.matches(method, host, port, &url, uri)
                 })
                 .map(|slot| slot.current.load_full())
                 .collect(),
@@ -108,21 +110,11 @@ pub enum RequestDecision {
     Respond(Response<Body>),
 }
 
-/// The request as the plugins left it, for `on-response` and `on-error`.
-pub struct SentRequest {
-    pub method: Method,
-    pub uri: Uri,
-    pub headers: HeaderMap,
-}
-
-impl SentRequest {
-    fn head(&self, credentials: bool) -> types::RequestHead {
-        types::RequestHead {
-            method: self.method.as_str().to_owned(),
-            url: self.uri.to_string(),
-            headers: heads::to_wit(&self.headers, credentials),
-        }
-    }
+/// What hooks are told about their flow; the client address is formatted
+/// only when a plugin asks for it (`request-head.client`).
+pub struct Flow {
+    pub info: FlowInfo,
+    pub client: SocketAddr,
 }
 
 /// What a flow's plugins did: short notes for its access-log line and, when
@@ -189,14 +181,13 @@ impl FlowPlugins {
     /// `leases`, to be held until the response is done.
     pub async fn on_request(
         &self,
-        flow: &FlowInfo,
+        flow: &Flow,
         parts: &mut http::request::Parts,
         body: &mut Body,
         notes: &mut Notes,
         leases: &mut Vec<FillLease>,
     ) -> RequestDecision {
         for plugin in self.with_hook(Hooks::ON_REQUEST) {
-            let credentials = plugin.spec.credentials;
             let name = &plugin.spec.name;
             if let Some(response) = plugin.memo.answer(parts) {
                 notes.step(name, "on-request", Instant::now(), || {
@@ -208,13 +199,12 @@ impl FlowPlugins {
             let mut waits = 0;
             let mut looked_in_shared_store = false;
             let action = loop {
-                let head = heads::request_head(parts, credentials);
                 let started = Instant::now();
-                let action = plugin.on_request(flow, &head).await;
+                let action = plugin.on_request(flow, parts).await;
                 notes.step(name, "on-request", started, || match &action {
-                    Ok(RequestAction::Continue(None)) => "continue".into(),
-                    Ok(RequestAction::Continue(Some(_))) => "edit".into(),
-                    Ok(RequestAction::Respond(r)) => format!("respond {}", r.head.status),
+                    Ok(RequestAction::Continue(edits)) if edits.is_empty() => "continue".into(),
+                    Ok(RequestAction::Continue(_)) => "edit".into(),
+                    Ok(RequestAction::Respond(r)) => format!("respond {}", r.status),
                     Ok(RequestAction::Delay(d)) => format!("delay {}ms", d.ms),
                     Ok(RequestAction::NeedBody(_)) => "need-body".into(),
                     Ok(RequestAction::Fill(_)) => "fill".into(),
@@ -237,7 +227,7 @@ impl FlowPlugins {
                                     }
                                 }
                                 leases.push(lease);
-                                break Ok(RequestAction::Continue(fill.head));
+                                break Ok(RequestAction::Continue(fill.edits));
                             }
                             Fill::Ended => {
                                 waits += 1;
@@ -245,21 +235,21 @@ impl FlowPlugins {
                             }
                             Fill::GaveUp => {
                                 notes.push(format!("{name}=fill-stalled"));
-                                break Ok(RequestAction::Continue(fill.head));
+                                break Ok(RequestAction::Continue(fill.edits));
                             }
                         }
                     }
                     // Still busy after several waits: fetch without a lease.
-                    Ok(RequestAction::Fill(fill)) => break Ok(RequestAction::Continue(fill.head)),
+                    Ok(RequestAction::Fill(fill)) => break Ok(RequestAction::Continue(fill.edits)),
                     other => break other,
                 }
             };
-            let edit = match action {
+            let edits = match action {
                 Err(reason) => match failure(plugin, reason, notes) {
                     Some(response) => return RequestDecision::Respond(response),
                     None => continue,
                 },
-                Ok(RequestAction::Continue(edit)) => edit,
+                Ok(RequestAction::Continue(edits)) => edits,
                 Ok(RequestAction::Respond(response)) => {
                     notes.push(format!("{name}=respond"));
                     return match plugin_response(
@@ -291,20 +281,20 @@ impl FlowPlugins {
                     let wait = asked.min(max);
                     notes.push(format!("{name}=delay:{}ms", wait.as_millis()));
                     tokio::time::sleep(wait).await;
-                    delay.head
+                    delay.edits
                 }
-                Ok(RequestAction::NeedBody(edit)) => {
-                    if let Some(response) = edit_request(plugin, parts, edit, notes) {
+                Ok(RequestAction::NeedBody(edits)) => {
+                    if let Some(response) = edit_request(plugin, parts, edits, notes) {
                         return RequestDecision::Respond(response);
                     }
                     if let Some(response) = request_body(plugin, flow, parts, body, notes).await {
                         return RequestDecision::Respond(response);
                     }
-                    None
+                    Vec::new()
                 }
                 Ok(RequestAction::Fill(_)) => unreachable!("fill is resolved above"),
             };
-            if let Some(response) = edit_request(plugin, parts, edit, notes) {
+            if let Some(response) = edit_request(plugin, parts, edits, notes) {
                 return RequestDecision::Respond(response);
             }
         }
@@ -316,8 +306,8 @@ impl FlowPlugins {
     /// the file is complete; without a store they are released here.
     pub async fn on_response(
         &self,
-        flow: &FlowInfo,
-        request: &SentRequest,
+        flow: &Flow,
+        request: &mut RequestView,
         response: Response<Body>,
         notes: &mut Notes,
         leases: Vec<FillLease>,
@@ -325,26 +315,23 @@ impl FlowPlugins {
         let mut leases = leases;
         let (mut parts, mut body) = response.into_parts();
         for plugin in self.with_hook(Hooks::ON_RESPONSE) {
-            let credentials = plugin.spec.credentials;
-            let request_head = request.head(credentials);
-            let head = heads::response_head(&parts, credentials);
             let started = Instant::now();
-            let action = plugin.on_response(flow, &request_head, &head).await;
+            let action = plugin.on_response(flow, request, &mut parts).await;
             let name = &plugin.spec.name;
             notes.step(name, "on-response", started, || match &action {
-                Ok(ResponseAction::Continue(None)) => "continue".into(),
-                Ok(ResponseAction::Continue(Some(_))) => "edit".into(),
-                Ok(ResponseAction::Replace(r)) => format!("replace {}", r.head.status),
+                Ok(ResponseAction::Continue(edits)) if edits.is_empty() => "continue".into(),
+                Ok(ResponseAction::Continue(_)) => "edit".into(),
+                Ok(ResponseAction::Replace(r)) => format!("replace {}", r.status),
                 Ok(ResponseAction::Store(_)) => "store".into(),
                 Ok(ResponseAction::NeedBody(_)) => "need-body".into(),
                 Err(reason) => format!("failed: {reason}"),
             });
-            let edit: Option<ResponseHead> = match action {
+            let edits = match action {
                 Err(reason) => match failure(plugin, reason, notes) {
                     Some(response) => return response,
                     None => continue,
                 },
-                Ok(ResponseAction::Continue(edit)) => edit,
+                Ok(ResponseAction::Continue(edits)) => edits,
                 Ok(ResponseAction::Replace(replacement)) => {
                     notes.push(format!("{name}=replace"));
                     match plugin_response(
@@ -380,22 +367,21 @@ impl FlowPlugins {
                             }
                         }
                     }
-                    store.head
+                    store.edits
                 }
-                Ok(ResponseAction::NeedBody(edit)) => {
-                    if let Some(response) = edit_response(plugin, &mut parts, edit, notes) {
+                Ok(ResponseAction::NeedBody(edits)) => {
+                    if let Some(response) = edit_response(plugin, &mut parts, edits, notes) {
                         return response;
                     }
-                    let request_head = request.head(credentials);
                     let outcome =
-                        response_body(plugin, flow, &request_head, &mut parts, &mut body, notes);
+                        response_body(plugin, flow, request, &mut parts, &mut body, notes);
                     if let Some(response) = outcome.await {
                         return response;
                     }
-                    None
+                    Vec::new()
                 }
             };
-            if let Some(response) = edit_response(plugin, &mut parts, edit, notes) {
+            if let Some(response) = edit_response(plugin, &mut parts, edits, notes) {
                 return response;
             }
         }
@@ -405,17 +391,16 @@ impl FlowPlugins {
     /// Lets `on-error` plugins answer for a failed upstream.
     pub async fn on_error(
         &self,
-        flow: &FlowInfo,
-        request: &SentRequest,
+        flow: &Flow,
+        request: &mut RequestView,
         error: &UpstreamError,
         notes: &mut Notes,
     ) -> Option<Response<Body>> {
         for plugin in self.with_hook(Hooks::ON_ERROR) {
-            let request_head = request.head(plugin.spec.credentials);
             let started = Instant::now();
-            let answer = plugin.on_error(flow, &request_head, error).await;
+            let answer = plugin.on_error(flow, request, error).await;
             notes.step(&plugin.spec.name, "on-error", started, || match &answer {
-                Ok(Some(r)) => format!("respond {}", r.head.status),
+                Ok(Some(r)) => format!("respond {}", r.status),
                 Ok(None) => "continue".into(),
                 Err(reason) => format!("failed: {reason}"),
             });
@@ -445,43 +430,49 @@ impl FlowPlugins {
     }
 }
 
-/// Applies a plugin's edited request head; a bad one is a plugin failure.
+/// Applies a plugin's request edits; a bad one is a plugin failure.
 fn edit_request(
     plugin: &LoadedPlugin,
     parts: &mut http::request::Parts,
-    edit: Option<types::RequestHead>,
+    edits: Vec<Edit>,
     notes: &mut Notes,
 ) -> Option<Response<Body>> {
+    if edits.is_empty() {
+        return None;
+    }
     let name = &plugin.spec.name;
-    match heads::apply_request(parts, edit?, plugin.spec.credentials) {
+    match heads::edit_request(parts, edits, plugin.spec.credentials) {
         Ok(()) => {
             notes.push(format!("{name}=edit"));
             None
         }
         Err(reason) => failure(
             plugin,
-            format!("plugin {name} returned a bad request head: {reason}"),
+            format!("plugin {name} returned a bad request edit: {reason}"),
             notes,
         ),
     }
 }
 
-/// Applies a plugin's edited response head; a bad one is a plugin failure.
+/// Applies a plugin's response edits; a bad one is a plugin failure.
 fn edit_response(
     plugin: &LoadedPlugin,
     parts: &mut http::response::Parts,
-    edit: Option<ResponseHead>,
+    edits: Vec<Edit>,
     notes: &mut Notes,
 ) -> Option<Response<Body>> {
+    if edits.is_empty() {
+        return None;
+    }
     let name = &plugin.spec.name;
-    match heads::apply_response(parts, edit?, plugin.spec.credentials) {
+    match heads::edit_response(parts, edits, plugin.spec.credentials) {
         Ok(()) => {
             notes.push(format!("{name}=edit"));
             None
         }
         Err(reason) => failure(
             plugin,
-            format!("plugin {name} returned a bad response head: {reason}"),
+            format!("plugin {name} returned a bad response edit: {reason}"),
             notes,
         ),
     }
@@ -491,7 +482,7 @@ fn edit_response(
 /// decode, call `on-request-body`, apply its decision.
 async fn request_body(
     plugin: &LoadedPlugin,
-    flow: &FlowInfo,
+    flow: &Flow,
     parts: &mut http::request::Parts,
     body: &mut Body,
     notes: &mut Notes,
@@ -531,8 +522,7 @@ async fn request_body(
         }
         Buffered::Busy => return failure(plugin, busy(name), notes),
     };
-    let head = heads::request_head(parts, plugin.spec.credentials);
-    match plugin.on_request_body(flow, &head, decoded).await {
+    match plugin.on_request_body(flow, parts, &decoded).await {
         Ok(RequestBodyAction::Continue) => None,
         Ok(RequestBodyAction::Replace(new)) => {
             notes.push(format!("{name}=body"));
@@ -554,8 +544,8 @@ async fn request_body(
 /// plugin failure), decode, call `on-response-body`, apply its decision.
 async fn response_body(
     plugin: &LoadedPlugin,
-    flow: &FlowInfo,
-    request: &types::RequestHead,
+    flow: &Flow,
+    request: &mut RequestView,
     parts: &mut http::response::Parts,
     body: &mut Body,
     notes: &mut Notes,
@@ -588,8 +578,10 @@ async fn response_body(
         }
         Buffered::Busy => return failure(plugin, busy(name), notes),
     };
-    let head = heads::response_head(parts, plugin.spec.credentials);
-    match plugin.on_response_body(flow, request, &head, decoded).await {
+    match plugin
+        .on_response_body(flow, request, parts, &decoded)
+        .await
+    {
         Ok(ResponseBodyAction::Continue) => None,
         Ok(ResponseBodyAction::Replace(new)) => {
             notes.push(format!("{name}=body"));
@@ -721,10 +713,10 @@ async fn plugin_response(
 ) -> Result<Response<Body>, String> {
     let name = &plugin.spec.name;
     let mut parts = Response::new(()).into_parts().0;
-    heads::apply_response(&mut parts, response.head, plugin.spec.credentials)
+    parts.status = heads::status_code(response.status)
         .map_err(|e| format!("plugin {name} returned a bad response: {e}"))?;
-    // The host frames the bodies it builds.
-    parts.headers.remove(http::header::CONTENT_LENGTH);
+    // The host frames the bodies it builds (Content-Length is not taken).
+    parts.headers = heads::made(response.headers, plugin.spec.credentials);
     // Only an on-request answer with a file may be reused (memo.rs).
     let directive = match memo::Directive::take(&mut parts.headers) {
         Some(Err(reason)) => {
@@ -779,7 +771,7 @@ enum Stored {
 /// `store`: tees `body` into the file the plugin named, beneath its grant.
 fn store_body(
     plugin: &LoadedPlugin,
-    request: &SentRequest,
+    request: &RequestView,
     response: &HeaderMap,
     store: &types::Store,
     body: Body,

@@ -16,12 +16,17 @@ use std::{
 
 use sha2::{Digest, Sha256};
 use wasmtime::{
-    component::{Component, HasSelf, Linker, ResourceTable},
+    component::{Component, HasSelf, Linker, Resource, ResourceTable},
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, StoreLimits,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::{bindings, function_cache::FunctionCache, PluginError};
+use super::{
+    bindings,
+    function_cache::FunctionCache,
+    heads::{Lent, RequestHandle, ResponseHandle},
+    PluginError,
+};
 
 /// Epoch granularity: call deadlines are whole ticks.
 pub const TICK: Duration = Duration::from_millis(2);
@@ -35,6 +40,8 @@ pub struct State {
     pub table: ResourceTable,
     pub limits: StoreLimits,
     pub plugin: Arc<str>,
+    /// The flow's heads while a hook runs.
+    pub heads: Lent,
 }
 
 impl WasiView for State {
@@ -47,6 +54,88 @@ impl WasiView for State {
 }
 
 impl bindings::types::Host for State {}
+
+/// The accessors of `request-head`: the guest's handle names the request
+/// this call lent (there is one), so its value is not looked at.
+impl bindings::types::HostRequestHead for State {
+    fn method(&mut self, _: Resource<RequestHandle>) -> String {
+        self.heads.request.method.as_str().to_owned()
+    }
+
+    fn url(&mut self, _: Resource<RequestHandle>) -> String {
+        self.heads.request.uri.to_string()
+    }
+
+    fn scheme(&mut self, _: Resource<RequestHandle>) -> String {
+        self.heads
+            .request
+            .uri
+            .scheme_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    fn authority(&mut self, _: Resource<RequestHandle>) -> String {
+        let authority = self.heads.request.uri.authority();
+        authority.map(|a| a.as_str().to_owned()).unwrap_or_default()
+    }
+
+    fn path(&mut self, _: Resource<RequestHandle>) -> String {
+        let path = self.heads.request.uri.path_and_query();
+        path.map_or("/", |p| p.as_str()).to_owned()
+    }
+
+    fn header(&mut self, _: Resource<RequestHandle>, name: String) -> Option<Vec<u8>> {
+        self.heads.header(false, &name)
+    }
+
+    fn header_all(&mut self, _: Resource<RequestHandle>, name: String) -> Vec<Vec<u8>> {
+        self.heads.header_all(false, &name)
+    }
+
+    fn has_header(&mut self, _: Resource<RequestHandle>, name: String) -> bool {
+        self.heads.has_header(false, &name)
+    }
+
+    fn headers(&mut self, _: Resource<RequestHandle>) -> bindings::types::Headers {
+        self.heads.headers(false)
+    }
+
+    fn client(&mut self, _: Resource<RequestHandle>) -> String {
+        self.heads.client.map(|c| c.to_string()).unwrap_or_default()
+    }
+
+    fn drop(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<()> {
+        // Only borrows are handed out; the heads go back after the call.
+        Ok(())
+    }
+}
+
+impl bindings::types::HostResponseHead for State {
+    fn status(&mut self, _: Resource<ResponseHandle>) -> u16 {
+        self.heads.status.as_u16()
+    }
+
+    fn header(&mut self, _: Resource<ResponseHandle>, name: String) -> Option<Vec<u8>> {
+        self.heads.header(true, &name)
+    }
+
+    fn header_all(&mut self, _: Resource<ResponseHandle>, name: String) -> Vec<Vec<u8>> {
+        self.heads.header_all(true, &name)
+    }
+
+    fn has_header(&mut self, _: Resource<ResponseHandle>, name: String) -> bool {
+        self.heads.has_header(true, &name)
+    }
+
+    fn headers(&mut self, _: Resource<ResponseHandle>) -> bindings::types::Headers {
+        self.heads.headers(true)
+    }
+
+    fn drop(&mut self, _: Resource<ResponseHandle>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
 
 impl bindings::proxlet::plugin::host::Host for State {
     fn log(&mut self, level: bindings::types::Level, message: String) {

@@ -3,14 +3,11 @@
 //! under the plugin's epoch deadline and memory cap; an instance that trapped
 //! is dropped, never reused, and instances are recycled after many calls.
 
-use std::{
-    path::Path,
-    sync::{Arc, Mutex},
-    time::Instant,
-};
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Instant};
 
+use crossbeam_queue::ArrayQueue;
 use wasmtime::{
-    component::{InstancePre, ResourceTable},
+    component::{InstancePre, Resource, ResourceTable},
     Store, StoreLimitsBuilder, Trap,
 };
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
@@ -19,13 +16,25 @@ use super::{
     bindings::{
         error_hooks, lifecycle, request_hooks, response_hooks,
         types::{
-            FlowInfo, Hooks, RequestAction, RequestBodyAction, RequestHead, Response,
-            ResponseAction, ResponseBodyAction, ResponseHead, UpstreamError,
+            Hooks, RequestAction, RequestBodyAction, Response, ResponseAction, ResponseBodyAction,
+            UpstreamError,
         },
     },
+    chain::Flow,
     engine::{describe, PluginEngine, State, TICK},
+    heads::{Lend, Lent, RequestHandle, RequestView, ResponseHandle},
     spec::PluginSpec,
 };
+
+/// The guest's handles on the heads a call lends: one of each kind per
+/// call, so their number carries nothing.
+fn request_handle() -> Resource<RequestHandle> {
+    Resource::new_borrow(0)
+}
+
+fn response_handle() -> Resource<ResponseHandle> {
+    Resource::new_borrow(0)
+}
 
 /// Idle instances kept per plugin version.
 const POOL_SIZE: usize = 32;
@@ -63,7 +72,9 @@ pub struct LoadedPlugin {
     engine: Arc<PluginEngine>,
     pre: InstancePre<State>,
     indices: Indices,
-    pool: Mutex<Vec<Pooled>>,
+    /// Idle instances: a lock-free queue, so flows on different workers
+    /// never wait on each other to get one.
+    pool: ArrayQueue<Pooled>,
     /// Call times and traps, when metrics are on.
     metrics: Option<crate::metrics::PluginMetrics>,
     /// Answers the plugin let the host reuse.
@@ -143,7 +154,7 @@ impl LoadedPlugin {
             engine: engine.clone(),
             pre,
             indices,
-            pool: Mutex::new(Vec::new()),
+            pool: ArrayQueue::new(POOL_SIZE),
             metrics: crate::metrics::get().map(|m| m.plugin(&spec_name)),
             memo: Default::default(),
             loaded_at: crate::flows::now_micros(),
@@ -164,12 +175,8 @@ impl LoadedPlugin {
             available |= Hooks::ON_ERROR;
         }
         plugin.hooks = declared & available;
-        plugin.lock().push(first);
+        let _ = plugin.pool.push(first);
         Ok(plugin)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Pooled>> {
-        self.pool.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn new_store(&self) -> Result<Store<State>, String> {
@@ -193,6 +200,10 @@ impl LoadedPlugin {
                 .trap_on_grow_failure(true)
                 .build(),
             plugin: spec.name.clone(),
+            heads: Lent {
+                credentials: spec.credentials,
+                ..Lent::default()
+            },
         };
         let mut store = Store::new(&self.engine.engine, state);
         store.limiter(|state| &mut state.limits);
@@ -252,7 +263,7 @@ impl LoadedPlugin {
 
     /// An instance for one call, with the call deadline armed.
     async fn checkout(&self) -> Result<Pooled, String> {
-        let pooled = self.lock().pop();
+        let pooled = self.pool.pop();
         let mut pooled = match pooled {
             Some(pooled) => pooled,
             None => self.instantiate().await?.0,
@@ -283,10 +294,8 @@ impl LoadedPlugin {
             Ok(value) => {
                 pooled.calls += 1;
                 if pooled.calls < RECYCLE_AFTER {
-                    let mut pool = self.lock();
-                    if pool.len() < POOL_SIZE {
-                        pool.push(pooled);
-                    }
+                    // A full pool drops the instance.
+                    let _ = self.pool.push(pooled);
                 }
                 Ok(value)
             }
@@ -294,91 +303,145 @@ impl LoadedPlugin {
         }
     }
 
-    pub async fn on_request(
+    /// One hook call: an instance checked out, the flow's heads lent to it
+    /// for the call and taken back, the instance checked in. `hook` is the
+    /// index in [`crate::metrics::HOOKS`].
+    async fn call<R>(
         &self,
-        flow: &FlowInfo,
-        head: &RequestHead,
-    ) -> Result<RequestAction, String> {
+        hook: usize,
+        client: SocketAddr,
+        request: &mut impl Lend,
+        mut response: Option<&mut http::response::Parts>,
+        call: impl AsyncFnOnce(&Guests, &mut Store<State>) -> wasmtime::Result<R>,
+    ) -> Result<R, String> {
         let started = self.metrics.as_ref().map(|_| Instant::now());
         let mut pooled = self.checkout().await?;
-        let result = match &pooled.guests.request {
-            Some(g) => g.call_on_request(&mut pooled.store, flow, head).await,
-            None => Ok(RequestAction::Continue(None)),
-        };
-        self.checkin(pooled, result, (0, started))
+        let lent = &mut pooled.store.data_mut().heads;
+        lent.client = Some(client);
+        request.swap(lent);
+        if let Some(response) = response.as_deref_mut() {
+            response.swap(lent);
+        }
+        let result = call(&pooled.guests, &mut pooled.store).await;
+        let lent = &mut pooled.store.data_mut().heads;
+        request.swap(lent);
+        if let Some(response) = response {
+            response.swap(lent);
+        }
+        let fields = lent.take_fields();
+        if let (Some(metrics), 1..) = (&self.metrics, fields) {
+            metrics.fields.inc_by(fields);
+        }
+        self.checkin(pooled, result, (hook, started))
+    }
+
+    pub async fn on_request(
+        &self,
+        flow: &Flow,
+        request: &mut impl Lend,
+    ) -> Result<RequestAction, String> {
+        let info = flow.info;
+        self.call(
+            0,
+            flow.client,
+            request,
+            None,
+            async |guests, store| match &guests.request {
+                Some(g) => g.call_on_request(store, info, request_handle()).await,
+                None => Ok(RequestAction::Continue(Vec::new())),
+            },
+        )
+        .await
     }
 
     pub async fn on_request_body(
         &self,
-        flow: &FlowInfo,
-        head: &RequestHead,
-        body: Vec<u8>,
+        flow: &Flow,
+        request: &mut impl Lend,
+        body: &[u8],
     ) -> Result<RequestBodyAction, String> {
-        let started = self.metrics.as_ref().map(|_| Instant::now());
-        let mut pooled = self.checkout().await?;
-        let result = match &pooled.guests.request {
-            Some(g) => {
-                g.call_on_request_body(&mut pooled.store, flow, head, &body)
-                    .await
-            }
-            None => Ok(RequestBodyAction::Continue),
-        };
-        self.checkin(pooled, result, (1, started))
-    }
-
-    pub async fn on_response_body(
-        &self,
-        flow: &FlowInfo,
-        request: &RequestHead,
-        response: &ResponseHead,
-        body: Vec<u8>,
-    ) -> Result<ResponseBodyAction, String> {
-        let started = self.metrics.as_ref().map(|_| Instant::now());
-        let mut pooled = self.checkout().await?;
-        let result = match &pooled.guests.response {
-            Some(g) => {
-                g.call_on_response_body(&mut pooled.store, flow, request, response, &body)
-                    .await
-            }
-            None => Ok(ResponseBodyAction::Continue),
-        };
-        self.checkin(pooled, result, (3, started))
+        let info = flow.info;
+        self.call(
+            1,
+            flow.client,
+            request,
+            None,
+            async |guests, store| match &guests.request {
+                Some(g) => {
+                    g.call_on_request_body(store, info, request_handle(), body)
+                        .await
+                }
+                None => Ok(RequestBodyAction::Continue),
+            },
+        )
+        .await
     }
 
     pub async fn on_response(
         &self,
-        flow: &FlowInfo,
-        request: &RequestHead,
-        response: &ResponseHead,
+        flow: &Flow,
+        request: &mut RequestView,
+        response: &mut http::response::Parts,
     ) -> Result<ResponseAction, String> {
-        let started = self.metrics.as_ref().map(|_| Instant::now());
-        let mut pooled = self.checkout().await?;
-        let result = match &pooled.guests.response {
-            Some(g) => {
-                g.call_on_response(&mut pooled.store, flow, request, response)
-                    .await
-            }
-            None => Ok(ResponseAction::Continue(None)),
-        };
-        self.checkin(pooled, result, (2, started))
+        let info = flow.info;
+        self.call(
+            2,
+            flow.client,
+            request,
+            Some(response),
+            async |guests, store| match &guests.response {
+                Some(g) => {
+                    g.call_on_response(store, info, request_handle(), response_handle())
+                        .await
+                }
+                None => Ok(ResponseAction::Continue(Vec::new())),
+            },
+        )
+        .await
+    }
+
+    pub async fn on_response_body(
+        &self,
+        flow: &Flow,
+        request: &mut RequestView,
+        response: &mut http::response::Parts,
+        body: &[u8],
+    ) -> Result<ResponseBodyAction, String> {
+        let info = flow.info;
+        self.call(
+            3,
+            flow.client,
+            request,
+            Some(response),
+            async |guests, store| match &guests.response {
+                Some(g) => {
+                    g.call_on_response_body(store, info, request_handle(), response_handle(), body)
+                        .await
+                }
+                None => Ok(ResponseBodyAction::Continue),
+            },
+        )
+        .await
     }
 
     pub async fn on_error(
         &self,
-        flow: &FlowInfo,
-        request: &RequestHead,
+        flow: &Flow,
+        request: &mut RequestView,
         error: &UpstreamError,
     ) -> Result<Option<Response>, String> {
-        let started = self.metrics.as_ref().map(|_| Instant::now());
-        let mut pooled = self.checkout().await?;
-        let result = match &pooled.guests.error {
-            Some(g) => {
-                g.call_on_error(&mut pooled.store, flow, request, error)
-                    .await
-            }
-            None => Ok(None),
-        };
-        self.checkin(pooled, result, (4, started))
+        let info = flow.info;
+        self.call(
+            4,
+            flow.client,
+            request,
+            None,
+            async |guests, store| match &guests.error {
+                Some(g) => g.call_on_error(store, info, request_handle(), error).await,
+                None => Ok(None),
+            },
+        )
+        .await
     }
 
     fn explain(&self, error: wasmtime::Error, what: &str) -> String {
@@ -438,7 +501,7 @@ fn link(engine: &PluginEngine, bytes: &[u8], path: &Path) -> Result<Linked, Stri
 }
 
 /// The version of `wit/` this host implements.
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.2.0";
 
 /// What must match for a plugin to fit: the major version, or `0.MINOR`
 /// before 1.0 (semver: minor releases of 0.x may break).

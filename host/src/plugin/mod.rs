@@ -15,9 +15,10 @@ mod reload;
 mod spec;
 
 pub use bindings::types::{ErrorKind, FlowInfo, Hooks, UpstreamError};
-pub use chain::{Chain, FlowPlugins, Notes, RequestDecision, SentRequest};
+pub use chain::{Chain, Flow, FlowPlugins, Notes, RequestDecision};
 pub use engine::PluginEngine;
 pub use fill::FillLease;
+pub use heads::RequestView;
 pub use instance::LoadedPlugin;
 pub use instance::WIT_VERSION;
 pub(crate) use reload::reload_slot;

@@ -80,13 +80,22 @@ impl Matcher {
         parts.join("; ")
     }
 
-    pub fn matches(&self, method: &str, host: &str, port: u16, url: &http::Uri) -> bool {
+    /// `url` is the request's URL as text, formatted at most once per flow
+    /// and only when some plugin matches on it.
+    pub fn matches(
+        &self,
+        method: &str,
+        host: &str,
+        port: u16,
+        url: &std::cell::OnceCell<String>,
+        uri: &http::Uri,
+    ) -> bool {
         (self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(host, port)))
             && (self.methods.is_empty() || self.methods.iter().any(|m| m == method))
             && self
                 .url
                 .as_ref()
-                .is_none_or(|re| re.is_match(&url.to_string()))
+                .is_none_or(|re| re.is_match(url.get_or_init(|| uri.to_string())))
     }
 }
 

@@ -19,7 +19,7 @@ use crate::{
         sink::Recording,
     },
     metrics::{Outcome, Source},
-    plugin::{FlowInfo, Hooks, Notes, RequestDecision, SentRequest},
+    plugin::{Flow, FlowInfo, Hooks, Notes, RequestDecision, RequestView},
 };
 
 /// Handles one request from a client connection: the pipeline of DESIGN §1.
@@ -120,10 +120,12 @@ pub(crate) async fn handle(
     // 3. on-request: plugins whose prefilter matches decide first.
     let plugins = proxy.plugins.load().for_flow(&parts.method, &parts.uri);
     // Built only when a plugin will see the flow: no per-request cost otherwise.
-    let flow = (!plugins.is_empty()).then(|| FlowInfo {
-        id: record.id,
-        client: conn.client.to_string(),
-        intercepted_tls: conn.tunnel.is_some(),
+    let flow = (!plugins.is_empty()).then(|| Flow {
+        info: FlowInfo {
+            id: record.id,
+            intercepted_tls: conn.tunnel.is_some(),
+        },
+        client: conn.client,
     });
     let decision = match &flow {
         Some(flow) => {
@@ -148,8 +150,8 @@ pub(crate) async fn handle(
         }
         RequestDecision::Continue => {
             // What on-response and on-error plugins see of the request.
-            let sent = flow.map(|flow| {
-                let request = SentRequest {
+            let mut sent = flow.map(|flow| {
+                let request = RequestView {
                     method: parts.method.clone(),
                     uri: parts.uri.clone(),
                     headers: parts.headers.clone(),
@@ -208,7 +210,7 @@ pub(crate) async fn handle(
                             response.map(boxed)
                         }
                     };
-                    match &sent {
+                    match &mut sent {
                         // A switch of protocols has no response to change.
                         Some((flow, sent))
                             if plugins.wants(Hooks::ON_RESPONSE) && upstream_upgrade.is_none() =>
@@ -227,7 +229,7 @@ pub(crate) async fn handle(
                         recording.failed(&error.reason);
                     }
                     notes.push(error.reason.clone());
-                    let answered = match &sent {
+                    let answered = match &mut sent {
                         Some((flow, sent)) if plugins.wants(Hooks::ON_ERROR) => {
                             plugins
                                 .on_error(flow, sent, &error.to_plugin(), &mut notes)

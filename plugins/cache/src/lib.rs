@@ -10,14 +10,15 @@
 //! unless the config says so, and credentials never reach the metadata.
 
 use std::{
+    cell::OnceCell,
     collections::BTreeMap,
     time::{SystemTime, UNIX_EPOCH},
 };
 
 use proxlet_plugin::{
-    accept, cachepath, has_header, header, header_tokens, log, remove_header, set_header,
-    text_response, tree, Body, Fill, FlowInfo, Headers, Hooks, Level, Plugin, RequestAction,
-    RequestHead, Response, ResponseAction, ResponseHead, Sidecar, Store, UpstreamError,
+    accept, cachepath, has_header, header, header_tokens, log, text_response, tree, Body, Edit,
+    Fill, FlowInfo, Headers, Hooks, Level, Plugin, RequestAction, RequestHead, Response,
+    ResponseAction, ResponseHead, Sidecar, Store, UpstreamError,
 };
 use rules::Rule;
 use serde::{Deserialize, Serialize};
@@ -152,28 +153,26 @@ impl Plugin for Cache {
         .union(Hooks::ON_ERROR);
 
     fn new(config: &str) -> Result<Self, String> {
-        let config: Config =
-            serde_json::from_str(config).map_err(|e| format!("cache config: {e}"))?;
+        let config: Config = proxlet_plugin::config(config)?;
         let rules = config
             .revalidate
             .iter()
-            .map(|r| {
-                Rule::new(r.url.as_deref(), r.content_type.as_deref(), &r.ttl)
-                    .map_err(|e| format!("cache config: {e}"))
-            })
+            .map(|r| Rule::new(r.url.as_deref(), r.content_type.as_deref(), &r.ttl))
             .collect::<Result<_, String>>()?;
         Ok(Self { config, rules })
     }
 
-    fn on_request(&mut self, _: &FlowInfo, head: &RequestHead) -> RequestAction {
-        if !matches!(head.method.as_str(), "GET" | "HEAD") || self.private(head) {
-            return RequestAction::Continue(None);
+    fn on_request(&mut self, _: &FlowInfo, request: &RequestHead) -> RequestAction {
+        let method = request.method();
+        if !matches!(method.as_str(), "GET" | "HEAD") || self.private(request) {
+            return RequestAction::Continue(Vec::new());
         }
-        let rel = match cachepath::url_to_path(&head.url) {
+        let url = request.url();
+        let rel = match cachepath::url_to_path(&url) {
             Ok(rel) => rel,
             Err(e) => {
-                log(Level::Info, &format!("not caching {}: {e}", head.url));
-                return RequestAction::Continue(None);
+                log(Level::Info, &format!("not caching {url}: {e}"));
+                return RequestAction::Continue(Vec::new());
             }
         };
         let meta = self.read_meta(&rel);
@@ -188,13 +187,13 @@ impl Plugin for Cache {
                 "",
             ));
         }
-        let hit = self.choose(&rel, meta.as_ref(), &head.headers);
+        let hit = self.choose(&rel, meta.as_ref(), request);
         if let Some(hit) = &hit {
-            let left = self.fresh_for(&head.url, hit);
+            let left = self.fresh_for(&url, hit);
             if self.config.offline || left != Some(0) {
                 let mut response = self.serve(hit, "cache;hit");
                 let left = if self.config.offline { None } else { left };
-                memo(&mut response.head.headers, &self.config.dir, &rel, hit, left);
+                memo(&mut response.headers, &self.config.dir, &rel, hit, left);
                 return RequestAction::Respond(response);
             }
         }
@@ -203,32 +202,30 @@ impl Plugin for Cache {
                 504,
                 vec![("x-proxlet".into(), b"cache;offline-miss".to_vec())],
                 &format!(
-                    "proxlet cache: offline, and {} is not in the cache ({}/{rel})\n",
-                    head.url, self.config.dir
+                    "proxlet cache: offline, and {url} is not in the cache ({}/{rel})\n",
+                    self.config.dir
                 ),
             ));
         }
-        if head.method != "GET" {
-            return RequestAction::Continue(None);
+        if method != "GET" {
+            return RequestAction::Continue(Vec::new());
         }
         // Fetch the whole, current, unencoded representation, once.
-        let mut edited = head.clone();
-        for name in CONDITIONAL.iter().chain(&["range"]) {
-            remove_header(&mut edited.headers, name);
-        }
-        set_header(&mut edited.headers, "accept-encoding", "identity");
+        let mut edits: Vec<Edit> = CONDITIONAL
+            .iter()
+            .chain(&["range"])
+            .map(|name| Edit::remove_header(name))
+            .collect();
+        edits.push(Edit::set_header("accept-encoding", "identity"));
         if let Some(variant) = hit.and_then(|h| h.variant) {
             if let Some(etag) = &variant.etag {
-                set_header(&mut edited.headers, "if-none-match", etag);
+                edits.push(Edit::set_header("if-none-match", etag));
             }
             if let Some(date) = &variant.last_modified {
-                set_header(&mut edited.headers, "if-modified-since", date);
+                edits.push(Edit::set_header("if-modified-since", date));
             }
         }
-        RequestAction::Fill(Fill {
-            key: rel,
-            head: Some(edited),
-        })
+        RequestAction::Fill(Fill { key: rel, edits })
     }
 
     fn on_response(
@@ -237,25 +234,31 @@ impl Plugin for Cache {
         request: &RequestHead,
         response: &ResponseHead,
     ) -> ResponseAction {
-        let rel = match request.method.as_str() {
-            "GET" | "HEAD" if !self.private(request) => cachepath::url_to_path(&request.url).ok(),
+        let method = request.method();
+        let looked_up = match method.as_str() {
+            "GET" | "HEAD" if !self.private(request) => {
+                let url = request.url();
+                cachepath::url_to_path(&url).ok().map(|rel| (url, rel))
+            }
             _ => None,
         };
         // Never looked up: the method, credentials or URL keep it out.
-        let Some(rel) = rel else {
-            return tagged(response, "cache;bypass");
+        let Some((url, rel)) = looked_up else {
+            return tagged("cache;bypass");
         };
-        match response.status {
-            _ if request.method != "GET" => tagged(response, "cache;miss"),
-            304 if CONDITIONAL.iter().any(|h| has_header(&request.headers, h)) => {
+        if method != "GET" {
+            return tagged("cache;miss");
+        }
+        match response.status() {
+            304 if CONDITIONAL.iter().any(|h| request.header(h).is_some()) => {
                 self.revalidated(&rel, request)
             }
-            301 | 308 => {
-                self.record_redirect(&rel, request, response);
-                tagged(response, "cache;miss")
+            status @ (301 | 308) => {
+                self.record_redirect(&rel, &url, status, request, response);
+                tagged("cache;miss")
             }
-            200 => self.store(rel, request, response),
-            _ => tagged(response, "cache;miss"),
+            200 => self.store(rel, &url, request, response),
+            _ => tagged("cache;miss"),
         }
     }
 
@@ -265,14 +268,15 @@ impl Plugin for Cache {
         request: &RequestHead,
         error: &UpstreamError,
     ) -> Option<Response> {
-        let rel = cachepath::url_to_path(&request.url).ok()?;
+        let url = request.url();
+        let rel = cachepath::url_to_path(&url).ok()?;
         let meta = self.read_meta(&rel);
-        let hit = self.choose(&rel, meta.as_ref(), &request.headers)?;
+        let hit = self.choose(&rel, meta.as_ref(), request)?;
         log(
             Level::Warn,
             &format!(
-                "serving a stale copy of {}: the upstream failed ({})",
-                request.url, error.message
+                "serving a stale copy of {url}: the upstream failed ({})",
+                error.message
             ),
         );
         Some(self.serve(&hit, "cache;stale"))
@@ -285,8 +289,8 @@ impl Cache {
     }
 
     /// A request carrying credentials is not shared unless configured.
-    fn private(&self, head: &RequestHead) -> bool {
-        !self.config.share_authorized && has_header(&head.headers, "authorization")
+    fn private(&self, request: &RequestHead) -> bool {
+        !self.config.share_authorized && request.header("authorization").is_some()
     }
 
     fn read_meta(&self, rel: &str) -> Option<Meta> {
@@ -379,8 +383,11 @@ impl Cache {
 
     /// The stored entry that answers this request: a variant whose type the
     /// client accepts and whose Vary'd headers match, best quality first;
-    /// without metadata, a plain file at the path.
-    fn choose(&self, rel: &str, meta: Option<&Meta>, headers: &Headers) -> Option<Hit> {
+    /// without metadata, a plain file at the path. Reads from the request
+    /// only what the variants compare: `Accept` when they differ by type,
+    /// every field (a Vary'd value joins all lines of its name) once when
+    /// one varies by another field.
+    fn choose(&self, rel: &str, meta: Option<&Meta>, request: &RequestHead) -> Option<Hit> {
         if meta.is_some_and(|m| crossed(rel, m)) {
             log(
                 Level::Debug,
@@ -402,17 +409,22 @@ impl Cache {
             }
             return self.locate(rel).map(|rel| Hit { rel, variant: None });
         }
-        let accept = header(headers, "accept");
+        let accept = variants
+            .iter()
+            .any(|v| v.by_accept)
+            .then(|| request.header_str("accept"))
+            .flatten();
+        let fields = OnceCell::new();
         variants
             .iter()
             .filter(|v| {
-                v.vary
-                    .iter()
-                    .all(|(name, value)| vary_value(rel, name, headers) == *value)
+                v.vary.iter().all(|(name, value)| {
+                    vary_value(rel, name, fields.get_or_init(|| request.headers())) == *value
+                })
             })
             .map(|v| {
                 let q = match (&v.content_type, v.by_accept) {
-                    (Some(kind), true) => accept::quality(accept, kind),
+                    (Some(kind), true) => accept::quality(accept.as_deref(), kind),
                     _ => 1.0,
                 };
                 (q, v)
@@ -459,10 +471,8 @@ impl Cache {
             }
         }
         Response {
-            head: ResponseHead {
-                status: 200,
-                headers,
-            },
+            status: 200,
+            headers,
             body: Body::File(self.guest(&hit.rel)),
         }
     }
@@ -470,8 +480,8 @@ impl Cache {
     /// Our conditional request was answered 304: the stored copy is current.
     fn revalidated(&self, rel: &str, request: &RequestHead) -> ResponseAction {
         let mut meta = self.read_meta(rel).unwrap_or_default();
-        let Some(hit) = self.choose(rel, Some(&meta), &request.headers) else {
-            return ResponseAction::Continue(None);
+        let Some(hit) = self.choose(rel, Some(&meta), request) else {
+            return ResponseAction::Continue(Vec::new());
         };
         let located = |v: &Variant| self.locate(&v.file).as_deref() == Some(hit.rel.as_str());
         if let Some(variant) = meta.variants.iter_mut().find(|v| located(v)) {
@@ -483,15 +493,23 @@ impl Cache {
 
     /// A permanent same-origin redirect is kept as metadata, never as a file
     /// (`simple/foo` would collide with the directory `simple/foo/`).
-    fn record_redirect(&self, rel: &str, request: &RequestHead, response: &ResponseHead) {
-        let Some(location) = header(&response.headers, "location") else {
+    fn record_redirect(
+        &self,
+        rel: &str,
+        url: &str,
+        status: u16,
+        request: &RequestHead,
+        response: &ResponseHead,
+    ) {
+        let fields = response.headers();
+        let Some(location) = header(&fields, "location") else {
             return;
         };
-        let control = header_tokens(&response.headers, "cache-control");
-        if let Some(reason) = self.private_response(request, response, &control) {
+        let control = header_tokens(&fields, "cache-control");
+        if let Some(reason) = self.private_response(request, &fields, &control) {
             log(
                 Level::Debug,
-                &format!("not recording the redirect of {}: {reason}", request.url),
+                &format!("not recording the redirect of {url}: {reason}"),
             );
             return;
         }
@@ -499,9 +517,9 @@ impl Cache {
             .read_meta(rel)
             .filter(|m| !crossed(rel, m))
             .unwrap_or_default();
-        meta.url = without_userinfo(&request.url);
+        meta.url = without_userinfo(url);
         meta.redirect = Some(Redirect {
-            status: response.status,
+            status,
             location: location.to_owned(),
         });
         self.write_meta(rel, &meta);
@@ -515,14 +533,14 @@ impl Cache {
     fn private_response(
         &self,
         request: &RequestHead,
-        response: &ResponseHead,
+        response: &Headers,
         control: &[String],
     ) -> Option<&'static str> {
         if self.config.share_cookies {
             None
-        } else if has_header(&response.headers, "set-cookie") {
+        } else if has_header(response, "set-cookie") {
             Some("it sets a cookie (Set-Cookie)")
-        } else if has_header(&request.headers, "cookie") && !control.iter().any(|d| d == "public") {
+        } else if !control.iter().any(|d| d == "public") && request.header("cookie").is_some() {
             Some("the request carried a Cookie and the response is not Cache-Control: public")
         } else {
             None
@@ -530,36 +548,41 @@ impl Cache {
     }
 
     /// A 200 to a GET: store it unless it says not to, under a name that
-    /// records its type when it varies by Accept.
-    fn store(&self, rel: String, request: &RequestHead, response: &ResponseHead) -> ResponseAction {
-        let control = header_tokens(&response.headers, "cache-control");
-        let vary = header_tokens(&response.headers, "vary");
+    /// records its type when it varies by Accept. Most of the response's
+    /// fields count (some by every line), so they are copied once.
+    fn store(
+        &self,
+        rel: String,
+        url: &str,
+        request: &RequestHead,
+        response: &ResponseHead,
+    ) -> ResponseAction {
+        let fields = response.headers();
+        let control = header_tokens(&fields, "cache-control");
+        let vary = header_tokens(&fields, "vary");
         let refused = if !self.config.cache_anything
             && control.iter().any(|d| d == "no-store" || d == "private")
         {
             Some("Cache-Control forbids it")
-        } else if let Some(reason) = self.private_response(request, response, &control) {
+        } else if let Some(reason) = self.private_response(request, &fields, &control) {
             Some(reason)
         } else if vary.iter().any(|v| v == "*") {
             Some("it varies by everything (Vary: *)")
-        } else if has_header(&response.headers, "content-range") {
+        } else if has_header(&fields, "content-range") {
             Some("it is partial")
-        } else if has_header(&response.headers, "content-encoding")
-            && header(&response.headers, "content-encoding") != Some("identity")
+        } else if has_header(&fields, "content-encoding")
+            && header(&fields, "content-encoding") != Some("identity")
         {
             Some("the upstream ignored Accept-Encoding: identity")
         } else {
             None
         };
         if let Some(reason) = refused {
-            log(
-                Level::Debug,
-                &format!("not storing {}: {reason}", request.url),
-            );
-            return tagged(response, "cache;miss");
+            log(Level::Debug, &format!("not storing {url}: {reason}"));
+            return tagged("cache;miss");
         }
 
-        let content_type = header(&response.headers, "content-type").map(str::to_owned);
+        let content_type = header(&fields, "content-type").map(str::to_owned);
         let by_accept = vary.iter().any(|v| v == "accept");
         let file = match &content_type {
             Some(kind) if by_accept && accept::media_type(kind) != "text/html" => {
@@ -571,31 +594,35 @@ impl Cache {
             log(
                 Level::Debug,
                 &format!(
-                    "not storing {}: {link} is a symlink (an error link?), not a directory",
-                    request.url
+                    "not storing {url}: {link} is a symlink (an error link?), not a directory"
                 ),
             );
-            return tagged(response, "cache;miss");
+            return tagged("cache;miss");
         }
         let destination = self.destination(&file);
+        let request_fields = OnceCell::new();
         let variant = Variant {
             file: file.clone(),
             content_type,
-            etag: header(&response.headers, "etag").map(str::to_owned),
-            last_modified: header(&response.headers, "last-modified").map(str::to_owned),
+            etag: header(&fields, "etag").map(str::to_owned),
+            last_modified: header(&fields, "last-modified").map(str::to_owned),
             stored: now(),
             by_accept,
             vary: vary
                 .iter()
                 .filter(|v| !matches!(v.as_str(), "accept" | "accept-encoding"))
-                .map(|v| (v.clone(), vary_value(&rel, v, &request.headers)))
+                .map(|v| {
+                    let value =
+                        vary_value(&rel, v, request_fields.get_or_init(|| request.headers()));
+                    (v.clone(), value)
+                })
                 .collect(),
         };
         let mut meta = self
             .read_meta(&rel)
             .filter(|m| !crossed(&rel, m))
             .unwrap_or_default();
-        meta.url = without_userinfo(&request.url);
+        meta.url = without_userinfo(url);
         meta.redirect = None;
         meta.variants
             .retain(|v| by_accept && v.by_accept && v.file != file);
@@ -603,7 +630,7 @@ impl Cache {
 
         ResponseAction::Store(Store {
             path: self.guest(&destination),
-            head: Some(tag(response, "cache;miss")),
+            edits: vec![tag("cache;miss")],
             sidecar: Some(Sidecar {
                 path: self.guest(&cachepath::meta_path(&rel)),
                 contents: meta_json(&meta),
@@ -629,21 +656,22 @@ fn memo(headers: &mut Headers, dir: &str, rel: &str, hit: &Hit, fresh_for: Optio
     headers.push(("x-proxlet-memo".into(), directive.into_bytes()));
     let body_dir = hit.rel.rsplit_once('/').map_or("", |(dir, _)| dir);
     for pin in [cachepath::meta_path(rel).as_str(), body_dir] {
-        headers.push(("x-proxlet-memo-pin".into(), format!("{dir}/{pin}").into_bytes()));
+        headers.push((
+            "x-proxlet-memo-pin".into(),
+            format!("{dir}/{pin}").into_bytes(),
+        ));
     }
 }
 
 /// Goes on with the upstream's response, its `X-Proxlet` naming what the
 /// cache did (`cache;miss`, `cache;bypass`) for the client and the metrics.
-fn tagged(response: &ResponseHead, outcome: &str) -> ResponseAction {
-    ResponseAction::Continue(Some(tag(response, outcome)))
+fn tagged(outcome: &str) -> ResponseAction {
+    ResponseAction::Continue(vec![tag(outcome)])
 }
 
-/// `response` with `X-Proxlet: outcome`.
-fn tag(response: &ResponseHead, outcome: &str) -> ResponseHead {
-    let mut head = response.clone();
-    set_header(&mut head.headers, "x-proxlet", outcome);
-    head
+/// `X-Proxlet: outcome`.
+fn tag(outcome: &str) -> Edit {
+    Edit::set_header("x-proxlet", outcome)
 }
 
 /// Request fields that carry credentials.

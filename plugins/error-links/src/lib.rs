@@ -9,8 +9,8 @@
 //! upstream may answer a signed-in client differently.
 
 use proxlet_plugin::{
-    cachepath, has_header, log, text_response, tree, FlowInfo, Headers, Hooks, Level, Plugin,
-    RequestAction, RequestHead, ResponseAction, ResponseHead,
+    cachepath, log, text_response, tree, FlowInfo, Hooks, Level, Plugin, RequestAction,
+    RequestHead, ResponseAction, ResponseHead,
 };
 use serde::Deserialize;
 
@@ -41,37 +41,40 @@ impl Plugin for ErrorLinks {
     const HOOKS: Hooks = Hooks::ON_REQUEST.union(Hooks::ON_RESPONSE);
 
     fn new(config: &str) -> Result<Self, String> {
-        let config: Config =
-            serde_json::from_str(config).map_err(|e| format!("error-links config: {e}"))?;
+        let config: Config = proxlet_plugin::config(config)?;
         if let Some(bad) = config.statuses.iter().find(|s| !(100..=999).contains(*s)) {
-            return Err(format!("error-links config: {bad} is not an HTTP status"));
+            return Err(format!("statuses: {bad} is not an HTTP status"));
         }
         Ok(Self { config })
     }
 
-    fn on_request(&mut self, _: &FlowInfo, head: &RequestHead) -> RequestAction {
-        let Some(rel) = self.rel(head) else {
-            return RequestAction::Continue(None);
+    fn on_request(&mut self, _: &FlowInfo, request: &RequestHead) -> RequestAction {
+        if !matches!(request.method().as_str(), "GET" | "HEAD") {
+            return RequestAction::Continue(Vec::new());
+        }
+        let url = request.url();
+        let Ok(rel) = cachepath::url_to_path(&url) else {
+            return RequestAction::Continue(Vec::new());
         };
         let path = self.guest(&rel);
         let Ok(target) = std::fs::read_link(&path) else {
-            return RequestAction::Continue(None);
+            return RequestAction::Continue(Vec::new());
         };
         let code = target.to_str().and_then(|t| t.parse::<u16>().ok());
+        // Credentials are asked for only now: most paths hold no link.
         match code {
             Some(status)
-                if (100..=999).contains(&status) && !self.below_a_link(&head.url, &rel) =>
+                if (100..=999).contains(&status)
+                    && !credentialed(request)
+                    && !self.below_a_link(&url, &rel) =>
             {
                 RequestAction::Respond(text_response(
                     status,
                     vec![("x-proxlet".into(), b"error-links;hit".to_vec())],
-                    &format!(
-                        "proxlet error-links: {} answered {status} (stored as {path})\n",
-                        head.url
-                    ),
+                    &format!("proxlet error-links: {url} answered {status} (stored as {path})\n"),
                 ))
             }
-            _ => RequestAction::Continue(None),
+            _ => RequestAction::Continue(Vec::new()),
         }
     }
 
@@ -81,49 +84,41 @@ impl Plugin for ErrorLinks {
         request: &RequestHead,
         response: &ResponseHead,
     ) -> ResponseAction {
-        if request.method != "GET" || !self.config.statuses.contains(&response.status) {
-            return ResponseAction::Continue(None);
+        let status = response.status();
+        if !self.config.statuses.contains(&status)
+            || request.method() != "GET"
+            || credentialed(request)
+        {
+            return ResponseAction::Continue(Vec::new());
         }
-        let Some(rel) = self.rel(request) else {
-            return ResponseAction::Continue(None);
+        let url = request.url();
+        let Ok(rel) = cachepath::url_to_path(&url) else {
+            return ResponseAction::Continue(Vec::new());
         };
         let path = self.guest(&rel);
         // Only where nothing is (a cached file or directory stays), and
         // only through real directories.
-        if std::fs::symlink_metadata(&path).is_err() && !self.below_a_link(&request.url, &rel) {
+        if std::fs::symlink_metadata(&path).is_err() && !self.below_a_link(&url, &rel) {
             let linked = std::path::Path::new(&path)
                 .parent()
                 .map_or(Ok(()), std::fs::create_dir_all)
                 .and_then(|()| {
                     #[allow(deprecated)] // the portable spelling; WASI has no `unix` module
-                    std::fs::soft_link(response.status.to_string(), &path)
+                    std::fs::soft_link(status.to_string(), &path)
                 });
             match linked {
-                Ok(()) => log(
-                    Level::Info,
-                    &format!("stored {} as {path} -> {}", request.url, response.status),
-                ),
+                Ok(()) => log(Level::Info, &format!("stored {url} as {path} -> {status}")),
                 Err(e) => log(
                     Level::Error,
-                    &format!("cannot link {path} -> {}: {e}", response.status),
+                    &format!("cannot link {path} -> {status}: {e}"),
                 ),
             }
         }
-        ResponseAction::Continue(None)
+        ResponseAction::Continue(Vec::new())
     }
 }
 
 impl ErrorLinks {
-    /// The cache path of a request this plugin handles: an anonymous `GET`
-    /// or `HEAD` (a link stored from an anonymous answer says nothing about
-    /// what a signed-in client gets).
-    fn rel(&self, head: &RequestHead) -> Option<String> {
-        if !matches!(head.method.as_str(), "GET" | "HEAD") || credentialed(&head.headers) {
-            return None;
-        }
-        cachepath::url_to_path(&head.url).ok()
-    }
-
     fn guest(&self, rel: &str) -> String {
         format!("{}/{rel}", self.config.dir)
     }
@@ -142,11 +137,13 @@ impl ErrorLinks {
     }
 }
 
-/// Whether a request carries credentials (`Authorization`, `Cookie`).
-fn credentialed(headers: &Headers) -> bool {
+/// Whether a request carries credentials (`Authorization`, `Cookie`): a link
+/// stored from an anonymous answer says nothing about what a signed-in
+/// client gets. Up to three host calls, so asked after cheaper checks.
+fn credentialed(request: &RequestHead) -> bool {
     ["authorization", "proxy-authorization", "cookie"]
         .iter()
-        .any(|name| has_header(headers, name))
+        .any(|name| request.header(name).is_some())
 }
 
 proxlet_plugin::export!(ErrorLinks);

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds app.c into a proxlet plugin component: ./build.sh [OUT.wasm]
+# Builds app.c (with the kit proxlet.h beside it) into a proxlet plugin
+# component: ./build.sh [OUT.wasm]
 # Needs clang, lld and wasi-libc (Debian: clang-14 lld-14 wasi-libc
 # libclang-rt-14-dev-wasm32), wit-bindgen and wasm-tools (cargo install
 # wit-bindgen-cli wasm-tools).

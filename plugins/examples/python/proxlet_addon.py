@@ -13,8 +13,14 @@ Write a class with any of `request(flow)`, `responseheaders(flow)`,
 
 `configure(config)` gets the plugin's `config` table (a dict). `response`
 sees the decoded body; limit which flows are buffered with
-`wants_response(flow)`. In `request`, set `flow.response = Response(...)` to
-answer without the upstream.
+`wants_response(flow)`. In `request`, `responseheaders` or `error`, set
+`flow.response = Response.make(...)` to answer with your own response.
+
+The heads stay in proxlet: `flow.request.url`, `.headers["accept"]`,
+`flow.response.status_code` and the rest ask the host when first read and
+keep the answer for the rest of the hook, and what a hook changes goes back
+as a list of edits. A hook that reads and changes nothing costs almost
+nothing. A flow is valid only during the hook it was passed to.
 """
 
 import json
@@ -28,15 +34,74 @@ def log(message, level=types.Level.INFO):
     host.log(level, str(message))
 
 
-class Headers:
-    """Header fields, case-insensitive, in order; values are str."""
+def _text(value):
+    """A header value as str; bytes are read as latin-1 so every byte survives."""
+    return value.decode("latin-1") if isinstance(value, bytes) else str(value)
 
-    def __init__(self, fields):
-        self.fields = [(name, value.decode("latin-1")) for name, value in fields]
+
+def _without(fields, name):
+    return [(n, v) for n, v in fields if n != name]
+
+
+def _replay(fields, edits):
+    """`fields` after the header edits among `edits`, as proxlet will apply them."""
+    for edit in edits:
+        if isinstance(edit, types.Edit_SetHeader):
+            field = edit.value
+            fields = _without(fields, field.name) + [(field.name, _text(field.value))]
+        elif isinstance(edit, types.Edit_AppendHeader):
+            fields = fields + [(edit.value.name, _text(edit.value.value))]
+        elif isinstance(edit, types.Edit_RemoveHeader):
+            fields = _without(fields, edit.value)
+    return fields
+
+
+class Headers:
+    """Header fields, case-insensitive, in order; values are str.
+
+    Over a head in proxlet, a name is asked for only when first read, and
+    every change is also recorded as an edit for the host."""
+
+    def __init__(self, fields=()):
+        pairs = fields.items() if hasattr(fields, "items") else fields
+        self._fields = [(n.lower(), _text(v)) for n, v in pairs]
+        self._head = None
+        self._first = {}
+        self._edits = []
+
+    @classmethod
+    def _over(cls, head, edits):
+        """The fields of `head`, read lazily; changes are appended to `edits`."""
+        headers = cls()
+        headers._fields = None
+        headers._head = head
+        headers._edits = edits
+        return headers
 
     def get(self, name, default=None):
+        """The first value of `name`: one host call the first time, unless
+        every field was already read."""
         name = name.lower()
-        return next((v for n, v in self.fields if n == name), default)
+        if self._fields is not None:
+            return next((v for n, v in self._fields if n == name), default)
+        if name not in self._first:
+            value = self._head.header(name)
+            self._first[name] = None if value is None else _text(value)
+        value = self._first[name]
+        return default if value is None else value
+
+    def get_all(self, name):
+        """Every value of `name` (e.g. `set-cookie`), in order."""
+        name = name.lower()
+        return [v for n, v in self.fields if n == name]
+
+    @property
+    def fields(self):
+        """Every field as a (name, value) pair; one host call the first time."""
+        if self._fields is None:
+            fields = [(n, _text(v)) for n, v in self._head.headers()]
+            self._fields = _replay(fields, self._edits)
+        return tuple(self._fields)
 
     def __getitem__(self, name):
         value = self.get(name)
@@ -45,50 +110,177 @@ class Headers:
         return value
 
     def __setitem__(self, name, value):
-        del self[name]
-        self.fields.append((name.lower(), str(value)))
+        name, value = name.lower(), _text(value)
+        self._first[name] = value
+        self._change(types.Edit_SetHeader(types.Field(name, value.encode("latin-1"))))
 
     def __delitem__(self, name):
-        self.fields = [(n, v) for n, v in self.fields if n != name.lower()]
+        name = name.lower()
+        self._first[name] = None
+        self._change(types.Edit_RemoveHeader(name))
 
     def __contains__(self, name):
         return self.get(name) is not None
 
-    def wit(self):
+    def add(self, name, value):
+        """Appends a field, keeping the others of that name."""
+        name, value = name.lower(), _text(value)
+        if self.get(name) is None:
+            self._first[name] = value
+        self._change(types.Edit_AppendHeader(types.Field(name, value.encode("latin-1"))))
+
+    def _change(self, edit):
+        self._edits.append(edit)
+        if self._fields is not None:
+            self._fields = _replay(self._fields, [edit])
+
+    def _replace(self, fields):
+        """Makes these the only fields: removes every present name, adds the new."""
+        new = Headers(fields).fields
+        for name in dict.fromkeys(n for n, _ in self.fields):
+            del self[name]
+        for name, value in new:
+            self.add(name, value)
+
+    def _wit(self):
         return [(n, v.encode("latin-1")) for n, v in self.fields]
 
 
-class Request:
+class _Message:
+    """What requests and responses share: headers you read and replace."""
+
+    @property
+    def headers(self):
+        return self._headers
+
+    @headers.setter
+    def headers(self, fields):
+        self._headers._replace(fields)
+
+
+def _split_url(url):
+    """An absolute URL's parts, as proxlet's `scheme()`, `authority()` and
+    `path()` give them."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError(f"not an absolute URL: {url!r}")
+    end = next((i for i, c in enumerate(rest) if c in "/?"), len(rest))
+    path = rest[end:]
+    return {
+        "url": url,
+        "scheme": scheme,
+        "authority": rest[:end],
+        "path": path if path.startswith("/") else "/" + path,
+    }
+
+
+class Request(_Message):
+    """The request in proxlet: each part asked for when first read; setting
+    `method`, `url`, `authority` or `path` becomes an edit."""
+
     def __init__(self, head):
-        self.method = head.method
-        self.url = head.url
-        self.headers = Headers(head.headers)
+        self._head = head
+        self._read = {}
+        self._edits = []
+        self._headers = Headers._over(head, self._edits)
+
+    def _get(self, part):
+        if part not in self._read:
+            self._read[part] = getattr(self._head, part)()
+        return self._read[part]
+
+    @property
+    def method(self):
+        return self._get("method")
+
+    @method.setter
+    def method(self, value):
+        self._read["method"] = value
+        self._edits.append(types.Edit_SetMethod(value))
+
+    @property
+    def url(self):
+        """Absolute URL: scheme, authority, path and query."""
+        return self._get("url")
+
+    @url.setter
+    def url(self, value):
+        self._read.update(_split_url(value))
+        self._edits.append(types.Edit_SetUrl(value))
+
+    @property
+    def scheme(self):
+        return self._get("scheme")
+
+    @property
+    def authority(self):
+        """Host and port as in the URL, e.g. "example.com:8443"."""
+        return self._get("authority")
+
+    @authority.setter
+    def authority(self, value):
+        # Built from the whole URL so `url` and `path` read back in step.
+        parts = _split_url(self.url)
+        self._read.update(_split_url(f"{parts['scheme']}://{value}{parts['path']}"))
+        self._edits.append(types.Edit_SetAuthority(value))
 
     @property
     def host(self):
-        authority = self.url.split("://", 1)[-1].split("/", 1)[0]
-        return authority.rsplit(":", 1)[0] if not authority.endswith("]") else authority
+        """The authority without its port ("[::1]" for IPv6)."""
+        authority = self.authority
+        return authority if authority.endswith("]") else authority.rsplit(":", 1)[0]
 
     @property
     def path(self):
-        rest = self.url.split("://", 1)[-1]
-        return "/" + rest.split("/", 1)[1] if "/" in rest else "/"
+        """Path and query, e.g. "/simple/pip/?x=1"."""
+        return self._get("path")
 
-    def wit(self):
-        return types.RequestHead(self.method, self.url, self.headers.wit())
+    @path.setter
+    def path(self, value):
+        parts = _split_url(self.url)
+        self._read.update(_split_url(f"{parts['scheme']}://{parts['authority']}{value}"))
+        self._edits.append(types.Edit_SetPath(value))
+
+    @property
+    def client(self):
+        """The client's address, e.g. "127.0.0.1:50412"."""
+        return self._get("client")
 
 
-class Response:
+class Response(_Message):
+    """A response you make (`Response.make`), or proxlet's, whose status and
+    headers are asked for when first read; changing them becomes an edit."""
+
     def __init__(self, status_code=200, content=b"", headers=()):
-        self.status_code = status_code
-        self.headers = Headers([(n.lower(), v.encode("latin-1")) for n, v in headers])
-        self.content = content
+        self._head = None
+        self._status = status_code
+        self._edits = []
+        self._headers = Headers(headers)
+        self.content = content.encode() if isinstance(content, str) else content
 
     @classmethod
-    def make(cls, status_code=200, content=b"", headers=None):
-        if isinstance(content, str):
-            content = content.encode()
-        return cls(status_code, content, list((headers or {}).items()))
+    def make(cls, status_code=200, content=b"", headers=()):
+        """A response to answer with; `content` may be str (sent as UTF-8),
+        `headers` a dict or (name, value) pairs."""
+        return cls(status_code, content, headers)
+
+    @classmethod
+    def _over(cls, head, content=b""):
+        response = cls(None, content)
+        response._head = head
+        response._headers = Headers._over(head, response._edits)
+        return response
+
+    @property
+    def status_code(self):
+        if self._status is None:
+            self._status = self._head.status()
+        return self._status
+
+    @status_code.setter
+    def status_code(self, value):
+        self._status = value
+        self._edits.append(types.Edit_SetStatus(value))
 
     @property
     def text(self):
@@ -101,17 +293,25 @@ class Response:
     def json(self):
         return json.loads(self.content)
 
-    def head(self):
-        return types.ResponseHead(self.status_code, self.headers.wit())
+    def _wit(self):
+        body = types.Body_Bytes(self.content)
+        return types.Response(self.status_code, self.headers._wit(), body)
 
 
 class Flow:
+    """One hook's view of a flow; `error` is the upstream failure's message."""
+
     def __init__(self, info, request, response=None, error=None):
         self.id = info.id
-        self.client = info.client
+        self.intercepted_tls = info.intercepted_tls
         self.request = request
         self.response = response
         self.error = error
+
+    @property
+    def client(self):
+        """The client's address, e.g. "127.0.0.1:50412"."""
+        return self.request.client
 
 
 class Addon:
@@ -151,32 +351,38 @@ def export(cls):
             return hooks
 
     class RequestHooks:
-        def on_request(self, info, head):
-            flow = Flow(info, Request(head))
+        def on_request(self, info, request):
+            flow = Flow(info, Request(request))
             addon.request(flow)
             if flow.response is not None:
-                r = flow.response
-                return types.RequestAction_Respond(types.Response(r.head(), types.Body_Bytes(r.content)))
-            return types.RequestAction_Continue(flow.request.wit())
+                return types.RequestAction_Respond(flow.response._wit())
+            return types.RequestAction_Continue(flow.request._edits)
 
-        def on_request_body(self, info, head, body):
+        def on_request_body(self, info, request, body):
             return types.RequestBodyAction_Continue()
 
     class ResponseHooks:
-        def on_response(self, info, request, head):
-            flow = Flow(info, Request(request), Response(head.status, b"", []))
-            flow.response.headers = Headers(head.headers)
+        def on_response(self, info, request, response):
+            flow = Flow(info, Request(request), Response._over(response))
             if _overrides(cls, "responseheaders"):
                 addon.responseheaders(flow)
-            edited = flow.response.head()
+            if flow.response._head is None:
+                return types.ResponseAction_Replace(flow.response._wit())
+            edits = flow.response._edits
             if _overrides(cls, "response") and addon.wants_response(flow):
-                return types.ResponseAction_NeedBody(edited)
-            return types.ResponseAction_Continue(edited)
+                return types.ResponseAction_NeedBody(edits)
+            return types.ResponseAction_Continue(edits)
 
-        def on_response_body(self, info, request, head, body):
-            flow = Flow(info, Request(request), Response(head.status, body, []))
-            flow.response.headers = Headers(head.headers)
+        def on_response_body(self, info, request, response, body):
+            flow = Flow(info, Request(request), Response._over(response, body))
             addon.response(flow)
+            if flow.response._edits or flow.response._head is None:
+                # on-response-body can only replace the body.
+                log(
+                    "response(): status and header changes are dropped; "
+                    "make them in responseheaders()",
+                    types.Level.WARN,
+                )
             if flow.response.content == body:
                 return types.ResponseBodyAction_Continue()
             return types.ResponseBodyAction_Replace(flow.response.content)
@@ -187,7 +393,6 @@ def export(cls):
             addon.error(flow)
             if flow.response is None:
                 return None
-            r = flow.response
-            return types.Response(r.head(), types.Body_Bytes(r.content))
+            return flow.response._wit()
 
     return Lifecycle, RequestHooks, ResponseHooks, ErrorHooks

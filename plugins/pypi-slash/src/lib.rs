@@ -5,9 +5,7 @@
 //! named like the directory is ever created. With `redirect = true` the
 //! client gets a 301 to the canonical URL instead (no upstream contact).
 
-use proxlet_plugin::{
-    text_response, url_parts, FlowInfo, Hooks, Plugin, RequestAction, RequestHead,
-};
+use proxlet_plugin::{text_response, Edit, FlowInfo, Hooks, Plugin, RequestAction, RequestHead};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -36,47 +34,43 @@ impl Plugin for PypiSlash {
     const HOOKS: Hooks = Hooks::ON_REQUEST;
 
     fn new(config: &str) -> Result<Self, String> {
-        let config: Config =
-            serde_json::from_str(config).map_err(|e| format!("pypi-slash config: {e}"))?;
+        let config: Config = proxlet_plugin::config(config)?;
         if let Some(bad) = config
             .prefixes
             .iter()
             .find(|p| !p.starts_with('/') || !p.ends_with('/'))
         {
-            return Err(format!(
-                "pypi-slash config: prefix {bad:?} must start and end with /"
-            ));
+            return Err(format!("prefix {bad:?} must start and end with /"));
         }
         Ok(Self { config })
     }
 
-    fn on_request(&mut self, _: &FlowInfo, head: &RequestHead) -> RequestAction {
-        if !matches!(head.method.as_str(), "GET" | "HEAD") {
-            return RequestAction::Continue(None);
+    fn on_request(&mut self, _: &FlowInfo, request: &RequestHead) -> RequestAction {
+        if !matches!(request.method().as_str(), "GET" | "HEAD") {
+            return RequestAction::Continue(Vec::new());
         }
-        let Some(url) = self.canonical(&head.url) else {
-            return RequestAction::Continue(None);
+        let Some(path) = self.canonical(&request.path()) else {
+            return RequestAction::Continue(Vec::new());
         };
         if self.config.redirect {
+            let location = format!("{}://{}{path}", request.scheme(), request.authority());
             return RequestAction::Respond(text_response(
                 301,
                 vec![
-                    ("location".into(), url.clone().into_bytes()),
+                    ("location".into(), location.into_bytes()),
                     ("x-proxlet".into(), b"pypi-slash;redirect".to_vec()),
                 ],
                 "",
             ));
         }
-        let mut edited = head.clone();
-        edited.url = url;
-        RequestAction::Continue(Some(edited))
+        RequestAction::Continue(vec![Edit::SetPath(path)])
     }
 }
 
 impl PypiSlash {
-    /// The canonical URL when `url` is a simple page spelled otherwise.
-    fn canonical(&self, url: &str) -> Option<String> {
-        let (_, _, _, path_and_query) = url_parts(url)?;
+    /// The canonical path and query when `path_and_query` is a simple page
+    /// spelled otherwise.
+    fn canonical(&self, path_and_query: &str) -> Option<String> {
         let (path, query) = match path_and_query.split_once('?') {
             Some((path, query)) => (path, Some(query)),
             None => (path_and_query, None),
@@ -91,14 +85,13 @@ impl PypiSlash {
         if name.is_empty() || name.contains('/') {
             return None;
         }
-        let canonical_path = format!("{prefix}{}/", normalize(name));
-        if canonical_path == path {
+        let canonical = format!("{prefix}{}/", normalize(name));
+        if canonical == path {
             return None;
         }
-        let origin = &url[..url.len() - path_and_query.len()];
         Some(match query {
-            Some(query) => format!("{origin}{canonical_path}?{query}"),
-            None => format!("{origin}{canonical_path}"),
+            Some(query) => format!("{canonical}?{query}"),
+            None => canonical,
         })
     }
 }

@@ -1,16 +1,18 @@
 //! The Rust guest SDK for proxlet plugins: bindings generated from `wit/`,
-//! a [`Plugin`] trait with defaults for every hook, and header/URL helpers.
+//! a [`Plugin`] trait with defaults for every hook, edits, a typed config
+//! helper, and header/URL helpers.
+//!
+//! Heads are host handles: read only what you need (`request.url()`,
+//! `response.header("etag")`), and answer with edits, not heads.
 //!
 //! ```ignore
-//! use proxlet_plugin::{Plugin, Hooks, FlowInfo, RequestHead, ResponseHead, ResponseAction};
+//! use proxlet_plugin::{Edit, FlowInfo, Hooks, Plugin, RequestHead, ResponseAction, ResponseHead};
 //! struct Hello;
 //! impl Plugin for Hello {
 //!     const HOOKS: Hooks = Hooks::ON_RESPONSE;
 //!     fn new(_config: &str) -> Result<Self, String> { Ok(Hello) }
-//!     fn on_response(&mut self, _: &FlowInfo, _: &RequestHead, resp: &ResponseHead) -> ResponseAction {
-//!         let mut head = resp.clone();
-//!         proxlet_plugin::set_header(&mut head.headers, "x-hello", "world");
-//!         ResponseAction::Continue(Some(head))
+//!     fn on_response(&mut self, _: &FlowInfo, _: &RequestHead, _: &ResponseHead) -> ResponseAction {
+//!         ResponseAction::Continue(vec![Edit::set_header("x-hello", "world")])
 //!     }
 //! }
 //! proxlet_plugin::export!(Hello);
@@ -36,7 +38,7 @@ use std::{any::Any, cell::RefCell};
 use bindings::exports::proxlet::plugin::{error_hooks, lifecycle, request_hooks, response_hooks};
 pub use bindings::proxlet::plugin::host::log as host_log;
 pub use bindings::proxlet::plugin::types::{
-    Body, Delay, ErrorKind, Fill, FlowInfo, Headers, Hooks, Level, RequestAction,
+    Body, Delay, Edit, ErrorKind, Field, Fill, FlowInfo, Headers, Hooks, Level, RequestAction,
     RequestBodyAction, RequestHead, Response, ResponseAction, ResponseBodyAction, ResponseHead,
     Sidecar, Store, UpstreamError,
 };
@@ -50,14 +52,14 @@ pub trait Plugin: Sized + 'static {
     /// Builds the plugin from its JSON config (`{}` when none).
     fn new(config: &str) -> Result<Self, String>;
 
-    fn on_request(&mut self, _flow: &FlowInfo, _head: &RequestHead) -> RequestAction {
-        RequestAction::Continue(None)
+    fn on_request(&mut self, _flow: &FlowInfo, _request: &RequestHead) -> RequestAction {
+        RequestAction::Continue(Vec::new())
     }
 
     fn on_request_body(
         &mut self,
         _flow: &FlowInfo,
-        _head: &RequestHead,
+        _request: &RequestHead,
         _body: Vec<u8>,
     ) -> RequestBodyAction {
         RequestBodyAction::Continue
@@ -69,7 +71,7 @@ pub trait Plugin: Sized + 'static {
         _request: &RequestHead,
         _response: &ResponseHead,
     ) -> ResponseAction {
-        ResponseAction::Continue(None)
+        ResponseAction::Continue(Vec::new())
     }
 
     fn on_response_body(
@@ -123,41 +125,41 @@ impl<P: Plugin> lifecycle::Guest for Exports<P> {
 }
 
 impl<P: Plugin> request_hooks::Guest for Exports<P> {
-    fn on_request(flow: FlowInfo, head: RequestHead) -> RequestAction {
-        with::<P, _>(RequestAction::Continue(None), |p| {
-            p.on_request(&flow, &head)
+    fn on_request(flow: FlowInfo, request: &RequestHead) -> RequestAction {
+        with::<P, _>(RequestAction::Continue(Vec::new()), |p| {
+            p.on_request(&flow, request)
         })
     }
 
-    fn on_request_body(flow: FlowInfo, head: RequestHead, body: Vec<u8>) -> RequestBodyAction {
+    fn on_request_body(flow: FlowInfo, request: &RequestHead, body: Vec<u8>) -> RequestBodyAction {
         with::<P, _>(RequestBodyAction::Continue, |p| {
-            p.on_request_body(&flow, &head, body)
+            p.on_request_body(&flow, request, body)
         })
     }
 }
 
 impl<P: Plugin> response_hooks::Guest for Exports<P> {
-    fn on_response(flow: FlowInfo, request: RequestHead, response: ResponseHead) -> ResponseAction {
-        with::<P, _>(ResponseAction::Continue(None), |p| {
-            p.on_response(&flow, &request, &response)
+    fn on_response(flow: FlowInfo, request: &RequestHead, response: &ResponseHead) -> ResponseAction {
+        with::<P, _>(ResponseAction::Continue(Vec::new()), |p| {
+            p.on_response(&flow, request, response)
         })
     }
 
     fn on_response_body(
         flow: FlowInfo,
-        request: RequestHead,
-        response: ResponseHead,
+        request: &RequestHead,
+        response: &ResponseHead,
         body: Vec<u8>,
     ) -> ResponseBodyAction {
         with::<P, _>(ResponseBodyAction::Continue, |p| {
-            p.on_response_body(&flow, &request, &response, body)
+            p.on_response_body(&flow, request, response, body)
         })
     }
 }
 
 impl<P: Plugin> error_hooks::Guest for Exports<P> {
-    fn on_error(flow: FlowInfo, request: RequestHead, error: UpstreamError) -> Option<Response> {
-        with::<P, _>(None, |p| p.on_error(&flow, &request, &error))
+    fn on_error(flow: FlowInfo, request: &RequestHead, error: UpstreamError) -> Option<Response> {
+        with::<P, _>(None, |p| p.on_error(&flow, request, &error))
     }
 }
 
@@ -213,7 +215,8 @@ pub fn text_response(status: u16, headers: Headers, text: &str) -> Response {
         headers.push(("content-type".into(), b"text/plain; charset=utf-8".to_vec()));
     }
     Response {
-        head: ResponseHead { status, headers },
+        status,
+        headers,
         body: Body::Bytes(text.as_bytes().to_vec()),
     }
 }
@@ -234,4 +237,60 @@ pub fn header_tokens(headers: &Headers, name: &str) -> Vec<String> {
         .map(|t| t.trim().to_ascii_lowercase())
         .filter(|t| !t.is_empty())
         .collect()
+}
+
+/// Parses the plugin's JSON config into `T` (`{}` when none was given), with
+/// an error that names the problem.
+///
+/// ```ignore
+/// #[derive(serde::Deserialize, Default)]
+/// #[serde(default)]
+/// struct Config { greeting: String }
+/// let config: Config = proxlet_plugin::config(json)?;
+/// ```
+#[cfg(feature = "config")]
+pub fn config<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, String> {
+    serde_json::from_str(json).map_err(|e| format!("bad config: {e}"))
+}
+
+#[cfg(feature = "config")]
+pub use serde;
+
+impl Edit {
+    /// Replaces every field `name` with `name: value`.
+    pub fn set_header(name: &str, value: impl AsRef<[u8]>) -> Self {
+        Edit::SetHeader(Field {
+            name: name.to_owned(),
+            value: value.as_ref().to_vec(),
+        })
+    }
+
+    /// Adds `name: value`, keeping other fields of that name.
+    pub fn append_header(name: &str, value: impl AsRef<[u8]>) -> Self {
+        Edit::AppendHeader(Field {
+            name: name.to_owned(),
+            value: value.as_ref().to_vec(),
+        })
+    }
+
+    /// Removes every field `name`.
+    pub fn remove_header(name: &str) -> Self {
+        Edit::RemoveHeader(name.to_owned())
+    }
+}
+
+impl RequestHead {
+    /// The first value of header `name` as text (none when absent, hidden or
+    /// not UTF-8).
+    pub fn header_str(&self, name: &str) -> Option<String> {
+        self.header(name).and_then(|v| String::from_utf8(v).ok())
+    }
+}
+
+impl ResponseHead {
+    /// The first value of header `name` as text (none when absent, hidden or
+    /// not UTF-8).
+    pub fn header_str(&self, name: &str) -> Option<String> {
+        self.header(name).and_then(|v| String::from_utf8(v).ok())
+    }
 }

@@ -1,34 +1,38 @@
 //! Adds `x-hello: <greeting>` to every response; `greeting` comes from the
 //! plugin config (`config = { greeting = "hi" }`), default "world".
 
-use proxlet_plugin::{FlowInfo, Hooks, Plugin, RequestHead, ResponseAction, ResponseHead};
+use proxlet_plugin::{
+    serde::Deserialize, Edit, FlowInfo, Hooks, Plugin, RequestHead, ResponseAction, ResponseHead,
+};
 
 struct Hello {
+    /// The edit every response gets, built once.
+    edit: Edit,
+}
+
+#[derive(Deserialize)]
+#[serde(crate = "proxlet_plugin::serde")]
+struct Config {
+    #[serde(default = "default_greeting")]
     greeting: String,
+}
+
+fn default_greeting() -> String {
+    GREETING.to_owned()
 }
 
 impl Plugin for Hello {
     const HOOKS: Hooks = Hooks::ON_RESPONSE;
 
     fn new(config: &str) -> Result<Self, String> {
-        // Tiny config: {"greeting": "..."}; anything else keeps the default.
-        let greeting = config
-            .split_once("\"greeting\"")
-            .and_then(|(_, rest)| rest.split('"').nth(1))
-            .unwrap_or(GREETING)
-            .to_owned();
-        Ok(Hello { greeting })
+        let config: Config = proxlet_plugin::config(config)?;
+        Ok(Hello {
+            edit: Edit::set_header("x-hello", config.greeting),
+        })
     }
 
-    fn on_response(
-        &mut self,
-        _: &FlowInfo,
-        _: &RequestHead,
-        response: &ResponseHead,
-    ) -> ResponseAction {
-        let mut head = response.clone();
-        proxlet_plugin::set_header(&mut head.headers, "x-hello", &self.greeting);
-        ResponseAction::Continue(Some(head))
+    fn on_response(&mut self, _: &FlowInfo, _: &RequestHead, _: &ResponseHead) -> ResponseAction {
+        ResponseAction::Continue(vec![self.edit.clone()])
     }
 }
 

@@ -8,6 +8,8 @@
 //! - `store`: stores every response body as `/data/<last URL segment>`
 //! - `net`: tries to connect to `target` and to read the environment, answers with what happened
 //! - `teh`: asks for response bodies and replaces "the" with "teh"
+//! - `framing`: edits the response's framing fields (which the host keeps)
+//!   and adds `x-kept: 1`
 //! - `upper`: asks for request bodies and sends them upper-cased
 //! - `url`: answers with the URL it was shown
 //! - `plant`: plants `/data/dirlink -> TARGET` and `/data/filelink ->
@@ -19,13 +21,12 @@
 //!   `/data/dirlink/side.txt`
 
 use proxlet_plugin::{
-    set_header, url_parts, Body, FlowInfo, Hooks, Plugin, RequestAction, RequestBodyAction,
+    serde::Deserialize, Body, Edit, FlowInfo, Hooks, Plugin, RequestAction, RequestBodyAction,
     RequestHead, Response, ResponseAction, ResponseBodyAction, ResponseHead, Sidecar, Store,
 };
 
-/// The last segment of the URL path, without the query.
-fn last_segment(url: &str) -> &str {
-    let path = url_parts(url).map(|(_, _, _, p)| p).unwrap_or("/");
+/// The last segment of a path, without the query.
+fn last_segment(path: &str) -> &str {
     let path = path.split('?').next().unwrap_or_default();
     path.rsplit('/').next().unwrap_or_default()
 }
@@ -41,30 +42,25 @@ impl Sandbox {
     }
 }
 
-/// `/data/` + the last segment of the URL path.
-fn data_path(url: &str) -> String {
-    format!("/data/{}", last_segment(url))
+/// `/data/` + the last segment of the request's path.
+fn data_path(request: &RequestHead) -> String {
+    format!("/data/{}", last_segment(&request.path()))
 }
 
+/// The plugin is its config: `{"mode": "…", "target": "…"}`.
+#[derive(Deserialize, Default)]
+#[serde(crate = "proxlet_plugin::serde", default)]
 struct Sandbox {
+    /// What to do (see the list above); none or another does nothing.
     mode: String,
+    /// `net`: the address to connect to; `plant`: where the links lead.
     target: String,
-}
-
-/// The string value of `"key"` in a flat JSON object.
-fn config_value(config: &str, key: &str) -> Option<String> {
-    config
-        .split_once(&format!("\"{key}\""))
-        .and_then(|(_, rest)| rest.split('"').nth(1))
-        .map(str::to_owned)
 }
 
 fn text_response(text: String) -> RequestAction {
     RequestAction::Respond(Response {
-        head: ResponseHead {
-            status: 200,
-            headers: vec![("content-type".into(), b"text/plain".to_vec())],
-        },
+        status: 200,
+        headers: vec![("content-type".into(), b"text/plain".to_vec())],
         body: Body::Bytes(text.into_bytes()),
     })
 }
@@ -73,13 +69,10 @@ impl Plugin for Sandbox {
     const HOOKS: Hooks = Hooks::all();
 
     fn new(config: &str) -> Result<Self, String> {
-        Ok(Sandbox {
-            mode: config_value(config, "mode").unwrap_or_else(|| "ok".into()),
-            target: config_value(config, "target").unwrap_or_default(),
-        })
+        proxlet_plugin::config(config)
     }
 
-    fn on_request(&mut self, _: &FlowInfo, head: &RequestHead) -> RequestAction {
+    fn on_request(&mut self, _: &FlowInfo, request: &RequestHead) -> RequestAction {
         match self.mode.as_str() {
             "loop" => {
                 let mut n: u64 = 0;
@@ -108,49 +101,47 @@ impl Plugin for Sandbox {
                     probe("/data/own.txt"),
                 ]
                 .join("\n");
-                RequestAction::Respond(Response {
-                    head: ResponseHead {
-                        status: 200,
-                        headers: vec![("content-type".into(), b"text/plain".to_vec())],
-                    },
-                    body: Body::Bytes(report.into_bytes()),
-                })
+                text_response(report)
             }
             "creds" => {
-                let mut edited = head.clone();
-                let saw = head
-                    .headers
-                    .iter()
-                    .any(|(n, _)| n == "authorization" || n == "cookie");
-                set_header(
-                    &mut edited.headers,
-                    "x-saw-credentials",
-                    if saw { "yes" } else { "no" },
-                );
-                set_header(&mut edited.headers, "authorization", "Bearer from-plugin");
-                RequestAction::Continue(Some(edited))
+                // Every accessor, each reported: "yes" only when all of
+                // them showed the credentials, "no" when none did.
+                let secret = |name: &str| name == "authorization" || name == "cookie";
+                let seen = [
+                    request.header("authorization").is_some(),
+                    request.header("cookie").is_some(),
+                    !request.header_all("cookie").is_empty(),
+                    request.has_header("authorization"),
+                    request.headers().iter().any(|(n, _)| secret(n)),
+                ];
+                let saw = match seen {
+                    s if s.iter().all(|&x| x) => "yes".to_owned(),
+                    s if !s.iter().any(|&x| x) => "no".to_owned(),
+                    s => format!("partly {s:?}"),
+                };
+                RequestAction::Continue(vec![
+                    Edit::set_header("x-saw-credentials", saw),
+                    Edit::set_header("authorization", "Bearer from-plugin"),
+                    Edit::append_header("cookie", "planted=1"),
+                ])
             }
             "serve" => RequestAction::Respond(Response {
-                head: ResponseHead {
-                    status: 200,
-                    headers: vec![("x-served-by".into(), b"sandbox".to_vec())],
-                },
-                body: Body::File(data_path(&head.url)),
+                status: 200,
+                headers: vec![("x-served-by".into(), b"sandbox".to_vec())],
+                body: Body::File(data_path(request)),
             }),
-            "upper" => RequestAction::NeedBody(None),
-            "url" => text_response(head.url.clone()),
+            "upper" => RequestAction::NeedBody(Vec::new()),
+            "url" => text_response(request.url()),
             "plant" => {
                 self.plant();
-                let file = match last_segment(&head.url) {
+                let file = match last_segment(&request.path()) {
                     "serve-file" => "/data/filelink",
                     "serve-below" => "/data/dirlink/secret.txt",
-                    _ => return RequestAction::Continue(None),
+                    _ => return RequestAction::Continue(Vec::new()),
                 };
                 RequestAction::Respond(Response {
-                    head: ResponseHead {
-                        status: 200,
-                        headers: vec![("x-served-by".into(), b"sandbox".to_vec())],
-                    },
+                    status: 200,
+                    headers: vec![("x-served-by".into(), b"sandbox".to_vec())],
                     body: Body::File(file.into()),
                 })
             }
@@ -165,7 +156,7 @@ impl Plugin for Sandbox {
                 };
                 text_response(format!("{connect}\n{env}"))
             }
-            _ => RequestAction::Continue(None),
+            _ => RequestAction::Continue(Vec::new()),
         }
     }
 
@@ -196,29 +187,35 @@ impl Plugin for Sandbox {
         _: &ResponseHead,
     ) -> ResponseAction {
         match self.mode.as_str() {
-            "teh" => ResponseAction::NeedBody(None),
+            "teh" => ResponseAction::NeedBody(Vec::new()),
+            "framing" => ResponseAction::Continue(vec![
+                Edit::set_header("content-length", "999"),
+                Edit::set_header("transfer-encoding", "chunked"),
+                Edit::remove_header("Content-Length"),
+                Edit::set_header("x-kept", "1"),
+            ]),
             "store" => ResponseAction::Store(Store {
-                path: data_path(&request.url),
-                head: None,
+                path: data_path(request),
+                edits: Vec::new(),
                 sidecar: None,
             }),
-            "plant" => match last_segment(&request.url) {
+            "plant" => match last_segment(&request.path()) {
                 "store-below" => ResponseAction::Store(Store {
                     path: "/data/dirlink/stored.txt".into(),
-                    head: None,
+                    edits: Vec::new(),
                     sidecar: None,
                 }),
                 "sidecar-below" => ResponseAction::Store(Store {
                     path: "/data/ok.txt".into(),
-                    head: None,
+                    edits: Vec::new(),
                     sidecar: Some(Sidecar {
                         path: "/data/dirlink/side.txt".into(),
                         contents: b"side".to_vec(),
                     }),
                 }),
-                _ => ResponseAction::Continue(None),
+                _ => ResponseAction::Continue(Vec::new()),
             },
-            _ => ResponseAction::Continue(None),
+            _ => ResponseAction::Continue(Vec::new()),
         }
     }
 }
