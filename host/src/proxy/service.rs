@@ -150,7 +150,9 @@ pub(crate) async fn handle(
         }
         RequestDecision::Continue => {
             // What on-response and on-error plugins see of the request.
-            let mut sent = flow.map(|flow| {
+            // Copied only for plugins that will look at it again.
+            let later = plugins.wants(Hooks::ON_RESPONSE) || plugins.wants(Hooks::ON_ERROR);
+            let mut sent = flow.filter(|_| later).map(|flow| {
                 let request = RequestView {
                     method: parts.method.clone(),
                     uri: parts.uri.clone(),

@@ -250,7 +250,7 @@ impl Plugin for Cache {
             return tagged("cache;miss");
         }
         match response.status() {
-            304 if CONDITIONAL.iter().any(|h| request.header(h).is_some()) => {
+            304 if CONDITIONAL.iter().any(|h| request.has_header(h)) => {
                 self.revalidated(&rel, request)
             }
             status @ (301 | 308) => {
@@ -290,7 +290,7 @@ impl Cache {
 
     /// A request carrying credentials is not shared unless configured.
     fn private(&self, request: &RequestHead) -> bool {
-        !self.config.share_authorized && request.header("authorization").is_some()
+        !self.config.share_authorized && request.has_header("authorization")
     }
 
     fn read_meta(&self, rel: &str) -> Option<Meta> {
@@ -540,7 +540,7 @@ impl Cache {
             None
         } else if has_header(response, "set-cookie") {
             Some("it sets a cookie (Set-Cookie)")
-        } else if !control.iter().any(|d| d == "public") && request.header("cookie").is_some() {
+        } else if !control.iter().any(|d| d == "public") && request.has_header("cookie") {
             Some("the request carried a Cookie and the response is not Cache-Control: public")
         } else {
             None

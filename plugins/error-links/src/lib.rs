@@ -143,7 +143,7 @@ impl ErrorLinks {
 fn credentialed(request: &RequestHead) -> bool {
     ["authorization", "proxy-authorization", "cookie"]
         .iter()
-        .any(|name| request.header(name).is_some())
+        .any(|name| request.has_header(name))
 }
 
 proxlet_plugin::export!(ErrorLinks);
