@@ -107,13 +107,14 @@ fn least_recently_used_entries_are_evicted_whole_and_fetched_again() {
     let dropped = host.join("hand/dropped.bin");
     std::fs::create_dir_all(dropped.parent().unwrap()).unwrap();
     std::fs::write(&dropped, vec![b'h'; 300_000]).unwrap();
+    // An entry's files go one by one, its metadata last: wait for all.
     assert!(
-        wait_until(EVICTION, || !present(&b_json)),
-        "b evicted once the dropped file is counted:\n{}",
+        wait_until(EVICTION, || !present(&b_json)
+            && !present(&b_link)
+            && !present(&meta("b"))),
+        "b evicted whole (body, error link, metadata) once the dropped file is counted:\n{}",
         proxy.log()
     );
-    assert!(!present(&b_link), "b's error link goes with it");
-    assert!(!present(&meta("b")), "and its metadata");
     for name in ["a", "c", "hand/dropped.bin"] {
         assert!(present(&host.join(name)), "{name} kept");
     }
@@ -122,18 +123,17 @@ fn least_recently_used_entries_are_evicted_whole_and_fetched_again() {
     // A fourth entry: `c` is the least recently used now.
     assert_eq!(get("/d", "*/*").x_proxlet, "cache;miss");
     assert!(
-        wait_until(EVICTION, || !present(&host.join("c"))),
-        "c evicted:\n{}",
+        wait_until(EVICTION, || !present(&host.join("c"))
+            && !present(&meta("c"))),
+        "c evicted with its metadata:\n{}",
         proxy.log()
     );
-    assert!(!present(&meta("c")));
     for name in ["a", "d", "hand/dropped.bin"] {
         assert!(present(&host.join(name)), "{name} kept");
     }
+    // The round's summary is logged once its last file is gone.
     assert!(
-        proxy
-            .log()
-            .contains("evicted the 1 least recently used entry"),
+        proxy.wait_for_log("evicted the 1 least recently used entry", EVICTION),
         "{}",
         proxy.log()
     );
