@@ -115,4 +115,5 @@ if ! [ -f "$tools/har/node_modules/har-validator/package.json" ]; then
   npm install --prefix "$tools/har" --no-audit --no-fund --loglevel=error har-validator@5.1.5
 fi
 
-exec cargo test --workspace "$@"
+# Every test binary runs even when one fails, so one run shows all failures.
+exec cargo test --workspace --no-fail-fast "$@"
