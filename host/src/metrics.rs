@@ -116,12 +116,14 @@ pub enum Conn {
 }
 
 /// The hooks, in the order of [`PluginMetrics::calls`].
-pub const HOOKS: [&str; 5] = [
+pub const HOOKS: [&str; 7] = [
     "on-request",
     "on-request-body",
     "on-response",
     "on-response-body",
     "on-error",
+    "on-websocket-open",
+    "on-websocket-message",
 ];
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -383,7 +385,7 @@ impl Metrics {
 #[derive(Debug, Clone)]
 pub struct PluginMetrics {
     /// By hook, in [`HOOKS`] order.
-    pub calls: [Histogram; 5],
+    pub calls: [Histogram; HOOKS.len()],
     pub traps: Counter,
     /// Header fields a plugin read through `header` and `headers`.
     pub fields: Counter,

@@ -125,6 +125,12 @@ function flowUrl(s) {
   return s.url ?? `${s.scheme}://${hostLabel(s)}${s.path}`;
 }
 
+/** The Type column: the response's type, or what a WebSocket carried. */
+function typeLabel(s) {
+  if (s.websocket) return s.websocket.open ? 'websocket (open)' : `websocket (${s.websocket.messages})`;
+  return s.type || '';
+}
+
 function statusLabel(s) {
   if (s.status !== null && s.status !== undefined) return String(s.status);
   if (s.intercepted) return 'paused';
@@ -240,7 +246,7 @@ const COLUMNS = [
   { key: 'host', label: 'Host', cls: 'host', value: (s) => hostLabel(s), text: (s) => hostLabel(s) },
   { key: 'path', label: 'Path', cls: 'path', value: (s) => s.path, text: (s) => s.path },
   { key: 'status', label: 'Status', cls: 'status num', value: (s) => s.status, text: statusLabel },
-  { key: 'type', label: 'Type', cls: 'type', value: (s) => s.type || null, text: (s) => s.type || '' },
+  { key: 'type', label: 'Type', cls: 'type', value: (s) => typeLabel(s) || null, text: typeLabel },
   { key: 'size', label: 'Size', cls: 'size num', value: (s) => s.size, text: (s) => formatSize(s.size) },
   { key: 'duration', label: 'Time', cls: 'duration num', value: (s) => s.duration, text: (s) => formatDuration(s.duration) },
   { key: 'cache', label: 'Cache', cls: 'cache', value: (s) => s.cache || null, text: (s) => s.cache || '' },
@@ -624,6 +630,7 @@ function paintRow(row, index) {
   if (s.marked) cls += ' marked';
   if (s.intercepted) cls += ' intercepted';
   if (s.error) cls += ' failed';
+  if (s.websocket) cls += ' websocket';
   row.className = cls;
   for (let c = 0; c < COLUMNS.length; c++) {
     const text = COLUMNS[c].text(s);
@@ -636,6 +643,8 @@ function paintRow(row, index) {
   if (s.comment) row.cells[4].title += `\n${s.comment}`;
   if (s.error) row.cells[5].title = s.error;
   else row.cells[5].removeAttribute('title');
+  if (s.websocket) row.cells[6].title = `WebSocket, ${s.websocket.open ? 'open' : `${s.websocket.messages} messages`}`;
+  else row.cells[6].removeAttribute('title');
 }
 
 function renderStatus() {
@@ -756,7 +765,7 @@ function applyPatched(summary) {
 // ---------------------------------------------------------------------------
 
 const detailState = {
-  /** The tab shown: request, response, timing, connection, plugins. */
+  /** The tab shown: request, response, websocket, timing, connection, plugins. */
   tab: 'request',
   /** 'view', or 'duplicate' while the duplicate-and-edit editor is open. */
   mode: 'view',
@@ -777,6 +786,9 @@ const detailState = {
   objectUrls: [],
   /** The comment field is not overwritten while it is being edited. */
   commentDirty: false,
+  /** WebSocket messages shown whole (by index), and whether all are listed. */
+  wsExpanded: new Set(),
+  wsAll: false,
 };
 
 function showDetail() {
@@ -786,6 +798,8 @@ function showDetail() {
   detailState.editor = null;
   detailState.commentDirty = false;
   detailState.bodies.clear();
+  detailState.wsExpanded.clear();
+  detailState.wsAll = false;
   loadDetail();
 }
 
@@ -855,13 +869,16 @@ function renderDetail() {
     return;
   }
   detailState.duplicate = null;
+  const ws = flow.websocket;
   const tabs = [
     ['request', 'Request'],
     ['response', 'Response'],
+    ws ? ['websocket', `WebSocket (${ws.messages.length + (ws.messages_omitted || 0)})`] : null,
     ['timing', 'Timing'],
     ['connection', 'Connection'],
     ['plugins', `Plugins${flow.plugins && flow.plugins.length ? ` (${flow.plugins.length})` : ''}`],
-  ];
+  ].filter(Boolean);
+  if (!tabs.some(([key]) => key === detailState.tab)) detailState.tab = 'request';
   pane.append(el('nav', { className: 'detail-tabs' }, tabs.map(([key, label]) => el('button', {
     type: 'button',
     className: detailState.tab === key ? 'active' : '',
@@ -873,6 +890,7 @@ function renderDetail() {
   pane.append(body);
   switch (detailState.tab) {
     case 'response': renderResponseTab(body, flow); break;
+    case 'websocket': renderWebSocketTab(body, flow); break;
     case 'timing': renderTimingTab(body, flow); break;
     case 'connection': renderConnectionTab(body, flow); break;
     case 'plugins': renderPluginsTab(body, flow); break;
@@ -1107,6 +1125,127 @@ function hexDump(bytes) {
 }
 
 // ---------------------------------------------------------------------------
+// WebSocket messages
+// ---------------------------------------------------------------------------
+
+/** Messages listed before "show all" (a record holds up to 100 000). */
+const WS_SHOWN = 500;
+/** Characters of a text message in its one-line preview. */
+const WS_PREVIEW = 160;
+
+/** A payload's bytes: the API gives UTF-8 as a string, other bytes as
+ *  `{"base64": …}` (a binary message may be either). */
+function payloadBytes(data) {
+  if (typeof data === 'string') return new TextEncoder().encode(data);
+  if (data && typeof data.base64 === 'string') {
+    try {
+      return Uint8Array.from(atob(data.base64), (c) => c.charCodeAt(0));
+    } catch {
+      return new Uint8Array();
+    }
+  }
+  return new Uint8Array();
+}
+
+function payloadText(data) {
+  return typeof data === 'string' ? data : new TextDecoder().decode(payloadBytes(data));
+}
+
+function hexPreview(bytes, count = 24) {
+  const shown = Array.from(bytes.subarray(0, count), (b) => b.toString(16).padStart(2, '0')).join(' ');
+  return bytes.length > count ? `${shown} …` : shown;
+}
+
+/** How the WebSocket ended, in words. */
+function websocketOutcome(ws) {
+  if (ws.end === null || ws.end === undefined) return 'open';
+  let text = ws.closed_by_client === true ? 'closed by the client'
+    : ws.closed_by_client === false ? 'closed by the server' : 'ended without a close';
+  if (ws.close_code !== null && ws.close_code !== undefined) {
+    text += ` (${ws.close_code}${ws.close_reason ? ` ${ws.close_reason}` : ''})`;
+  }
+  return text;
+}
+
+function renderWebSocketTab(body, flow) {
+  const ws = flow.websocket;
+  const messages = ws.messages || [];
+  const omitted = ws.messages_omitted || 0;
+  const start = messages.length ? messages[0].time : null;
+  const facts = [
+    ['state', websocketOutcome(ws)],
+    ['messages', `${messages.length + omitted}${omitted ? ` (${omitted} past the record's bound, only counted)` : ''}`],
+    ['from the client', String(messages.filter((m) => m.from_client).length)],
+    ['from the server', String(messages.filter((m) => !m.from_client).length)],
+  ];
+  if (ws.end !== null && ws.end !== undefined) facts.push(['ended', formatTime(ws.end)]);
+  body.append(
+    el('div', { className: 'section-title', text: 'WebSocket' }),
+    kvTable(facts, 'websocket-facts'));
+  if (messages.length === 0) {
+    body.append(el('p', { className: 'note', text: ws.end === null || ws.end === undefined
+      ? 'Open: messages are listed when the WebSocket ends.'
+      : 'No messages.' }));
+    return;
+  }
+  const shown = detailState.wsAll ? messages : messages.slice(0, WS_SHOWN);
+  const rows = [];
+  shown.forEach((m, index) => {
+    const content = m.content || { size: 0, truncated: false, data: '' };
+    const bytes = payloadBytes(content.data);
+    const preview = m.text ? payloadText(content.data).slice(0, WS_PREVIEW).replace(/\s+/g, ' ') : hexPreview(bytes);
+    const marks = [];
+    if (content.truncated) marks.push(bytes.length ? `first ${bytes.length} B kept` : 'not kept');
+    if (m.dropped) marks.push('dropped');
+    if (m.injected) marks.push('injected');
+    const expanded = detailState.wsExpanded.has(index);
+    const toggle = () => {
+      if (detailState.wsExpanded.has(index)) detailState.wsExpanded.delete(index);
+      else detailState.wsExpanded.add(index);
+      renderDetail();
+    };
+    rows.push(el('tr', {
+      className: `ws-message ${m.from_client ? 'to-server' : 'to-client'}${m.dropped ? ' dropped' : ''}${m.injected ? ' injected' : ''}${expanded ? ' expanded' : ''}`,
+      testid: 'ws-message',
+      dataset: { index: String(index), direction: m.from_client ? 'to-server' : 'to-client', kind: m.text ? 'text' : 'binary' },
+      title: 'click to show it whole',
+      on: { click: toggle },
+    },
+    el('td', { className: 'ws-dir', title: m.from_client ? 'client → server' : 'server → client', text: m.from_client ? '→' : '←' }),
+    el('td', { className: 'mono small', text: start === null ? formatTime(m.time) : `+${formatDuration((m.time - start) / 1000)}`, title: formatTime(m.time) }),
+    el('td', { className: 'small', text: m.text ? 'text' : 'binary' }),
+    el('td', { className: 'num small', text: formatSize(content.size) }),
+    el('td', { className: `ws-data${m.text ? '' : ' mono'}`, testid: 'ws-preview', text: preview }),
+    el('td', { className: 'ws-marks small', testid: 'ws-marks', text: marks.join(' · ') })));
+    if (expanded) {
+      const whole = m.text
+        ? el('pre', { className: 'body-view', testid: 'ws-whole', text: payloadText(content.data) })
+        : el('pre', { className: 'body-view hex', testid: 'ws-whole', text: hexDump(bytes.subarray(0, HEX_LIMIT)) });
+      rows.push(el('tr', { className: 'ws-whole' }, el('td', { colSpan: 6 }, whole)));
+    }
+  });
+  body.append(
+    el('div', { className: 'section-title', text: 'Messages (→ to the server, ← to the client)' }),
+    el('table', { className: 'grid ws-messages', testid: 'ws-messages' },
+      el('thead', {}, el('tr', {},
+        el('th', { text: '' }),
+        el('th', { text: 'time' }),
+        el('th', { text: 'kind' }),
+        el('th', { className: 'num', text: 'size' }),
+        el('th', { className: 'ws-data', text: 'data' }),
+        el('th', { text: '' }))),
+      el('tbody', {}, rows)));
+  if (shown.length < messages.length) {
+    body.append(el('button', {
+      type: 'button',
+      testid: 'ws-show-all',
+      text: `Show all ${messages.length} messages`,
+      on: { click: () => { detailState.wsAll = true; renderDetail(); } },
+    }));
+  }
+}
+
+// ---------------------------------------------------------------------------
 // Timing, connection and plugin sections
 // ---------------------------------------------------------------------------
 
@@ -1121,6 +1260,7 @@ const TIMING_PHASES = [
     to: (t) => t.response_start,
   },
   { cls: 'receive', label: 'response body', from: (t) => t.response_start, to: (t) => t.response_end },
+  { cls: 'websocket', label: 'WebSocket open', from: (t) => t.response_end, to: (t) => t.websocket_end },
 ];
 
 const TIMING_MOMENTS = [
@@ -1133,10 +1273,11 @@ const TIMING_MOMENTS = [
   ['server_tls', 'upstream TLS done'],
   ['response_start', 'response head'],
   ['response_end', 'response sent'],
+  ['websocket_end', 'WebSocket ended'],
 ];
 
 function renderTimingTab(body, flow) {
-  const t = flow.timings || {};
+  const t = { ...flow.timings, websocket_end: flow.websocket ? flow.websocket.end : null };
   const has = (v) => v !== null && v !== undefined && Number.isFinite(v);
   const start = t.request_start;
   if (!has(start)) {
@@ -1161,7 +1302,7 @@ function renderTimingTab(body, flow) {
     legend.push([el('span', {}, swatch, phase.label), formatDuration((to - from) / 1000)]);
   }
   body.append(
-    el('div', { className: 'section-title', text: `Timing · ${formatDuration(span / 1000)} from request to response end` }),
+    el('div', { className: 'section-title', text: `Timing · ${formatDuration(span / 1000)} from request to ${flow.websocket ? "the WebSocket's end" : 'response end'}` }),
     bar,
     kvTable(legend, 'timing-phases'),
     el('div', { className: 'section-title', text: 'Moments' }),

@@ -407,3 +407,74 @@ fn proxy_credentials_never_reach_a_flow_file() {
     let mode = std::fs::metadata(&file).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "flow files are private");
 }
+
+/// A WebSocket as Chrome exports it (`_webSocketMessages`), with proxlet's
+/// extras: a binary message, a dropped one, a truncated injected one, the
+/// close and a count of messages past the bound.
+const WEBSOCKET_HAR: &str = r#"{"log": {"version": "1.2", "creator": {"name": "test", "version": "1"}, "entries": [{
+ "startedDateTime": "2023-11-14T22:13:20.000Z",
+ "request": {"method": "GET", "url": "https://ws.example/chat", "httpVersion": "HTTP/1.1",
+             "headers": [{"name": "upgrade", "value": "websocket"}]},
+ "response": {"status": 101, "httpVersion": "HTTP/1.1",
+              "headers": [{"name": "upgrade", "value": "websocket"}], "content": {"size": 0}},
+ "timings": {"send": 0, "wait": 1, "receive": 0},
+ "_webSocketMessages": [
+   {"type": "send", "time": 1700000000.5, "opcode": 1, "data": "hello"},
+   {"type": "receive", "time": 1700000000.75, "opcode": 2, "data": "AP+A", "_dropped": true},
+   {"type": "receive", "time": 1700000000.8, "opcode": 1, "data": "cut", "_size": 1000,
+    "_truncated": true, "_injected": true}
+ ],
+ "_websocket": {"closed_by_client": false, "close_code": 1001, "close_reason": "going away",
+                "end": 1700000002.25, "messages_omitted": 4}
+}]}}"#;
+
+#[test]
+fn websocket_messages_survive_conversion_through_flow_files_mitm_dumps_and_har() {
+    let work = tempfile::tempdir().unwrap();
+    let path = |name: &str| work.path().join(name).to_str().unwrap().to_owned();
+    std::fs::write(path("in.har"), WEBSOCKET_HAR).unwrap();
+    let convert = |from: &str, to: &str| {
+        let output = proxlet_tests::proxlet::run(&["convert", &path(from), &path(to)]);
+        assert!(
+            output.status.success(),
+            "proxlet convert {from} {to}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    convert("in.har", "a.flows");
+    let listing = flows(&[&path("a.flows")]);
+    assert!(
+        listing.contains("GET https://ws.example/chat 101 0B 1ms websocket 7 messages"),
+        "{listing}"
+    );
+    let shown = flows(&[&path("a.flows"), "--show", "1"]);
+    for line in [
+        "websocket: 7 messages, closed by the server (1001 \"going away\")\n",
+        "  +500.000 → text 5B \"hello\"\n",
+        "  +750.000 ← binary 3B 00 ff 80 [dropped]\n",
+        "  +800.000 ← text 1000B \"cut\" [truncated] [injected]\n",
+        "  … 4 more not kept\n",
+    ] {
+        assert!(shown.contains(line), "{line:?} in\n{shown}");
+    }
+
+    // Through a mitmproxy dump and back, then out as HAR: the same.
+    convert("a.flows", "b.mitm");
+    convert("b.mitm", "c.flows");
+    let messages = |shown: &str| -> String {
+        let start = shown.find("websocket:").unwrap();
+        let end = shown[start..].find("\n\n").unwrap();
+        shown[start..start + end].to_owned()
+    };
+    let again = flows(&[&path("c.flows"), "--show", "1"]);
+    assert_eq!(messages(&again), messages(&shown));
+    convert("c.flows", "d.har");
+    let entry = |file: &str| -> serde_json::Value {
+        let har: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path(file)).unwrap()).unwrap();
+        har["log"]["entries"][0].clone()
+    };
+    let (original, again) = (entry("in.har"), entry("d.har"));
+    assert_eq!(again["_webSocketMessages"], original["_webSocketMessages"]);
+    assert_eq!(again["_websocket"], original["_websocket"]);
+}

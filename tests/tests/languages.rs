@@ -315,21 +315,31 @@ fn c_plugin_acts_reloads_and_reports_traps() {
     });
 }
 
-#[test]
-fn a_plugin_built_for_another_wit_version_is_refused_naming_both() {
+/// The version `wit/` declares (`package proxlet:plugin@X;`).
+fn wit_version() -> String {
+    let world = std::fs::read_to_string(repo().join("wit/world.wit")).unwrap();
+    let start = world.find("proxlet:plugin@").unwrap() + "proxlet:plugin@".len();
+    world[start..].split(';').next().unwrap().to_owned()
+}
+
+/// The Python example built against `wit/` labelled `version`, and what
+/// `proxlet check` says of it: (accepted, stderr).
+fn check_python_built_for(version: &str) -> (bool, String) {
+    let current = wit_version();
     let wit = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir(repo().join("wit")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "wit") {
             let text = std::fs::read_to_string(&path).unwrap();
-            // The same interface labelled with the previous line, as a
-            // plugin built before 0.2 says of itself.
-            let old = text.replace("proxlet:plugin@0.2.0", "proxlet:plugin@0.1.0");
-            std::fs::write(wit.path().join(path.file_name().unwrap()), old).unwrap();
+            let labelled = text.replace(
+                &format!("proxlet:plugin@{current}"),
+                &format!("proxlet:plugin@{version}"),
+            );
+            std::fs::write(wit.path().join(path.file_name().unwrap()), labelled).unwrap();
         }
     }
     let src = copy_example(Lang::Python);
-    let out = src.path().join("old.wasm");
+    let out = src.path().join("labelled.wasm");
     let built = Command::new(componentize_py())
         .current_dir(src.path())
         .arg("-d")
@@ -348,16 +358,26 @@ fn a_plugin_built_for_another_wit_version_is_refused_naming_both() {
         .arg(&out)
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&checked.stderr);
-    assert!(!checked.status.success());
+    let stderr = String::from_utf8_lossy(&checked.stderr).into_owned();
+    (checked.status.success(), stderr)
+}
+
+#[test]
+fn a_plugin_built_for_another_wit_version_is_refused_naming_both() {
+    // As a plugin built before 0.2 says of itself.
+    let (accepted, stderr) = check_python_built_for("0.1.0");
+    assert!(!accepted);
     assert!(
         stderr.contains("built for proxlet:plugin@0.1.0"),
         "{stderr}"
     );
     assert!(
-        stderr.contains("implements proxlet:plugin@0.2.0"),
+        stderr.contains(&format!("implements proxlet:plugin@{}", wit_version())),
         "{stderr}"
     );
+    // A plugin built for 0.2.0 (before the WebSocket hooks) still loads.
+    let (accepted, stderr) = check_python_built_for("0.2.0");
+    assert!(accepted, "{stderr}");
 }
 
 /// `proxlet new` for `lang`, built with its own build.sh, then loaded.

@@ -578,7 +578,7 @@ fn plugins_are_listed_disabled_enabled_and_reloaded_from_the_ui() {
     let hello = &list[0];
     assert_eq!(hello["name"], "hello");
     assert_eq!(hello["enabled"], true);
-    assert_eq!(hello["wit"], "proxlet:plugin@0.2.0");
+    assert_eq!(hello["wit"], "proxlet:plugin@0.2.1");
     assert!(
         hello["hooks"]
             .as_array()

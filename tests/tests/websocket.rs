@@ -217,3 +217,193 @@ fn an_http2_client_opens_a_websocket_with_extended_connect() {
         "{log}"
     );
 }
+
+/// Runs the fixture's `script` client: what it printed, one line each.
+fn script(proxlet: &Proxlet, url: &str, messages: &[&str]) -> Vec<String> {
+    let output = Command::new(python())
+        .arg(SCRIPT)
+        .arg("script")
+        .arg(url)
+        .arg(proxlet.url())
+        .arg(proxlet.ca_path())
+        .args(messages)
+        .output()
+        .unwrap();
+    let mut lines: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    if !output.status.success() {
+        lines.push(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    lines
+}
+
+/// proxlet with the sandbox plugin in `websocket` mode and `args`.
+fn with_message_plugin(echo: &Echo, args: &[&str]) -> (tempfile::TempDir, Proxlet) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("proxlet.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[plugin]]\nname = \"sandbox\"\npath = {:?}\nconfig = {{ mode = \"websocket\" }}\n",
+            proxlet_tests::guest("sandbox.wasm")
+        ),
+    )
+    .unwrap();
+    let ca = echo.ca.path();
+    let mut all = vec![
+        "--config",
+        config.to_str().unwrap(),
+        "--upstream-ca",
+        ca.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    (dir, Proxlet::start(&all))
+}
+
+#[test]
+fn a_message_plugin_replaces_drops_and_injects_messages_as_written() {
+    let echo = Echo::start();
+    let (_dir, proxlet) = with_message_plugin(&echo, &[]);
+    let sent = [
+        "hello",
+        "please drop this",
+        "bin:raw bytes",
+        "inject one",
+        "big:2000000",
+        "panic now",
+        "after that",
+    ];
+    // (A ws:// URL through a proxy is a CONNECT tunnel the client speaks
+    // plain HTTP in: relayed as bytes, so the intercepted wss:// it is.)
+    for url in [
+        format!("wss://127.0.0.1:{}/chat", echo.tls),
+        format!("wss://127.0.0.1:{}/again", echo.tls),
+    ] {
+        let mut got = script(&proxlet, &url, &sent);
+        // The injected message comes from proxlet, racing the echoes.
+        let injected = got.iter().filter(|l| *l == "'injected by plugin'").count();
+        got.retain(|l| l != "'injected by plugin'");
+        assert_eq!(injected, 1, "{url}: {got:?}");
+        assert_eq!(
+            got,
+            [
+                // The client offered permessage-deflate; with a plugin on
+                // the messages it was not offered upstream.
+                "extensions: none",
+                "'HELLO'",
+                "b'raw bytes'",
+                "'INJECT ONE'",
+                // Longer than the plugins' limit: relayed as it came.
+                "big 2000000 'a'",
+                // The plugin panicked (fail-open): the message went on.
+                "'panic now'",
+                "'AFTER THAT'",
+                "'LAST'",
+            ],
+            "{url}\n{}",
+            proxlet.log()
+        );
+    }
+    let log = proxlet.log();
+    assert!(
+        log.contains("not offered upstream: plugin sandbox reads its messages"),
+        "{log}"
+    );
+    assert!(
+        log.contains("boom from the sandbox plugin's WebSocket hook"),
+        "{log}"
+    );
+
+    // A WebSocket the plugin does not want keeps its compression.
+    let url = format!("wss://127.0.0.1:{}/ignore", echo.tls);
+    let got = script(&proxlet, &url, &["hello"]);
+    assert!(
+        got[0].starts_with("extensions: permessage-deflate"),
+        "{got:?}"
+    );
+    assert_eq!(got[1..], ["'hello'", "'last'"]);
+}
+
+/// `proxlet flows FILE --show ID` once the saved file holds flow `id`.
+fn shown_when_saved(file: &std::path::Path, id: u32) -> String {
+    let mut shown = String::new();
+    let saved = proxlet_tests::wait_until(Duration::from_secs(30), || {
+        let output = proxlet_tests::proxlet::command()
+            .arg("flows")
+            .arg(file)
+            .args(["--show", &id.to_string()])
+            .output()
+            .unwrap();
+        shown = String::from_utf8_lossy(&output.stdout).into_owned();
+        output.status.success() && shown.contains("websocket:")
+    });
+    assert!(saved, "flow #{id} never saved with its messages: {shown}");
+    shown
+}
+
+#[test]
+fn captured_websockets_record_their_messages_inflated_with_plugin_marks() {
+    let echo = Echo::start();
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("ws.flows");
+    let save = ["--save", file.to_str().unwrap()];
+
+    // No plugin: the client's permessage-deflate stays on the wire and
+    // the record holds the messages inflated.
+    let proxlet = Proxlet::start(
+        &[
+            &["--upstream-ca", echo.ca.path().to_str().unwrap()][..],
+            &save,
+        ]
+        .concat(),
+    );
+    let url = format!("wss://127.0.0.1:{}/plain", echo.tls);
+    let got = script(&proxlet, &url, &["hello hello hello", "bin:\u{1}\u{2}"]);
+    assert!(
+        got[0].starts_with("extensions: permessage-deflate"),
+        "{got:?}"
+    );
+    assert_eq!(got[1..], ["'hello hello hello'", "b'\\x01\\x02'", "'last'"]);
+    // CONNECT is #1, the upgrade #2.
+    let shown = shown_when_saved(&file, 2);
+    let lines: Vec<&str> = shown
+        .lines()
+        .skip_while(|l| !l.starts_with("websocket:"))
+        .collect();
+    assert!(
+        lines[0].starts_with("websocket: 6 messages, closed by the client (1000"),
+        "{shown}"
+    );
+    // Each direction in order (the two interleave as they came).
+    let way = |arrow: &str| -> Vec<String> {
+        lines[1..7]
+            .iter()
+            .filter_map(|l| l.split_once(arrow).map(|(_, rest)| rest.trim().to_owned()))
+            .collect()
+    };
+    let sent = [
+        "text 17B \"hello hello hello\"",
+        "binary 2B 01 02",
+        "text 4B \"last\"",
+    ];
+    assert_eq!(way("→"), sent, "{shown}");
+    assert_eq!(way("←"), sent, "{shown}");
+    drop(proxlet);
+
+    // With the message plugin: what went on, what it dropped, what it made.
+    let file = work.path().join("plugin.flows");
+    let (_dir, proxlet) = with_message_plugin(&echo, &["--save", file.to_str().unwrap()]);
+    let url = format!("wss://127.0.0.1:{}/chat", echo.tls);
+    let got = script(&proxlet, &url, &["please drop this", "inject one"]);
+    assert!(got.contains(&"'INJECT ONE'".to_owned()), "{got:?}");
+    let shown = shown_when_saved(&file, 2);
+    for expected in [
+        "text 16B \"please drop this\" [dropped]",
+        "text 10B \"INJECT ONE\"",
+        "text 18B \"injected by plugin\" [injected]",
+    ] {
+        assert!(shown.contains(expected), "{expected}:\n{shown}");
+    }
+}

@@ -337,6 +337,57 @@ test('mark, comment, export HAR of a selection, save, clear and load', async () 
   assert.match(await row('/live/1').getAttribute('class'), /\bmarked\b/);
 });
 
+test('a WebSocket flow lists its messages: direction, kind, size, marks, and one shown whole', async () => {
+  await showFlows();
+  await setFilter('');
+  // Chrome's HAR export of a WebSocket, with proxlet's extras.
+  const har = join(pluginDir, 'websocket.har');
+  writeFileSync(har, JSON.stringify({ log: { version: '1.2', creator: { name: 'test', version: '1' }, entries: [{
+    startedDateTime: '2023-11-14T22:13:20.000Z',
+    request: { method: 'GET', url: 'https://ws.example/chat', httpVersion: 'HTTP/1.1', headers: [{ name: 'upgrade', value: 'websocket' }] },
+    response: { status: 101, httpVersion: 'HTTP/1.1', headers: [{ name: 'upgrade', value: 'websocket' }], content: { size: 0 } },
+    timings: { send: 0, wait: 1, receive: 0 },
+    _webSocketMessages: [
+      { type: 'send', time: 1700000000.5, opcode: 1, data: 'hello <b>server</b>' },
+      { type: 'receive', time: 1700000000.75, opcode: 2, data: 'AP+A', _dropped: true },
+      { type: 'receive', time: 1700000000.8, opcode: 1, data: 'cut', _size: 1000, _truncated: true, _injected: true },
+    ],
+    _websocket: { closed_by_client: false, close_code: 1001, close_reason: 'going away', end: 1700000002.25, messages_omitted: 4 },
+  }] } }));
+  await page.setInputFiles('[data-testid="load-file"]', har);
+  await row('/chat').waitFor();
+  assert.equal(await row('/chat').locator('.type').textContent(), 'websocket (7)');
+  assert.match(await row('/chat').getAttribute('class'), /\bwebsocket\b/);
+
+  await openDetail('/chat');
+  await page.click('[data-testid="detail-tab-websocket"]');
+  const messages = page.locator('[data-testid="ws-message"]');
+  await waitFor('three messages', async () => (await messages.count()) === 3);
+  const facts = await page.textContent('[data-testid="websocket-facts"]');
+  assert.match(facts, /closed by the server \(1001 going away\)/);
+  assert.match(facts, /4 past the record's bound/);
+  const shown = await messages.evaluateAll((rows) => rows.map((r) => ({
+    direction: r.dataset.direction,
+    kind: r.dataset.kind,
+    arrow: r.querySelector('.ws-dir').textContent,
+    preview: r.querySelector('[data-testid="ws-preview"]').textContent,
+    marks: r.querySelector('[data-testid="ws-marks"]').textContent,
+  })));
+  assert.deepEqual(shown, [
+    // Text from a peer is shown as text, never as markup.
+    { direction: 'to-server', kind: 'text', arrow: '→', preview: 'hello <b>server</b>', marks: '' },
+    { direction: 'to-client', kind: 'binary', arrow: '←', preview: '00 ff 80', marks: 'dropped' },
+    { direction: 'to-client', kind: 'text', arrow: '←', preview: 'cut', marks: 'first 3 B kept · injected' },
+  ]);
+  assert.equal(await page.locator('[data-testid="ws-messages"] b').count(), 0);
+  // A binary message shown whole is a hex dump.
+  await messages.nth(1).click();
+  await waitFor('the hex dump', async () => /^00000000 {2}00 ff 80/.test((await page.textContent('[data-testid="ws-whole"]')) ?? ''));
+  // The Timing tab has the time the WebSocket was open.
+  await page.click('[data-testid="detail-tab-timing"]');
+  assert.match(await page.textContent('[data-testid="timing-moments"]'), /WebSocket ended/);
+});
+
 test('disabling the replace plugin in the page changes the next response', async () => {
   const before = await curl(proxlet.proxy, origin.url('/replaced'));
   assert.equal(before.body, 'REPLACED text');

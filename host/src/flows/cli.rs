@@ -141,6 +141,10 @@ pub fn line(flow: &Flow) -> String {
     if let Some(ms) = duration_ms(flow) {
         write!(line, " {ms}ms").unwrap_or_default();
     }
+    if let Some(ws) = &flow.websocket {
+        let count = ws.messages.len() as u64 + ws.messages_omitted;
+        write!(line, " websocket {count} messages").unwrap_or_default();
+    }
     for extra in [&flow.error, &flow.note].into_iter().flatten() {
         write!(line, " {extra}").unwrap_or_default();
     }
@@ -191,6 +195,9 @@ pub fn render(flow: &Flow) -> String {
             let _ = writeln!(w, "\n(no response)");
         }
     }
+    if let Some(ws) = &flow.websocket {
+        websocket(w, ws, flow.timings.request_start);
+    }
     let _ = writeln!(w, "\ntimings (ms after the request head):");
     let t = &flow.timings;
     let origin = t.request_start;
@@ -226,6 +233,87 @@ pub fn render(flow: &Flow) -> String {
         let _ = writeln!(w, "note: {note}");
     }
     out
+}
+
+/// Characters of a text message shown, at most.
+const TEXT_SHOWN: usize = 120;
+/// Bytes of a binary message shown as hex, at most.
+const MESSAGE_HEX_SHOWN: usize = 32;
+
+/// A WebSocket's messages one a line: when (ms after the request head),
+/// which way (→ to the server, ← to the client), kind, size and a preview.
+fn websocket(w: &mut String, ws: &super::WebSocket, origin: Option<i64>) {
+    let count = ws.messages.len() as u64 + ws.messages_omitted;
+    let _ = write!(w, "\nwebsocket: {count} messages");
+    match (ws.closed_by_client, ws.end) {
+        (_, None) => {
+            let _ = write!(w, ", open");
+        }
+        (Some(by_client), Some(_)) => {
+            let who = if by_client {
+                "the client"
+            } else {
+                "the server"
+            };
+            let _ = write!(w, ", closed by {who}");
+        }
+        (None, Some(_)) => {
+            let _ = write!(w, ", ended without a close");
+        }
+    }
+    if let Some(code) = ws.close_code {
+        let _ = write!(w, " ({code}");
+        if let Some(reason) = ws.close_reason.as_deref().filter(|r| !r.is_empty()) {
+            let _ = write!(w, " {reason:?}");
+        }
+        let _ = write!(w, ")");
+    }
+    let _ = writeln!(w);
+    let offset = |at: i64| origin.map_or(0.0, |o| (at - o) as f64 / 1000.0);
+    for m in &ws.messages {
+        let arrow = if m.from_client { '→' } else { '←' };
+        let kind = if m.text { "text" } else { "binary" };
+        let _ = write!(
+            w,
+            "  {:+.3} {arrow} {kind} {}B",
+            offset(m.time),
+            m.content.size
+        );
+        let data = &m.content.data;
+        match std::str::from_utf8(data).ok().filter(|_| m.text) {
+            Some(text) => {
+                let shown: String = text.chars().take(TEXT_SHOWN).collect();
+                let more = if shown.len() < text.len() { "…" } else { "" };
+                let _ = write!(w, " {shown:?}{more}");
+            }
+            None => {
+                let hex: Vec<String> = data
+                    .iter()
+                    .take(MESSAGE_HEX_SHOWN)
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                let more = if data.len() > MESSAGE_HEX_SHOWN {
+                    " …"
+                } else {
+                    ""
+                };
+                let _ = write!(w, " {}{more}", hex.join(" "));
+            }
+        }
+        for (set, mark) in [
+            (m.content.truncated, "truncated"),
+            (m.dropped, "dropped"),
+            (m.injected, "injected"),
+        ] {
+            if set {
+                let _ = write!(w, " [{mark}]");
+            }
+        }
+        let _ = writeln!(w);
+    }
+    if ws.messages_omitted > 0 {
+        let _ = writeln!(w, "  … {} more not kept", ws.messages_omitted);
+    }
 }
 
 fn tls_line(tls: &super::Tls) -> String {
@@ -291,4 +379,37 @@ pub fn iso_time(micros: i64) -> String {
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
     );
     at.format(&format).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn websocket_flows_show_their_messages() {
+        let flow = crate::flows::sample();
+        assert!(
+            line(&flow).contains(" websocket 5 messages"),
+            "{}",
+            line(&flow)
+        );
+        let shown = render(&flow);
+        assert!(
+            shown.contains("websocket: 5 messages, closed by the server (1001 \"going away\")"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("  +18.000 → text 11B \"hello \\\"ws\\\"\\n\"\n"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("← binary 6B 00 ff 80 62 69 6e [dropped]\n"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("← text 100000B \"first\" [truncated] [injected]\n"),
+            "{shown}"
+        );
+        assert!(shown.contains("… 2 more not kept"), "{shown}");
+    }
 }

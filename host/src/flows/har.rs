@@ -10,6 +10,13 @@
 //! (section "Custom Fields"): `_proxlet_id`, `_plugins`, `_truncated`,
 //! `_error`, `_note`, `_marked`, `_mode`, `_client`, `_server`,
 //! `_client_tls`, `_server_tls`.
+//!
+//! A WebSocket's messages are Chrome's `_webSocketMessages` on the entry:
+//! `[{"type": "send"|"receive", "time": seconds, "opcode": 1|2, "data": …}]`,
+//! binary data in base64 as Chrome writes it. What Chrome has no field for
+//! is added: a message's `_size` and `_truncated` when only its first bytes
+//! were kept, `_dropped`, `_injected`; the entry's `_websocket` (how it
+//! closed, when, how many messages were only counted).
 
 use std::io::{self, Write};
 
@@ -17,7 +24,10 @@ use base64::Engine;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use super::{filter::decoded, Body, Flow, Header, PluginStep, Request, Response, Timings};
+use super::{
+    filter::decoded, Body, Flow, Header, PluginStep, Request, Response, Timings, WebSocket,
+    WebSocketMessage,
+};
 
 const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -412,7 +422,125 @@ pub fn entry(flow: &Flow) -> Value {
             fields.insert(name.into(), value);
         }
     }
+    if let Some(ws) = &flow.websocket {
+        fields.insert("_resourceType".into(), json!("websocket"));
+        fields.insert(
+            "_webSocketMessages".into(),
+            ws.messages.iter().map(websocket_message_json).collect(),
+        );
+        fields.insert(
+            "_websocket".into(),
+            json!({
+                "closed_by_client": ws.closed_by_client,
+                "close_code": ws.close_code,
+                "close_reason": ws.close_reason,
+                "end": ws.end.map(seconds),
+                "messages_omitted": ws.messages_omitted,
+            }),
+        );
+    }
     entry
+}
+
+/// Microseconds since the epoch as seconds (Chrome's message `time`).
+fn seconds(micros: i64) -> f64 {
+    micros as f64 / 1e6
+}
+
+/// One of Chrome's `_webSocketMessages`, with proxlet's extras when set.
+fn websocket_message_json(m: &WebSocketMessage) -> Value {
+    let data = &m.content.data;
+    let text = m.text.then(|| std::str::from_utf8(data).ok()).flatten();
+    let mut message = json!({
+        "type": if m.from_client { "send" } else { "receive" },
+        "time": seconds(m.time),
+        "opcode": if m.text { 1 } else { 2 },
+        "data": text.map_or_else(|| BASE64.encode(data), str::to_owned),
+    });
+    let fields = message.as_object_mut().expect("a message is an object");
+    if m.text && text.is_none() {
+        // A text message that is not UTF-8 (a peer broke RFC 6455 §8.1).
+        fields.insert("_encoding".into(), json!("base64"));
+    }
+    if m.content.truncated {
+        fields.insert("_size".into(), json!(m.content.size));
+        fields.insert("_truncated".into(), json!(true));
+    }
+    if m.dropped {
+        fields.insert("_dropped".into(), json!(true));
+    }
+    if m.injected {
+        fields.insert("_injected".into(), json!(true));
+    }
+    message
+}
+
+/// A WebSocket from Chrome's `_webSocketMessages` and proxlet's `_websocket`.
+fn websocket_from_json(messages: &[Value], facts: Option<&Value>) -> Result<WebSocket, String> {
+    let flag = |m: &Value, key: &str| m.get(key).and_then(Value::as_bool).unwrap_or(false);
+    let mut ws = WebSocket::default();
+    for m in messages {
+        let from_client = match str_field(m, "type") {
+            "send" => true,
+            "receive" => false,
+            // Chrome also lists errors; they are not messages.
+            _ => continue,
+        };
+        let text = match m.get("opcode").and_then(Value::as_u64) {
+            Some(1) => true,
+            Some(2) => false,
+            // Control frames, if a producer lists them.
+            _ => continue,
+        };
+        let data = str_field(m, "data");
+        let data: Bytes = if !text || str_field(m, "_encoding") == "base64" {
+            BASE64
+                .decode(data)
+                .map_err(|e| format!("WebSocket message data is not base64: {e}"))?
+                .into()
+        } else {
+            Bytes::from(data.to_owned())
+        };
+        let mut content = Body::whole(data);
+        if flag(m, "_truncated") {
+            content.truncated = true;
+            content.size = m
+                .get("_size")
+                .and_then(Value::as_u64)
+                .unwrap_or(content.size);
+        }
+        ws.messages.push(WebSocketMessage {
+            from_client,
+            text,
+            time: m
+                .get("time")
+                .and_then(Value::as_f64)
+                .map_or(0, |s| (s * 1e6).round() as i64),
+            content,
+            dropped: flag(m, "_dropped"),
+            injected: flag(m, "_injected"),
+        });
+    }
+    if let Some(facts) = facts {
+        ws.closed_by_client = facts.get("closed_by_client").and_then(Value::as_bool);
+        ws.close_code = facts
+            .get("close_code")
+            .and_then(Value::as_u64)
+            .and_then(|c| u16::try_from(c).ok());
+        ws.close_reason = facts
+            .get("close_reason")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        ws.end = facts
+            .get("end")
+            .and_then(Value::as_f64)
+            .map(|s| (s * 1e6).round() as i64);
+        ws.messages_omitted = facts
+            .get("messages_omitted")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+    }
+    Ok(ws)
 }
 
 fn response_json(response: &Response) -> Value {
@@ -631,6 +759,9 @@ fn from_entry(entry: &Value, position: u64) -> Result<Flow, String> {
         });
     }
     flow.timings = timings_from_json(entry);
+    if let Some(messages) = entry.get("_webSocketMessages").and_then(Value::as_array) {
+        flow.websocket = Some(websocket_from_json(messages, entry.get("_websocket"))?);
+    }
     Ok(flow)
 }
 
@@ -934,5 +1065,55 @@ mod tests {
         let err = read(b"{\"log\": {\"entries\": [{\"request\": {}}]}}").unwrap_err();
         assert!(err.starts_with("entry 1:"), "{err}");
         assert!(read(b"{}").unwrap_err().contains("not a HAR"));
+    }
+
+    #[test]
+    fn websocket_messages_are_chromes_and_round_trip() {
+        let flow = crate::flows::sample();
+        let entry = entry(&flow);
+        assert_eq!(entry["_resourceType"], "websocket");
+        let messages = &entry["_webSocketMessages"];
+        assert_eq!(
+            messages[0],
+            json!({"type": "send", "time": 1_700_000_000.02, "opcode": 1, "data": "hello \"ws\"\n"})
+        );
+        assert_eq!(
+            messages[1],
+            json!({"type": "receive", "time": 1_700_000_000.021, "opcode": 2,
+                   "data": BASE64.encode(b"\x00\xff\x80bin"), "_dropped": true})
+        );
+        assert_eq!(messages[2]["_size"], 100_000);
+        assert_eq!(messages[2]["_truncated"], true);
+        assert_eq!(messages[2]["_injected"], true);
+        assert_eq!(entry["_websocket"]["close_code"], 1001);
+
+        let mut har = Vec::new();
+        write([flow.clone()], &mut har).unwrap();
+        let back = read(&har).unwrap();
+        assert_eq!(back[0].websocket, flow.websocket);
+    }
+
+    #[test]
+    fn chrome_websocket_messages_import_without_proxlets_fields() {
+        let har = json!({"log": {"entries": [{
+            "startedDateTime": "2023-11-14T22:13:20.000Z",
+            "request": {"method": "GET", "url": "wss://example.com/socket", "httpVersion": "HTTP/1.1", "headers": []},
+            "response": {"status": 101, "httpVersion": "HTTP/1.1", "headers": [], "content": {"size": 0}},
+            "timings": {"send": 0, "wait": 1, "receive": 0},
+            "_resourceType": "websocket",
+            "_webSocketMessages": [
+                {"type": "send", "time": 1700000000.5, "opcode": 1, "data": "hi"},
+                {"type": "receive", "time": 1700000000.75, "opcode": 2, "data": "AAE="},
+                {"type": "receive", "time": 1700000001.0, "opcode": 9, "data": ""},
+            ],
+        }]}});
+        let flows = read(har.to_string().as_bytes()).unwrap();
+        let ws = flows[0].websocket.as_ref().unwrap();
+        assert_eq!(ws.messages.len(), 2, "control frames are not messages");
+        assert!(ws.messages[0].from_client && ws.messages[0].text);
+        assert_eq!(ws.messages[0].time, 1_700_000_000_500_000);
+        assert_eq!(&ws.messages[1].content.data[..], b"\x00\x01");
+        assert!(!ws.messages[1].from_client && !ws.messages[1].text);
+        assert_eq!((ws.closed_by_client, ws.end), (None, None));
     }
 }

@@ -7,7 +7,10 @@
 //! replaying its upgrades: each fact is looked up under its current name and
 //! then under the names older versions used (noted at each lookup). Flows of
 //! other types (`tcp`, `udp`, `dns`, pre-12 `websocket`) are skipped and
-//! counted.
+//! counted. A WebSocket's messages are the HTTP flow's `websocket` (since
+//! version 12): `{messages: [[opcode, from_client, content, timestamp,
+//! dropped, injected]…], closed_by_client, close_code, close_reason,
+//! timestamp_end}`, each message a 5-tuple (no `injected`) before 15.
 //!
 //! Writing fills every field mitmproxy's `set_state` pops, with the Python
 //! types its dataclass checks demand (`host` text, `method` bytes, `alpn`
@@ -24,7 +27,7 @@ use bytes::Bytes;
 
 use super::{
     tnetstring::{self, Value},
-    Body, Flow, Header, PluginStep, Request, Response, Tls,
+    Body, Flow, Header, PluginStep, Request, Response, Tls, WebSocket, WebSocketMessage,
 };
 
 /// The flow format version written, and the newest read (mitmproxy's
@@ -418,8 +421,99 @@ fn to_state(flow: &Flow) -> Value {
         ("backup", Value::Null),
         ("request", request),
         ("response", response),
-        ("websocket", Value::Null),
+        (
+            "websocket",
+            flow.websocket
+                .as_ref()
+                .map_or(Value::Null, websocket_to_state),
+        ),
     ])
+}
+
+/// mitmproxy's `WebSocketData.get_state()`.
+fn websocket_to_state(ws: &WebSocket) -> Value {
+    let messages = ws
+        .messages
+        .iter()
+        .map(|m| {
+            // `WebSocketMessage.get_state()`: RFC 6455 opcode 1 text, 2 binary.
+            Value::List(vec![
+                Value::Int(if m.text { 1 } else { 2 }),
+                Value::Bool(m.from_client),
+                Value::Bytes(m.content.data.to_vec()),
+                micros_to_float(m.time),
+                Value::Bool(m.dropped),
+                Value::Bool(m.injected),
+            ])
+        })
+        .collect();
+    dict(vec![
+        ("messages", Value::List(messages)),
+        (
+            "closed_by_client",
+            ws.closed_by_client.map_or(Value::Null, Value::Bool),
+        ),
+        (
+            "close_code",
+            ws.close_code.map_or(Value::Null, |c| Value::Int(c.into())),
+        ),
+        ("close_reason", text_or_null(ws.close_reason.as_deref())),
+        ("timestamp_end", optional_time(ws.end)),
+    ])
+}
+
+/// A WebSocket from mitmproxy's state (format 12 on).
+fn websocket_from_state(state: &Value) -> Result<WebSocket, String> {
+    let messages = state
+        .get("messages")
+        .and_then(Value::list)
+        .unwrap_or_default();
+    let flag = |v: Option<&Value>| matches!(v, Some(Value::Bool(true)));
+    let messages = messages
+        .iter()
+        .map(|m| {
+            let parts = m.list().unwrap_or_default();
+            let content = parts
+                .get(2)
+                .and_then(Value::bytes)
+                .ok_or("a WebSocket message without content")?;
+            Ok(WebSocketMessage {
+                // Opcodes other than text are binary to mitmproxy too.
+                text: parts.first().and_then(Value::int) == Some(1),
+                from_client: flag(parts.get(1)),
+                content: Body::whole(Bytes::copy_from_slice(content)),
+                time: parts
+                    .get(3)
+                    .and_then(Value::float)
+                    .and_then(float_to_micros)
+                    .unwrap_or(0),
+                // `killed` before version 12.
+                dropped: flag(parts.get(4)),
+                // Since version 15.
+                injected: flag(parts.get(5)),
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(WebSocket {
+        messages,
+        messages_omitted: 0,
+        closed_by_client: match state.get("closed_by_client") {
+            Some(Value::Bool(b)) => Some(*b),
+            _ => None,
+        },
+        close_code: state
+            .get("close_code")
+            .and_then(Value::int)
+            .and_then(|c| u16::try_from(c).ok()),
+        close_reason: state
+            .get("close_reason")
+            .filter(|r| !r.is_null())
+            .and_then(Value::text),
+        end: state
+            .get("timestamp_end")
+            .and_then(Value::float)
+            .and_then(float_to_micros),
+    })
 }
 
 /// proxlet's facts that mitmproxy has no field for.
@@ -453,6 +547,31 @@ fn metadata(flow: &Flow) -> Value {
     }
     if !truncated.is_empty() {
         entries.push(("proxlet_truncated", dict(truncated)));
+    }
+    // Of a WebSocket: the messages only counted, and the true sizes of
+    // those whose content holds only their first bytes, by index.
+    if let Some(ws) = &flow.websocket {
+        let cut: Vec<Value> = ws
+            .messages
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.content.truncated)
+            .map(|(i, m)| {
+                Value::List(vec![
+                    Value::Int(i as i64),
+                    Value::Int(m.content.size as i64),
+                ])
+            })
+            .collect();
+        if ws.messages_omitted > 0 || !cut.is_empty() {
+            entries.push((
+                "proxlet_websocket",
+                dict(vec![
+                    ("omitted", Value::Int(ws.messages_omitted as i64)),
+                    ("truncated", Value::List(cut)),
+                ]),
+            ));
+        }
     }
     dict(entries)
 }
@@ -539,6 +658,34 @@ fn from_state(state: &Value, position: u64) -> Result<Decoded, String> {
     };
     if let Some(response) = state.get("response").filter(|r| !r.is_null()) {
         flow.response = Some(response_from_state(response)?);
+    }
+    if let Some(ws) = state.get("websocket").filter(|w| !w.is_null()) {
+        let mut ws = websocket_from_state(ws)?;
+        if let Some(extra) = meta("proxlet_websocket") {
+            ws.messages_omitted = extra
+                .get("omitted")
+                .and_then(Value::int)
+                .unwrap_or(0)
+                .max(0) as u64;
+            for cut in extra
+                .get("truncated")
+                .and_then(Value::list)
+                .unwrap_or_default()
+            {
+                let pair = cut.list().unwrap_or_default();
+                let (Some(i), Some(size)) = (
+                    pair.first().and_then(Value::int),
+                    pair.get(1).and_then(Value::int),
+                ) else {
+                    continue;
+                };
+                if let Some(m) = usize::try_from(i).ok().and_then(|i| ws.messages.get_mut(i)) {
+                    m.content.size = size.max(0) as u64;
+                    m.content.truncated = true;
+                }
+            }
+        }
+        flow.websocket = Some(ws);
     }
     let time = |v: Option<&Value>| v.and_then(Value::float).and_then(float_to_micros);
     let timings = &mut flow.timings;
@@ -904,5 +1051,70 @@ mod tests {
         assert!(err.starts_with("flow 1: "), "{err}");
         tnetstring::encode(&Value::Int(3), &mut dump);
         assert!(read(b"3:abc,").unwrap_err().contains("not a flow"));
+    }
+
+    #[test]
+    fn websocket_messages_are_mitmproxys_and_old_five_field_ones_read() {
+        let flow = sample();
+        let state = to_state(&flow);
+        let ws = state.get("websocket").unwrap();
+        let first = ws.get("messages").and_then(Value::list).unwrap()[1].clone();
+        assert_eq!(
+            first,
+            Value::List(vec![
+                Value::Int(2),
+                Value::Bool(false),
+                Value::Bytes(b"\x00\xff\x80bin".to_vec()),
+                Value::Float(1_700_000_000.021),
+                Value::Bool(true),
+                Value::Bool(false),
+            ])
+        );
+        assert_eq!(ws.get("close_code"), Some(&Value::Int(1001)));
+        assert_eq!(ws.get("closed_by_client"), Some(&Value::Bool(false)));
+
+        // Version 14 (mitmproxy 7): no `injected`, no proxlet metadata.
+        let mut old = version_7();
+        if let Value::Dict(entries) = &mut old {
+            entries[0].1 = Value::Int(14);
+            entries.push((
+                Value::Str("websocket".into()),
+                Value::dict([
+                    (
+                        "messages",
+                        Value::List(vec![Value::List(vec![
+                            Value::Int(1),
+                            Value::Bool(true),
+                            Value::Bytes(b"ping".to_vec()),
+                            Value::Float(1_500_000_002.5),
+                            Value::Bool(false),
+                        ])]),
+                    ),
+                    ("closed_by_client", Value::Null),
+                    ("close_code", Value::Null),
+                    ("close_reason", Value::Null),
+                    ("timestamp_end", Value::Null),
+                ]),
+            ));
+        }
+        let mut dump = Vec::new();
+        tnetstring::encode(&old, &mut dump);
+        let flows = read(&dump).unwrap();
+        let ws = flows[0].websocket.as_ref().unwrap();
+        assert_eq!(
+            ws.messages,
+            [WebSocketMessage {
+                from_client: true,
+                text: true,
+                time: 1_500_000_002_500_000,
+                content: Body::whole(&b"ping"[..]),
+                dropped: false,
+                injected: false,
+            }]
+        );
+        assert_eq!(
+            (ws.closed_by_client, ws.close_code, ws.end),
+            (None, None, None)
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Flows: the record of one HTTP exchange (heads, bodies up to a bound,
-//! timings, connection and TLS facts, what each plugin did), the bounded
-//! in-memory store, flow files, and their conversions (HAR, mitmproxy dumps).
+//! timings, connection and TLS facts, what each plugin did, the messages of
+//! a WebSocket it opened), the bounded in-memory store, flow files, and
+//! their conversions (HAR, mitmproxy dumps).
 //!
 //! A [`Flow`] is plain data, what readers work with. When capture is on
 //! (`--save`, `--flows-max`) the pipeline records each exchange straight
@@ -47,6 +48,10 @@ pub struct Flow {
     pub request: Request,
     /// The response as it was sent to the client (after plugins).
     pub response: Option<Response>,
+    /// The messages, when the response upgraded the connection to a
+    /// WebSocket (`101 Switching Protocols`); left out of JSON otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<WebSocket>,
     /// Why the exchange failed, when it did (upstream error, client abort).
     pub error: Option<String>,
     /// The access log's note (who answered, why).
@@ -218,6 +223,93 @@ impl Body {
     }
 }
 
+/// A WebSocket's messages (RFC 6455), for flows upgraded to WebSocket.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WebSocket {
+    /// The messages in the order they were seen, up to the record's bound.
+    pub messages: Vec<WebSocketMessage>,
+    /// Messages beyond the record's bound: counted, not listed.
+    pub messages_omitted: u64,
+    /// Who sent the first close frame; `None` when the connection ended
+    /// without one (or has not ended).
+    pub closed_by_client: Option<bool>,
+    /// The close frame's status code (RFC 6455 §7.4).
+    pub close_code: Option<u16>,
+    pub close_reason: Option<String>,
+    /// When the WebSocket ended (µs since the Unix epoch); `None` while
+    /// it is open.
+    pub end: Option<i64>,
+}
+
+/// One WebSocket message (its frames reassembled).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WebSocketMessage {
+    pub from_client: bool,
+    /// Text (opcode 1) or binary (opcode 2).
+    pub text: bool,
+    /// When it was seen (µs since the Unix epoch).
+    pub time: i64,
+    /// Its payload (decompressed when permessage-deflate was on), up to
+    /// the bound: data, size, truncated like a body. In JSON the data is
+    /// inline, as a header value is: `{"size": 5, "truncated": false,
+    /// "data": "hello"}`, or `"data": {"base64": "…"}` when not UTF-8.
+    #[serde(with = "payload")]
+    pub content: Body,
+    /// Not relayed: a plugin dropped it.
+    pub dropped: bool,
+    /// Made by a plugin, not by either peer.
+    pub injected: bool,
+}
+
+/// A WebSocket message's payload in JSON: a body's size and truncated,
+/// and its bytes inline as text or base64.
+mod payload {
+    use bytes::Bytes;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{Body, BytesValue, HeaderValueRepr};
+
+    #[derive(Serialize)]
+    struct Out<'a> {
+        size: u64,
+        truncated: bool,
+        data: BytesValue<'a>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct In {
+        size: Option<u64>,
+        truncated: bool,
+        data: Option<HeaderValueRepr>,
+    }
+
+    pub fn serialize<S: Serializer>(body: &Body, serializer: S) -> Result<S::Ok, S::Error> {
+        Out {
+            size: body.size,
+            truncated: body.truncated,
+            data: BytesValue(&body.data),
+        }
+        .serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Body, D::Error> {
+        let read = In::deserialize(deserializer)?;
+        let data = match read.data {
+            Some(value) => value.into_bytes().map_err(serde::de::Error::custom)?,
+            None => Bytes::new(),
+        };
+        Ok(Body {
+            // A hand-written record may leave the size out.
+            size: read.size.unwrap_or(data.len() as u64),
+            truncated: read.truncated,
+            data,
+        })
+    }
+}
+
 /// One plugin call in a flow.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -259,15 +351,29 @@ impl Serialize for Header {
         use serde::ser::SerializeTuple;
         let mut tuple = serializer.serialize_tuple(2)?;
         tuple.serialize_element(&self.name)?;
-        match std::str::from_utf8(&self.value) {
-            Ok(text) => tuple.serialize_element(text)?,
-            Err(_) => {
-                use base64::Engine;
-                let encoded = base64::engine::general_purpose::STANDARD.encode(&self.value);
-                tuple.serialize_element(&Base64Value { base64: encoded })?
-            }
-        }
+        tuple.serialize_element(&BytesValue(&self.value))?;
         tuple.end()
+    }
+}
+
+/// Bytes in JSON: a string when they are UTF-8, else `{"base64": "…"}`
+/// (header values, WebSocket payloads).
+fn bytes_value<S: serde::Serializer>(value: &Bytes, serializer: S) -> Result<S::Ok, S::Error> {
+    match std::str::from_utf8(value) {
+        Ok(text) => serializer.serialize_str(text),
+        Err(_) => {
+            use base64::Engine;
+            let encoded = base64::engine::general_purpose::STANDARD.encode(value);
+            Base64Value { base64: encoded }.serialize(serializer)
+        }
+    }
+}
+
+struct BytesValue<'a>(&'a Bytes);
+
+impl Serialize for BytesValue<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        bytes_value(self.0, serializer)
     }
 }
 
@@ -283,20 +389,25 @@ enum HeaderValueRepr {
     Binary(Base64Value),
 }
 
+impl HeaderValueRepr {
+    fn into_bytes(self) -> Result<Bytes, base64::DecodeError> {
+        match self {
+            Self::Text(text) => Ok(Bytes::from(text)),
+            Self::Binary(b) => {
+                use base64::Engine;
+                Ok(base64::engine::general_purpose::STANDARD
+                    .decode(b.base64)?
+                    .into())
+            }
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for Header {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let (name, value): (String, HeaderValueRepr) = Deserialize::deserialize(deserializer)?;
         let name = FieldName::from(name);
-        let value = match value {
-            HeaderValueRepr::Text(text) => Bytes::from(text),
-            HeaderValueRepr::Binary(b) => {
-                use base64::Engine;
-                base64::engine::general_purpose::STANDARD
-                    .decode(b.base64)
-                    .map_err(serde::de::Error::custom)?
-                    .into()
-            }
-        };
+        let value = value.into_bytes().map_err(serde::de::Error::custom)?;
         Ok(Self { name, value })
     }
 }
@@ -352,6 +463,43 @@ pub(crate) fn sample() -> Flow {
                 truncated: true,
             },
         }),
+        websocket: Some(WebSocket {
+            messages: vec![
+                WebSocketMessage {
+                    from_client: true,
+                    text: true,
+                    time: 1_700_000_000_020_000,
+                    content: Body::whole(&b"hello \"ws\"\n"[..]),
+                    dropped: false,
+                    injected: false,
+                },
+                WebSocketMessage {
+                    from_client: false,
+                    text: false,
+                    time: 1_700_000_000_021_000,
+                    content: Body::whole(&b"\x00\xff\x80bin"[..]),
+                    dropped: true,
+                    injected: false,
+                },
+                WebSocketMessage {
+                    from_client: false,
+                    text: true,
+                    time: 1_700_000_000_022_000,
+                    content: Body {
+                        data: Bytes::from_static(b"first"),
+                        size: 100_000,
+                        truncated: true,
+                    },
+                    dropped: false,
+                    injected: true,
+                },
+            ],
+            messages_omitted: 2,
+            closed_by_client: Some(false),
+            close_code: Some(1001),
+            close_reason: Some("going away".into()),
+            end: Some(1_700_000_000_030_000),
+        }),
         error: Some("client closed".into()),
         note: Some("upstream".into()),
         plugins: vec![PluginStep {
@@ -390,5 +538,36 @@ mod tests {
         assert_eq!(flow("https://a.example:8443/x").host(), "a.example");
         assert_eq!(flow("http://[::1]:80/").host(), "::1");
         assert_eq!(flow("https://b.example?q").host(), "b.example");
+    }
+
+    #[test]
+    fn websocket_payloads_are_inline_text_or_base64_and_round_trip() {
+        let websocket = sample().websocket.unwrap();
+        let json = serde_json::to_value(&websocket).unwrap();
+        let messages = &json["messages"];
+        assert_eq!(
+            messages[0]["content"],
+            serde_json::json!({"size": 11, "truncated": false, "data": "hello \"ws\"\n"})
+        );
+        assert_eq!(
+            messages[1]["content"]["data"],
+            serde_json::json!({"base64": "AP+AYmlu"})
+        );
+        assert_eq!(messages[2]["content"]["size"], 100_000);
+        let back: WebSocket = serde_json::from_value(json).unwrap();
+        assert_eq!(back, websocket);
+        // Members left out take their defaults; a size defaults to the data's.
+        let brief: WebSocketMessage =
+            serde_json::from_str(r#"{"text": true, "content": {"data": "hi"}}"#).unwrap();
+        assert_eq!(brief.content, Body::whole(&b"hi"[..]));
+        assert!(brief.text && !brief.from_client);
+    }
+
+    #[test]
+    fn flows_without_a_websocket_leave_it_out_of_json() {
+        let json = serde_json::to_value(Flow::default()).unwrap();
+        assert!(json.get("websocket").is_none());
+        let back: Flow = serde_json::from_value(json).unwrap();
+        assert_eq!(back.websocket, None);
     }
 }

@@ -9,7 +9,8 @@
 //! records are copied into 2 MiB blocks shared by hundreds of neighbours
 //! ([`Record::new`]) instead of an allocation each. The JSON is the same
 //! serde writes for a [`Flow`] (a test holds them equal), written by hand so
-//! that a head goes straight from the proxy's `HeaderMap` into the record.
+//! that a head goes straight from the proxy's `HeaderMap` into the record,
+//! and a WebSocket's messages straight from the buffer they were kept in.
 
 use std::{alloc::Layout, cell::RefCell, net::SocketAddr, ptr::NonNull, sync::Arc};
 
@@ -234,6 +235,12 @@ impl Record {
         ])
     }
 
+    /// The CRC-32 of the record's head: tells whether two records of one
+    /// flow say the same (a WebSocket's record is replaced when it ends).
+    pub fn head_crc(&self) -> u32 {
+        Frame::read(self.bytes()).map_or(0, |f| f.crc)
+    }
+
     /// The record's bytes, as a flow file holds them.
     pub fn bytes(&self) -> &[u8] {
         match &self.0 {
@@ -303,9 +310,37 @@ pub struct Parts<'a> {
     pub request_body: BodyRef<'a>,
     /// The response head's fields, from [`response_head`], and its body.
     pub response: Option<(&'a [u8], BodyRef<'a>)>,
+    /// The messages of a flow upgraded to WebSocket.
+    pub websocket: Option<WebSocketParts<'a>>,
     pub error: Option<&'a str>,
     pub note: Option<&'a str>,
     pub plugins: &'a [PluginStep],
+}
+
+/// A WebSocket as a record holds it: its messages, whose kept bytes lie
+/// one after another in `payloads`, and how it ended.
+pub struct WebSocketParts<'a> {
+    pub messages: &'a [MessageInfo],
+    pub payloads: &'a [u8],
+    pub omitted: u64,
+    pub closed_by_client: Option<bool>,
+    pub close_code: Option<u16>,
+    pub close_reason: Option<&'a str>,
+    pub end: Option<i64>,
+}
+
+/// One WebSocket message as a record lists it; its `kept` bytes follow
+/// those of the messages before it in [`WebSocketParts::payloads`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MessageInfo {
+    pub time: i64,
+    /// The payload's true length.
+    pub size: u64,
+    pub kept: u32,
+    pub from_client: bool,
+    pub text: bool,
+    pub dropped: bool,
+    pub injected: bool,
 }
 
 impl Parts<'_> {
@@ -410,6 +445,10 @@ fn head(parts: &Parts, out: &mut Vec<u8>) {
         }
         None => out.extend_from_slice(b"null"),
     }
+    if let Some(ws) = &parts.websocket {
+        out.extend_from_slice(b",\"websocket\":");
+        websocket(out, ws);
+    }
     out.extend_from_slice(b",\"error\":");
     optional_string(out, parts.error);
     out.extend_from_slice(b",\"note\":");
@@ -421,6 +460,56 @@ fn head(parts: &Parts, out: &mut Vec<u8>) {
         value(out, parts.plugins);
     }
     out.extend_from_slice(b",\"marked\":false,\"comment\":\"\"}");
+}
+
+/// A WebSocket as serde writes [`super::WebSocket`]: each payload inline,
+/// text or base64 as a header value.
+fn websocket(out: &mut Vec<u8>, ws: &WebSocketParts) {
+    let flag = |out: &mut Vec<u8>, key: &[u8], on: bool| {
+        out.extend_from_slice(key);
+        out.extend_from_slice(if on { b"true" } else { b"false" });
+    };
+    out.extend_from_slice(b"{\"messages\":[");
+    let mut payloads = ws.payloads;
+    for (i, m) in ws.messages.iter().enumerate() {
+        let (data, rest) = payloads.split_at((m.kept as usize).min(payloads.len()));
+        payloads = rest;
+        if i > 0 {
+            out.push(b',');
+        }
+        flag(out, b"{\"from_client\":", m.from_client);
+        flag(out, b",\"text\":", m.text);
+        out.extend_from_slice(b",\"time\":");
+        number(out, m.time);
+        out.extend_from_slice(b",\"content\":{\"size\":");
+        number(out, m.size);
+        flag(out, b",\"truncated\":", (data.len() as u64) < m.size);
+        out.extend_from_slice(b",\"data\":");
+        bytes_value(out, data);
+        flag(out, b"},\"dropped\":", m.dropped);
+        flag(out, b",\"injected\":", m.injected);
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"],\"messages_omitted\":");
+    number(out, ws.omitted);
+    out.extend_from_slice(b",\"closed_by_client\":");
+    match ws.closed_by_client {
+        Some(by_client) => flag(out, b"", by_client),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"close_code\":");
+    match ws.close_code {
+        Some(code) => number(out, code),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"close_reason\":");
+    optional_string(out, ws.close_reason);
+    out.extend_from_slice(b",\"end\":");
+    match ws.end {
+        Some(end) => number(out, end),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.push(b'}');
 }
 
 fn tls(
@@ -559,20 +648,34 @@ fn header_list<'a>(out: &mut Vec<u8>, headers: impl Iterator<Item = (&'a str, &'
         out.push(b'[');
         string(out, name);
         out.push(b',');
-        if plain(value) {
-            quoted(out, [value]);
-        } else if let Ok(text) = std::str::from_utf8(value) {
-            string(out, text);
-        } else {
-            use base64::Engine;
-            out.extend_from_slice(b"{\"base64\":\"");
-            let encoded = base64::engine::general_purpose::STANDARD.encode(value);
-            out.extend_from_slice(encoded.as_bytes());
-            out.extend_from_slice(b"\"}");
-        }
+        bytes_value(out, value);
         out.push(b']');
     }
     out.push(b']');
+}
+
+/// Bytes as a JSON string when they are UTF-8, else `{"base64":"…"}` (as
+/// [`super::Header`] serialises its value).
+fn bytes_value(out: &mut Vec<u8>, value: &[u8]) {
+    if plain(value) {
+        quoted(out, [value]);
+    } else if let Ok(text) = std::str::from_utf8(value) {
+        self::value(out, text);
+    } else {
+        use base64::Engine;
+        out.extend_from_slice(b"{\"base64\":\"");
+        // Straight into `out`: a binary WebSocket payload may be large.
+        let start = out.len();
+        out.resize(
+            start + base64::encoded_len(value.len(), true).unwrap_or(0),
+            0,
+        );
+        let written = base64::engine::general_purpose::STANDARD
+            .encode_slice(value, &mut out[start..])
+            .unwrap_or(0);
+        out.truncate(start + written);
+        out.extend_from_slice(b"\"}");
+    }
 }
 
 /// `,"body":{"size":…,"truncated":…}` (the bytes follow the head).
@@ -663,6 +766,9 @@ mod tests {
             .headers
             .push(Header::new("x-quote", "a\"b\\c\u{7f}é"));
         flow.note = Some("cache;miss\tnote".into());
+        if let Some(ws) = flow.websocket.as_mut() {
+            ws.close_reason = Some("bye \"now\"\u{1}".into());
+        }
         flow
     }
 
@@ -693,6 +799,25 @@ mod tests {
                 truncated: b.truncated,
             }
         }
+        let ws = flow.websocket.as_ref();
+        let messages: Vec<MessageInfo> = ws
+            .iter()
+            .flat_map(|ws| &ws.messages)
+            .map(|m| MessageInfo {
+                time: m.time,
+                size: m.content.size,
+                kept: m.content.data.len() as u32,
+                from_client: m.from_client,
+                text: m.text,
+                dropped: m.dropped,
+                injected: m.injected,
+            })
+            .collect();
+        let payloads: Vec<u8> = ws
+            .iter()
+            .flat_map(|ws| &ws.messages)
+            .flat_map(|m| m.content.data.iter().copied())
+            .collect();
         let mut scratch = Vec::new();
         let record = Record::encode(
             &Parts {
@@ -706,6 +831,15 @@ mod tests {
                 request: &request,
                 request_body: body(&flow.request.body),
                 response: Some((&response_fields, body(&response.body))),
+                websocket: ws.map(|ws| WebSocketParts {
+                    messages: &messages,
+                    payloads: &payloads,
+                    omitted: ws.messages_omitted,
+                    closed_by_client: ws.closed_by_client,
+                    close_code: ws.close_code,
+                    close_reason: ws.close_reason.as_deref(),
+                    end: ws.end,
+                }),
                 error: flow.error.as_deref(),
                 note: flow.note.as_deref(),
                 plugins: &flow.plugins,
@@ -717,14 +851,19 @@ mod tests {
 
     #[test]
     fn the_hand_written_head_is_what_serde_writes_for_the_flow() {
-        let flow = full_flow();
-        let mut expected = Vec::new();
-        super::super::file::encode(&flow, &mut expected);
-        let ours = encoded(&flow);
-        assert_eq!(
-            String::from_utf8_lossy(&ours),
-            String::from_utf8_lossy(&expected)
-        );
+        let mut flow = full_flow();
+        for websocket in [true, false] {
+            if !websocket {
+                flow.websocket = None;
+            }
+            let mut expected = Vec::new();
+            super::super::file::encode(&flow, &mut expected);
+            let ours = encoded(&flow);
+            assert_eq!(
+                String::from_utf8_lossy(&ours),
+                String::from_utf8_lossy(&expected)
+            );
+        }
     }
 
     #[test]

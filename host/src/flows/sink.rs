@@ -22,7 +22,7 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use super::{
     filter::Filter,
     now_micros,
-    record::{self, BodyRef, Parts, Record},
+    record::{self, BodyRef, MessageInfo, Parts, Record, WebSocketParts},
     Flow, PluginStep, Timings, Tls,
 };
 use crate::{
@@ -39,6 +39,14 @@ const SAVE_QUEUE_BYTES: usize = 256 << 20;
 /// Longest a saved flow waits in the writer's buffer before it is written
 /// to the file.
 const FLUSH_AFTER: Duration = Duration::from_millis(100);
+/// Messages a WebSocket's record lists, at most; later ones are counted.
+pub const WEBSOCKET_MESSAGES_MAX: usize = 100_000;
+/// Payload bytes a WebSocket's record keeps in all: 4 × `--flow-body-max`
+/// within these bounds. The payloads are inline in the record's JSON head
+/// (up to 6 × their size for text of control characters), which readers
+/// take up to 64 MiB, messages' facts included: 8 MiB keeps within that.
+const WEBSOCKET_KEPT_MIN: usize = 1 << 20;
+const WEBSOCKET_KEPT_MAX: usize = 8 << 20;
 
 /// Receives every finished flow when capture is on.
 pub struct Sink {
@@ -97,6 +105,24 @@ impl Sink {
         }
     }
 
+    /// A WebSocket that just opened: shown by the store, saved once it ends.
+    fn opened(&self, id: u64, record: Record) {
+        if let Some(store) = &self.store {
+            store.push(id, record);
+        }
+    }
+
+    /// A WebSocket that ended: its record takes the place of the one shown
+    /// while it was open, and is saved.
+    fn ended(&self, id: u64, record: Record) {
+        if let Some(saver) = &self.saver {
+            saver.send(&record);
+        }
+        if let Some(store) = &self.store {
+            store.replace(id, record);
+        }
+    }
+
     /// Writes out what is queued for the file and closes it (at shutdown).
     pub fn close(&self) {
         if let Some(saver) = &self.saver {
@@ -140,6 +166,49 @@ impl Store {
         let mut inner = self.lock();
         inner.bytes += record.weight();
         inner.flows.push_back((id, record));
+        self.evict(&mut inner);
+    }
+
+    /// Puts `record` in the place of flow `id`'s (a WebSocket's, shown
+    /// while it was open), or adds it when that is no longer held. A mark
+    /// or comment the user set on the one held stays.
+    pub fn replace(&self, id: u64, mut record: Record) {
+        let held = self.record(id).and_then(|r| r.flow(false).ok());
+        if let Some(held) = held.filter(|f| f.marked || !f.comment.is_empty()) {
+            if let Some(mut flow) = decoded(&record, true) {
+                flow.marked = held.marked;
+                flow.comment = held.comment;
+                let mut out = Vec::new();
+                super::file::encode(&flow, &mut out);
+                record = Record::new(&[&out]);
+            }
+        }
+        let shown = record.clone();
+        {
+            let mut guard = self.lock();
+            let inner = &mut *guard;
+            let weight = record.weight();
+            match inner.flows.iter_mut().rev().find(|(i, _)| *i == id) {
+                Some((_, old)) => {
+                    inner.bytes = inner.bytes + weight - old.weight();
+                    *old = record;
+                }
+                None => {
+                    inner.bytes += weight;
+                    inner.flows.push_back((id, record));
+                }
+            }
+            self.evict(inner);
+        }
+        // After the change, so that a page reading the flow on this event
+        // reads the new record.
+        if let Some(events) = crate::web::events() {
+            events.stored(id, &shown);
+        }
+    }
+
+    /// Drops the oldest flows beyond the bounds.
+    fn evict(&self, inner: &mut StoreInner) {
         while inner.flows.len() > self.max_count || inner.bytes > self.max_bytes {
             let Some((_, old)) = inner.flows.pop_front() else {
                 break;
@@ -368,12 +437,16 @@ pub struct Recording {
     timings: Timings,
     /// The request head's fields as [`record::request_head`] writes them.
     request: Vec<u8>,
+    /// The request body while it is read (teed), then as it was read.
     request_body: Option<Arc<Mutex<Captured>>>,
+    request_read: Option<Captured>,
     /// The response head's fields, once there is a response.
     response: Option<Vec<u8>>,
     response_body: Captured,
     error: Option<String>,
     plugins: Vec<PluginStep>,
+    /// The messages of a flow upgraded to WebSocket.
+    websocket: Option<Box<Messages>>,
     /// `None` once the flow went to the sink.
     sink: Option<Arc<Sink>>,
 }
@@ -409,10 +482,12 @@ impl Recording {
             },
             request: record::buffer(),
             request_body: None,
+            request_read: None,
             response: None,
             response_body: Captured::new(body_max),
             error: None,
             plugins: Vec::new(),
+            websocket: None,
             sink: Some(sink),
         })
     }
@@ -538,29 +613,109 @@ impl Recording {
         self.complete(error, note);
     }
 
+    /// The `101` went to the client: the connection is a WebSocket now.
+    /// The store shows the flow from here on, without messages; the
+    /// `--save` file gets it when it ends ([`websocket_closed`](Self::websocket_closed)).
+    pub fn websocket_opened(&mut self) {
+        // The 101 has no body: the response is done.
+        self.timings.response_end.get_or_insert_with(now_micros);
+        let body_max = self.response_body.max;
+        self.websocket
+            .get_or_insert_with(|| Box::new(Messages::new(body_max)));
+        let Some(sink) = self.sink.clone() else {
+            return;
+        };
+        if sink.store.is_some() {
+            let record = self.encode(None);
+            sink.opened(self.id, record);
+        }
+    }
+
+    /// Keeps one WebSocket message, as it is seen. Its payload is kept up
+    /// to `--flow-body-max` and while the WebSocket's budget lasts (then
+    /// the message is listed with its size only); beyond
+    /// [`WEBSOCKET_MESSAGES_MAX`] messages are only counted.
+    pub fn websocket_message(
+        &mut self,
+        from_client: bool,
+        text: bool,
+        payload: &[u8],
+        dropped: bool,
+        injected: bool,
+    ) {
+        let body_max = self.response_body.max;
+        self.websocket
+            .get_or_insert_with(|| Box::new(Messages::new(body_max)))
+            .push(from_client, text, payload, dropped, injected);
+    }
+
+    /// The WebSocket ended: hands the flow, messages and all, to the sink,
+    /// in place of the one the store showed while it was open. `error` is
+    /// why it ended without a close handshake, if it did.
+    pub fn websocket_closed(
+        mut self: Box<Self>,
+        closed_by_client: Option<bool>,
+        close_code: Option<u16>,
+        close_reason: Option<String>,
+        error: Option<String>,
+    ) {
+        let body_max = self.response_body.max;
+        let ws = self
+            .websocket
+            .get_or_insert_with(|| Box::new(Messages::new(body_max)));
+        ws.closed_by_client = closed_by_client;
+        ws.close_code = close_code;
+        ws.close_reason = close_reason;
+        self.complete(error, None);
+    }
+
     fn complete(&mut self, error: Option<String>, note: Option<String>) {
         let Some(sink) = self.sink.take() else {
             return;
         };
-        self.timings.response_end = Some(now_micros());
+        let now = now_micros();
+        self.timings.response_end.get_or_insert(now);
+        if let Some(ws) = self.websocket.as_mut() {
+            ws.end.get_or_insert(now);
+        }
+        if error.is_some() {
+            self.error = error;
+        }
+        let encoded = self.encode(note.as_deref());
+        match self.websocket.take() {
+            Some(_) => sink.ended(self.id, encoded),
+            None => sink.finish(self.id, encoded),
+        }
+        record::reuse(std::mem::take(&mut self.request));
+        if let Some(head) = self.response.take() {
+            record::reuse(head);
+        }
+        record::reuse(std::mem::take(&mut self.response_body.kept));
+        if let Some(captured) = self.request_read.take() {
+            record::reuse(captured.kept);
+        }
+    }
+
+    /// The flow's record as it stands.
+    fn encode(&mut self, note: Option<&str>) -> Record {
         // The request body, when one was teed: whatever its reader got.
-        let request_body = self.request_body.take().map(|captured| {
+        if let Some(captured) = self.request_body.take() {
             let mut captured = captured.lock().unwrap_or_else(|e| e.into_inner());
-            std::mem::replace(&mut *captured, Captured::new(0))
-        });
-        if let Some(captured) = &request_body {
+            self.request_read = Some(std::mem::replace(&mut *captured, Captured::new(0)));
+        }
+        if let Some(captured) = &self.request_read {
             self.timings.request_end = captured.ended.or(self.timings.request_end);
         }
         if self.timings.request_end.is_none() {
             self.timings.request_end = self.timings.request_start;
         }
-        if error.is_some() {
-            self.error = error;
-        }
-        let request = request_body
+        let request = self
+            .request_read
             .as_ref()
             .map_or(BodyRef::default(), |c| c.as_body_ref(c.ended.is_some()));
-        let response_body = self.response_body.as_body_ref(self.error.is_none());
+        // A 101's body is whole (it has none), however the WebSocket ended.
+        let response_whole = self.error.is_none() || self.websocket.is_some();
+        let response_body = self.response_body.as_body_ref(response_whole);
         let mut scratch = record::buffer();
         let encoded = Record::encode(
             &Parts {
@@ -574,22 +729,15 @@ impl Recording {
                 request: &self.request,
                 request_body: request,
                 response: self.response.as_deref().map(|head| (head, response_body)),
+                websocket: self.websocket.as_deref().map(Messages::parts),
                 error: self.error.as_deref(),
-                note: note.as_deref(),
+                note,
                 plugins: &self.plugins,
             },
             &mut scratch,
         );
-        sink.finish(self.id, encoded);
         record::reuse(scratch);
-        record::reuse(std::mem::take(&mut self.request));
-        if let Some(head) = self.response.take() {
-            record::reuse(head);
-        }
-        record::reuse(std::mem::take(&mut self.response_body.kept));
-        if let Some(captured) = request_body {
-            record::reuse(captured.kept);
-        }
+        encoded
     }
 }
 
@@ -597,7 +745,93 @@ impl Recording {
 /// is recorded too, as mitmproxy records killed flows.
 impl Drop for Recording {
     fn drop(&mut self) {
-        self.complete(Some("client-aborted".into()), None);
+        let reason = match self.websocket {
+            // Opened but never closed: whatever ended the relay.
+            Some(_) => "websocket-aborted",
+            None => "client-aborted",
+        };
+        self.complete(Some(reason.into()), None);
+    }
+}
+
+/// A WebSocket's messages as they are seen: each one's facts, and the
+/// payload bytes kept, one message's after another's in one buffer (no
+/// allocation per message).
+struct Messages {
+    list: Vec<MessageInfo>,
+    payloads: Vec<u8>,
+    omitted: u64,
+    /// Payload bytes kept of one message, at most (`--flow-body-max`).
+    message_max: usize,
+    /// Payload bytes kept in all, at most.
+    budget: usize,
+    closed_by_client: Option<bool>,
+    close_code: Option<u16>,
+    close_reason: Option<String>,
+    end: Option<i64>,
+}
+
+impl Messages {
+    fn new(body_max: usize) -> Self {
+        Self {
+            list: Vec::new(),
+            payloads: Vec::new(),
+            omitted: 0,
+            message_max: body_max,
+            budget: body_max
+                .saturating_mul(4)
+                .clamp(WEBSOCKET_KEPT_MIN, WEBSOCKET_KEPT_MAX),
+            closed_by_client: None,
+            close_code: None,
+            close_reason: None,
+            end: None,
+        }
+    }
+
+    fn push(
+        &mut self,
+        from_client: bool,
+        text: bool,
+        payload: &[u8],
+        dropped: bool,
+        injected: bool,
+    ) {
+        if self.list.len() >= WEBSOCKET_MESSAGES_MAX {
+            self.omitted += 1;
+            return;
+        }
+        let room = self.budget.saturating_sub(self.payloads.len());
+        let mut kept = payload.len().min(self.message_max).min(room);
+        if text && kept < payload.len() {
+            // A text cut short keeps whole characters: back off the UTF-8
+            // continuation bytes (10xxxxxx) the cut fell among.
+            while kept > 0 && payload[kept] & 0xc0 == 0x80 {
+                kept -= 1;
+            }
+        }
+        self.payloads.extend_from_slice(&payload[..kept]);
+        self.list.push(MessageInfo {
+            time: now_micros(),
+            size: payload.len() as u64,
+            // At most WEBSOCKET_KEPT_MAX.
+            kept: kept as u32,
+            from_client,
+            text,
+            dropped,
+            injected,
+        });
+    }
+
+    fn parts(&self) -> WebSocketParts<'_> {
+        WebSocketParts {
+            messages: &self.list,
+            payloads: &self.payloads,
+            omitted: self.omitted,
+            closed_by_client: self.closed_by_client,
+            close_code: self.close_code,
+            close_reason: self.close_reason.as_deref(),
+            end: self.end,
+        }
     }
 }
 
@@ -684,6 +918,7 @@ impl HttpBody for Tee {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flows::Body;
 
     fn record(id: u64, body: usize) -> Record {
         let flow = Flow {
@@ -716,6 +951,210 @@ mod tests {
         let (count, bytes) = store.size();
         assert!(bytes <= 10_000 && count > 0, "{count} flows, {bytes} bytes");
         assert_eq!(store.matching(None).last().unwrap().id, 100);
+    }
+
+    /// A sink with a store and a `--save` file in `dir`, bodies kept up
+    /// to `body_max`.
+    fn sink(dir: &std::path::Path, body_max: usize) -> Arc<Sink> {
+        let settings = CaptureSettings {
+            save: Some((dir.join("t.flows"), false)),
+            body_max,
+            store_count: 100,
+            store_bytes: 64 << 20,
+            ..CaptureSettings::default()
+        };
+        Sink::new(&settings).unwrap().unwrap()
+    }
+
+    /// A recording of `GET ws://example.com/chat` answered 101.
+    fn upgraded(sink: &Arc<Sink>, id: u64) -> Box<Recording> {
+        let mut recording = Recording::new(
+            sink.clone(),
+            id,
+            "regular",
+            "127.0.0.1:40000".parse().unwrap(),
+            &ConnFacts::default(),
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::UPGRADE, "websocket".parse().unwrap());
+        recording.request(
+            &http::Method::GET,
+            &"http://example.com/chat".parse().unwrap(),
+            Version::HTTP_11,
+            &headers,
+        );
+        recording.response(
+            http::StatusCode::SWITCHING_PROTOCOLS,
+            Version::HTTP_11,
+            &headers,
+        );
+        recording
+    }
+
+    fn saved(dir: &std::path::Path) -> Vec<Flow> {
+        super::super::file::FlowReader::open(&dir.join("t.flows"))
+            .unwrap()
+            .flows(true)
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    #[test]
+    fn a_websocket_shows_in_the_store_when_it_opens_and_is_saved_with_its_messages_when_it_closes()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = sink(dir.path(), 1024);
+        let mut recording = upgraded(&sink, 7);
+        recording.websocket_opened();
+        let store = sink.store().unwrap();
+        let open = store.get(7).unwrap();
+        assert_eq!(open.response.as_ref().unwrap().status, 101);
+        let ws = open.websocket.as_ref().unwrap();
+        assert!(ws.messages.is_empty() && ws.end.is_none());
+
+        recording.websocket_message(true, true, "héllo".as_bytes(), false, false);
+        recording.websocket_message(false, false, b"\x00\xff", true, false);
+        recording.websocket_message(false, true, b"made", false, true);
+        recording.websocket_closed(Some(true), Some(1000), Some("bye".into()), None);
+        sink.close();
+
+        let closed = store.get(7).unwrap();
+        assert_eq!(store.size().0, 1, "the open flow's record was replaced");
+        assert_eq!(saved(dir.path()), std::slice::from_ref(&closed));
+        assert!(closed.error.is_none());
+        assert!(!closed.response.as_ref().unwrap().body.truncated);
+        let ws = closed.websocket.unwrap();
+        let sent: Vec<(bool, bool, &[u8], bool, bool)> = ws
+            .messages
+            .iter()
+            .map(|m| {
+                (
+                    m.from_client,
+                    m.text,
+                    &m.content.data[..],
+                    m.dropped,
+                    m.injected,
+                )
+            })
+            .collect();
+        assert_eq!(
+            sent,
+            [
+                (true, true, "héllo".as_bytes(), false, false),
+                (false, false, &b"\x00\xff"[..], true, false),
+                (false, true, &b"made"[..], false, true),
+            ]
+        );
+        assert!(ws.messages.windows(2).all(|w| w[0].time <= w[1].time));
+        assert_eq!(
+            (
+                ws.closed_by_client,
+                ws.close_code,
+                ws.close_reason.as_deref()
+            ),
+            (Some(true), Some(1000), Some("bye"))
+        );
+        assert!(ws.end >= closed.timings.response_end);
+    }
+
+    #[test]
+    fn a_mark_set_while_a_websocket_is_open_stays_when_it_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = sink(dir.path(), 1024);
+        let mut recording = upgraded(&sink, 5);
+        recording.websocket_opened();
+        let store = sink.store().unwrap();
+        assert!(store.update(5, |f| {
+            f.marked = true;
+            f.comment = "watch".into();
+        }));
+        recording.websocket_message(true, true, b"hi", false, false);
+        recording.websocket_closed(Some(true), Some(1000), None, None);
+        let flow = store.get(5).unwrap();
+        assert!(flow.marked && flow.comment == "watch");
+        assert_eq!(flow.websocket.unwrap().messages.len(), 1);
+        assert_eq!(store.size().0, 1);
+    }
+
+    #[test]
+    fn a_websocket_dropped_unclosed_is_recorded_with_what_it_had() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = sink(dir.path(), 1024);
+        let mut recording = upgraded(&sink, 3);
+        recording.websocket_opened();
+        recording.websocket_message(true, true, b"one", false, false);
+        drop(recording);
+        sink.close();
+        let flow = sink.store().unwrap().get(3).unwrap();
+        assert_eq!(sink.store().unwrap().size().0, 1);
+        assert_eq!(flow.error.as_deref(), Some("websocket-aborted"));
+        let ws = flow.websocket.as_ref().unwrap();
+        assert_eq!(ws.messages.len(), 1);
+        assert!(ws.closed_by_client.is_none() && ws.end.is_some());
+        assert_eq!(saved(dir.path()), [flow]);
+    }
+
+    #[test]
+    fn websocket_messages_are_kept_within_their_bounds() {
+        let mut ws = Messages::new(10);
+        assert_eq!(ws.budget, WEBSOCKET_KEPT_MIN);
+        ws.budget = 25;
+        // Each message keeps at most body_max bytes, with its true size.
+        ws.push(true, false, &[1; 30], false, false);
+        // A text cut keeps whole characters: "é" is two bytes.
+        ws.push(true, true, "aaaaaaaaaé".as_bytes(), false, false);
+        // The budget (25) runs out: 6 bytes left, then none.
+        ws.push(false, false, &[2; 8], false, false);
+        ws.push(false, true, b"late", false, false);
+        let kept: Vec<(u32, u64)> = ws.list.iter().map(|m| (m.kept, m.size)).collect();
+        assert_eq!(kept, [(10, 30), (9, 11), (6, 8), (0, 4)]);
+        assert_eq!(ws.payloads.len(), 25);
+
+        // Past the count bound, messages are only counted.
+        let mut many = Messages::new(10);
+        for _ in 0..WEBSOCKET_MESSAGES_MAX + 3 {
+            many.push(true, true, b"x", false, false);
+        }
+        assert_eq!(many.list.len(), WEBSOCKET_MESSAGES_MAX);
+        assert_eq!(many.omitted, 3);
+        assert_eq!(
+            Messages::new(100 << 20).budget,
+            WEBSOCKET_KEPT_MAX,
+            "bounded by what a record head holds"
+        );
+    }
+
+    #[test]
+    fn websocket_messages_past_the_bounds_decode_as_listed_without_data_then_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = sink(dir.path(), 4);
+        let mut recording = upgraded(&sink, 9);
+        recording.websocket_message(true, true, b"abcdef", false, false);
+        if let Some(ws) = recording.websocket.as_mut() {
+            ws.budget = 4;
+        }
+        recording.websocket_message(true, true, b"gh", false, false);
+        recording.websocket_closed(None, None, None, Some("upstream reset".into()));
+        sink.close();
+        let flow = sink.store().unwrap().get(9).unwrap();
+        assert_eq!(flow.error.as_deref(), Some("upstream reset"));
+        let ws = flow.websocket.unwrap();
+        let contents: Vec<&Body> = ws.messages.iter().map(|m| &m.content).collect();
+        assert_eq!(
+            contents,
+            [
+                &Body {
+                    data: Bytes::from_static(b"abcd"),
+                    size: 6,
+                    truncated: true
+                },
+                &Body {
+                    data: Bytes::new(),
+                    size: 2,
+                    truncated: true
+                },
+            ]
+        );
     }
 
     #[test]

@@ -1,8 +1,9 @@
-//! Host bindings generated from `wit/` (world `plugin`).
+//! Host bindings generated from `wit/` (world `plugin-websocket`: every
+//! hook; a component of world `plugin` lacks the WebSocket ones).
 
 wasmtime::component::bindgen!({
     path: "../wit",
-    world: "plugin",
+    world: "plugin-websocket",
     // Calls into guests are async so WASI host calls and epoch deadlines
     // work inside tokio; the imports (`log`, the heads' accessors) stay
     // plain functions.
@@ -16,4 +17,6 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::proxlet::plugin::types;
-pub use exports::proxlet::plugin::{error_hooks, lifecycle, request_hooks, response_hooks};
+pub use exports::proxlet::plugin::{
+    error_hooks, lifecycle, request_hooks, response_hooks, websocket_hooks,
+};

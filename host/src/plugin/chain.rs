@@ -112,6 +112,7 @@ pub enum RequestDecision {
 
 /// What hooks are told about their flow; the client address is formatted
 /// only when a plugin asks for it (`request-head.client`).
+#[derive(Clone, Copy)]
 pub struct Flow {
     pub info: FlowInfo,
     pub client: SocketAddr,
@@ -427,6 +428,168 @@ impl FlowPlugins {
             }
         }
         None
+    }
+}
+
+impl FlowPlugins {
+    /// Asks each plugin that exports the WebSocket hooks whether it wants
+    /// the messages of the WebSocket `parts` asks for; `None` when none does.
+    pub async fn on_websocket_open(
+        &self,
+        flow: &Flow,
+        parts: &mut http::request::Parts,
+        notes: &mut Notes,
+    ) -> Option<MessagePlugins> {
+        let mut wanted = Vec::new();
+        for plugin in self.plugins.iter().filter(|p| p.websocket) {
+            let started = Instant::now();
+            let answer = plugin.on_websocket_open(flow, parts).await;
+            notes.step(
+                &plugin.spec.name,
+                "on-websocket-open",
+                started,
+                || match &answer {
+                    Ok(true) => "watch".into(),
+                    Ok(false) => "ignore".into(),
+                    Err(reason) => format!("failed: {reason}"),
+                },
+            );
+            match answer {
+                Ok(true) => wanted.push(plugin.clone()),
+                Ok(false) => {}
+                // The open call has no message to spare: a failed plugin
+                // does not see this WebSocket, whatever its mode.
+                Err(reason) => tracing::warn!(flow = flow.info.id, "{reason}"),
+            }
+        }
+        (!wanted.is_empty()).then_some(MessagePlugins { plugins: wanted })
+    }
+}
+
+/// The plugins that see one WebSocket's messages, at the versions it began
+/// with.
+pub struct MessagePlugins {
+    plugins: Vec<Arc<LoadedPlugin>>,
+}
+
+/// A message going through plugins, and what it became.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsPayload {
+    pub text: bool,
+    pub data: Bytes,
+}
+
+/// What a WebSocket's plugins made of one message.
+#[derive(Debug, Default)]
+pub struct MessageOutcome {
+    /// What goes on in the message's direction; `None`: dropped.
+    pub forward: Option<WsPayload>,
+    /// Messages plugins sent of their own: (to the client, payload).
+    pub inject: Vec<(bool, WsPayload)>,
+    /// A fail-closed plugin failed: the WebSocket is to be closed, why.
+    pub close: Option<String>,
+}
+
+impl MessagePlugins {
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.plugins.iter().map(|p| &*p.spec.name)
+    }
+
+    /// Runs each plugin on the message in order: a replacement is what the
+    /// next one sees, a drop ends the round. For a `truncated` message
+    /// (relayed already) only injections count.
+    pub async fn on_message(
+        &self,
+        flow: &Flow,
+        from_client: bool,
+        payload: WsPayload,
+        truncated: bool,
+    ) -> MessageOutcome {
+        use super::bindings::websocket_hooks::{Message, MessageAction, Payload};
+        let mut outcome = MessageOutcome {
+            forward: Some(payload),
+            ..MessageOutcome::default()
+        };
+        for plugin in &self.plugins {
+            let Some(current) = &outcome.forward else {
+                break;
+            };
+            let name = &plugin.spec.name;
+            let message = Message {
+                from_client,
+                payload: Payload {
+                    text: current.text,
+                    data: current.data.to_vec(),
+                },
+                truncated,
+            };
+            let decision = match plugin.on_websocket_message(flow, &message).await {
+                Ok(decision) => decision,
+                Err(reason) if plugin.spec.fail_closed => {
+                    tracing::error!(
+                        flow = flow.info.id,
+                        "{reason} (fail-closed: closing the WebSocket)"
+                    );
+                    outcome.close = Some(reason);
+                    return outcome;
+                }
+                Err(reason) => {
+                    tracing::warn!(
+                        flow = flow.info.id,
+                        "{reason} (fail-open: the message goes on)"
+                    );
+                    continue;
+                }
+            };
+            let checked = |payload: Payload| -> Result<WsPayload, String> {
+                if payload.text && std::str::from_utf8(&payload.data).is_err() {
+                    return Err(format!(
+                        "plugin {name} returned a text WebSocket message that is not UTF-8"
+                    ));
+                }
+                Ok(WsPayload {
+                    text: payload.text,
+                    data: Bytes::from(payload.data),
+                })
+            };
+            let mut made = Vec::with_capacity(decision.inject.len());
+            let mut bad = None;
+            for injected in decision.inject {
+                match checked(injected.payload) {
+                    Ok(payload) => made.push((injected.to_client, payload)),
+                    Err(reason) => bad = Some(reason),
+                }
+            }
+            let action = match decision.action {
+                _ if truncated => Ok(None),
+                MessageAction::Pass => Ok(None),
+                MessageAction::Drop => Ok(Some(None)),
+                MessageAction::Replace(payload) => checked(payload).map(|p| Some(Some(p))),
+            };
+            let action = match (action, bad) {
+                (Ok(action), None) => action,
+                (Err(reason), _) | (_, Some(reason)) if plugin.spec.fail_closed => {
+                    tracing::error!(
+                        flow = flow.info.id,
+                        "{reason} (fail-closed: closing the WebSocket)"
+                    );
+                    outcome.close = Some(reason);
+                    return outcome;
+                }
+                (Err(reason), _) | (_, Some(reason)) => {
+                    tracing::warn!(
+                        flow = flow.info.id,
+                        "{reason} (fail-open: the message goes on)"
+                    );
+                    continue;
+                }
+            };
+            if let Some(forward) = action {
+                outcome.forward = forward;
+            }
+            outcome.inject.extend(made);
+        }
+        outcome
     }
 }
 

@@ -251,7 +251,7 @@ impl PluginEngine {
         };
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(PluginError::engine)?;
-        bindings::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
+        bindings::PluginWebsocket::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
             .map_err(PluginError::engine)?;
 
         let ticker = engine.weak();

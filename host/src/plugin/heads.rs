@@ -65,6 +65,13 @@ pub trait Lend {
     fn swap(&mut self, lent: &mut Lent);
 }
 
+/// A call that lends no head (`on-websocket-message`).
+pub struct NoHead;
+
+impl Lend for NoHead {
+    fn swap(&mut self, _lent: &mut Lent) {}
+}
+
 impl Lend for RequestView {
     fn swap(&mut self, lent: &mut Lent) {
         std::mem::swap(self, &mut lent.request);

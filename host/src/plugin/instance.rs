@@ -19,10 +19,11 @@ use super::{
             Hooks, RequestAction, RequestBodyAction, Response, ResponseAction, ResponseBodyAction,
             UpstreamError,
         },
+        websocket_hooks::{self, Message, MessageAction, MessageDecision},
     },
     chain::Flow,
     engine::{describe, PluginEngine, State, TICK},
-    heads::{Lend, Lent, RequestHandle, RequestView, ResponseHandle},
+    heads::{Lend, Lent, NoHead, RequestHandle, RequestView, ResponseHandle},
     spec::PluginSpec,
 };
 
@@ -46,6 +47,7 @@ pub struct Guests {
     pub request: Option<request_hooks::Guest>,
     pub response: Option<response_hooks::Guest>,
     pub error: Option<error_hooks::Guest>,
+    pub websocket: Option<websocket_hooks::Guest>,
 }
 
 struct Pooled {
@@ -59,6 +61,7 @@ struct Indices {
     request: Option<request_hooks::GuestIndices>,
     response: Option<response_hooks::GuestIndices>,
     error: Option<error_hooks::GuestIndices>,
+    websocket: Option<websocket_hooks::GuestIndices>,
 }
 
 pub struct LoadedPlugin {
@@ -69,6 +72,8 @@ pub struct LoadedPlugin {
     pub from_cache: bool,
     /// The hooks `init` declared and the component exports.
     pub hooks: Hooks,
+    /// The component exports the WebSocket hooks (0.2.1).
+    pub websocket: bool,
     engine: Arc<PluginEngine>,
     pre: InstancePre<State>,
     indices: Indices,
@@ -151,6 +156,7 @@ impl LoadedPlugin {
             hash,
             from_cache: cached,
             hooks: Hooks::empty(),
+            websocket: false,
             engine: engine.clone(),
             pre,
             indices,
@@ -175,6 +181,7 @@ impl LoadedPlugin {
             available |= Hooks::ON_ERROR;
         }
         plugin.hooks = declared & available;
+        plugin.websocket = first.guests.websocket.is_some();
         let _ = plugin.pool.push(first);
         Ok(plugin)
     }
@@ -248,6 +255,11 @@ impl LoadedPlugin {
             error: self
                 .indices
                 .error
+                .as_ref()
+                .and_then(|i| i.load(&mut store, &instance).ok()),
+            websocket: self
+                .indices
+                .websocket
                 .as_ref()
                 .and_then(|i| i.load(&mut store, &instance).ok()),
         };
@@ -444,6 +456,53 @@ impl LoadedPlugin {
         .await
     }
 
+    /// Whether this plugin wants the messages of the WebSocket `request`
+    /// asks for.
+    pub async fn on_websocket_open(
+        &self,
+        flow: &Flow,
+        request: &mut impl Lend,
+    ) -> Result<bool, String> {
+        let info = flow.info;
+        self.call(
+            5,
+            flow.client,
+            request,
+            None,
+            async |guests, store| match &guests.websocket {
+                Some(g) => {
+                    g.call_on_websocket_open(store, info, request_handle())
+                        .await
+                }
+                None => Ok(false),
+            },
+        )
+        .await
+    }
+
+    /// What becomes of one message of a WebSocket this plugin wanted.
+    pub async fn on_websocket_message(
+        &self,
+        flow: &Flow,
+        message: &Message,
+    ) -> Result<MessageDecision, String> {
+        let info = flow.info;
+        self.call(
+            6,
+            flow.client,
+            &mut NoHead,
+            None,
+            async |guests, store| match &guests.websocket {
+                Some(g) => g.call_on_websocket_message(store, info, message).await,
+                None => Ok(MessageDecision {
+                    action: MessageAction::Pass,
+                    inject: Vec::new(),
+                }),
+            },
+        )
+        .await
+    }
+
     fn explain(&self, error: wasmtime::Error, what: &str) -> String {
         let name = &self.spec.name;
         if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
@@ -491,6 +550,7 @@ fn link(engine: &PluginEngine, bytes: &[u8], path: &Path) -> Result<Linked, Stri
         request: request_hooks::GuestIndices::new(&pre).ok(),
         response: response_hooks::GuestIndices::new(&pre).ok(),
         error: error_hooks::GuestIndices::new(&pre).ok(),
+        websocket: websocket_hooks::GuestIndices::new(&pre).ok(),
     };
     Ok(Linked {
         pre,
@@ -501,7 +561,7 @@ fn link(engine: &PluginEngine, bytes: &[u8], path: &Path) -> Result<Linked, Stri
 }
 
 /// The version of `wit/` this host implements.
-pub const WIT_VERSION: &str = "0.2.0";
+pub const WIT_VERSION: &str = "0.2.1";
 
 /// What must match for a plugin to fit: the major version, or `0.MINOR`
 /// before 1.0 (semver: minor releases of 0.x may break).

@@ -15,7 +15,9 @@ mod reload;
 mod spec;
 
 pub use bindings::types::{ErrorKind, FlowInfo, Hooks, UpstreamError};
-pub use chain::{Chain, Flow, FlowPlugins, Notes, RequestDecision};
+pub use chain::{
+    Chain, Flow, FlowPlugins, MessageOutcome, MessagePlugins, Notes, RequestDecision, WsPayload,
+};
 pub use engine::PluginEngine;
 pub use fill::FillLease;
 pub use heads::RequestView;

@@ -18,6 +18,7 @@ pub(crate) mod stamped;
 mod transparent;
 pub(crate) mod upgrade;
 pub(crate) mod upstream;
+pub(crate) mod websocket;
 
 use std::{
     net::SocketAddr,

@@ -10,7 +10,7 @@ use super::{
     body::{boxed, text_response, Body, FlowRecord, Logged},
     connect, headers,
     mode::Mode,
-    upgrade, ConnInfo, Proxy,
+    upgrade, websocket, ConnInfo, Proxy,
 };
 use crate::{
     flows::{
@@ -19,7 +19,7 @@ use crate::{
         sink::Recording,
     },
     metrics::{Outcome, Source},
-    plugin::{Flow, FlowInfo, Hooks, Notes, RequestDecision, RequestView},
+    plugin::{Flow, FlowInfo, Hooks, MessagePlugins, Notes, RequestDecision, RequestView},
 };
 
 /// Handles one request from a client connection: the pipeline of DESIGN §1.
@@ -137,6 +137,7 @@ pub(crate) async fn handle(
     };
 
     let seen: Option<SeenRequest>;
+    let mut watchers = None;
     let response = match decision {
         RequestDecision::Respond(response) => {
             if let Some(recording) = record.recording.as_mut() {
@@ -149,6 +150,15 @@ pub(crate) async fn handle(
             response
         }
         RequestDecision::Continue => {
+            // A WebSocket: plugins say whether they want its messages.
+            if let (Some(flow), true) = (&flow, is_websocket(upgrade.as_ref())) {
+                watchers = plugins
+                    .on_websocket_open(flow, &mut parts, &mut notes)
+                    .await;
+            }
+            if let Some(watchers) = &watchers {
+                no_extensions(record.id, &mut parts.headers, watchers);
+            }
             // What on-response and on-error plugins see of the request.
             // Copied only for plugins that will look at it again.
             let later = plugins.wants(Hooks::ON_RESPONSE) || plugins.wants(Hooks::ON_ERROR);
@@ -264,13 +274,18 @@ pub(crate) async fn handle(
     let (mut parts, body) = response.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
     record.status = parts.status;
+    let mut switched = None;
     if let (Some((protocol, upstream)), Some(client)) = (upstream_upgrade, client_upgrade) {
+        // Without plugins on its messages a WebSocket keeps what the
+        // upstream accepted (permessage-deflate): the record inflates.
+        let deflate = watchers.is_none() && offers_deflate(&parts.headers);
+        let websocket = is_websocket(Some(&protocol));
         match extended {
             Some(_) => upgrade::accepted_over_h2(&mut parts.status, &mut parts.headers),
             None => upgrade::restore(&mut parts.headers, protocol),
         }
         record.status = parts.status;
-        upgrade::relay(record.id, client, upstream, proxy.settings.idle_timeout);
+        switched = Some((client, upstream, websocket, deflate));
     }
     if let Some(metrics) = crate::metrics::get() {
         if let Some(outcome) = Outcome::of(&parts.headers) {
@@ -287,7 +302,72 @@ pub(crate) async fn handle(
         recording.steps().extend(notes.steps.unwrap_or_default());
         recording.response(parts.status, record.client_version, &parts.headers);
     }
+    if let Some((client, upstream, websocket, deflate)) = switched {
+        // A WebSocket someone looks at is relayed message by message, and
+        // recorded when it ends.
+        let recording = match websocket {
+            true => record.recording.take(),
+            false => None,
+        };
+        let watch = (recording.is_some() || watchers.is_some()).then(|| {
+            let mut recording = recording;
+            if let Some(recording) = recording.as_mut() {
+                recording.websocket_opened();
+            }
+            websocket::Watch {
+                flow: flow.unwrap_or(Flow {
+                    info: FlowInfo {
+                        id: record.id,
+                        intercepted_tls: conn.tunnel.is_some(),
+                    },
+                    client: conn.client,
+                }),
+                plugins: watchers,
+                recording,
+                deflate,
+            }
+        });
+        upgrade::relay(
+            record.id,
+            client,
+            upstream,
+            proxy.settings.idle_timeout,
+            watch,
+        );
+    }
     Ok(Response::from_parts(parts, Logged::new(body, record)))
+}
+
+/// Whether an upgrade is to WebSocket.
+fn is_websocket(protocol: Option<&HeaderValue>) -> bool {
+    protocol.is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"websocket"))
+}
+
+/// Whether a 101's `Sec-WebSocket-Extensions` accepted permessage-deflate.
+fn offers_deflate(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|ext| {
+            ext.split(';')
+                .next()
+                .is_some_and(|name| name.trim().eq_ignore_ascii_case("permessage-deflate"))
+        })
+}
+
+/// Plugins see messages as sent: no extension (permessage-deflate) is
+/// offered upstream, so none is negotiated. Said once per WebSocket.
+fn no_extensions(id: u64, headers: &mut http::HeaderMap, watchers: &MessagePlugins) {
+    if headers.remove(header::SEC_WEBSOCKET_EXTENSIONS).is_some() {
+        let names: Vec<&str> = watchers.names().collect();
+        tracing::info!(
+            flow = id,
+            "WebSocket extensions (permessage-deflate) not offered upstream: plugin {} reads its messages",
+            names.join(", ")
+        );
+    }
 }
 
 /// A flow the user killed while it was intercepted: recorded with that

@@ -76,8 +76,15 @@ pub fn restore(headers: &mut HeaderMap, protocol: HeaderValue) {
 }
 
 /// Once both sides have switched, relays their bytes until either closes
-/// or none moves for `idle`.
-pub fn relay(flow: u64, client: OnUpgrade, upstream: OnUpgrade, idle: Duration) {
+/// or none moves for `idle`; a WebSocket that plugins or capture look at
+/// goes message by message (`websocket.rs`).
+pub fn relay(
+    flow: u64,
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    idle: Duration,
+    watch: Option<super::websocket::Watch>,
+) {
     tokio::spawn(async move {
         let (client, upstream) = match tokio::join!(client, upstream) {
             (Ok(client), Ok(upstream)) => (client, upstream),
@@ -86,6 +93,10 @@ pub fn relay(flow: u64, client: OnUpgrade, upstream: OnUpgrade, idle: Duration) 
             }
         };
         let _active = crate::metrics::Active::new(crate::metrics::Conn::Tunnel);
+        if let Some(watch) = watch {
+            let (client, upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+            return super::websocket::relay(client, upstream, watch, idle).await;
+        }
         let activity = Activity::new();
         let mut client = Tracked::new(TokioIo::new(client), activity.clone());
         let mut upstream = TokioIo::new(upstream);

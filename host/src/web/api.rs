@@ -53,6 +53,16 @@ pub struct Summary<'a> {
     error: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     intercepted: Option<&'static str>,
+    /// Of a flow upgraded to WebSocket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    websocket: Option<WebSocketRow>,
+}
+
+/// A WebSocket in the flow list: how many messages, and whether it is open.
+#[derive(Serialize)]
+struct WebSocketRow {
+    messages: u64,
+    open: bool,
 }
 
 impl<'a> Summary<'a> {
@@ -106,6 +116,10 @@ impl<'a> Summary<'a> {
             comment: &flow.comment,
             error: flow.error.as_deref(),
             intercepted: intercepted.map(Phase::as_str),
+            websocket: flow.websocket.as_ref().map(|ws| WebSocketRow {
+                messages: ws.messages.len() as u64 + ws.messages_omitted,
+                open: ws.end.is_none(),
+            }),
         }
     }
 }
@@ -303,8 +317,9 @@ fn listed(web: &Web, filter: Option<&Filter>) -> Vec<u8> {
     let bodies = filter.is_some_and(Filter::uses_bodies);
     let records = store(web).map(|s| s.records()).unwrap_or_default();
     let total = records.len();
-    // Rows already made are reused (a flow's row only changes when it is
-    // marked, which drops it); the cache keeps the flows still held.
+    // Rows already made are reused while their record is the same (a
+    // flow's row changes when it is marked, which drops it, or when a
+    // WebSocket's record is replaced); the cache keeps the flows still held.
     let cached = std::mem::take(&mut *web.rows.lock().unwrap_or_else(|e| e.into_inner()));
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -319,7 +334,11 @@ fn listed(web: &Web, filter: Option<&Filter>) -> Vec<u8> {
                     let mut out = Vec::with_capacity(part.len() * 160);
                     let mut made = Vec::with_capacity(part.len());
                     for (id, record) in part {
-                        let known = cached.get(id);
+                        let crc = record.head_crc();
+                        let known = cached
+                            .get(id)
+                            .filter(|(made_of, _)| *made_of == crc)
+                            .map(|(_, row)| row);
                         let (row, matched) = match (known, filter) {
                             (Some(row), None) => (row.clone(), true),
                             _ => {
@@ -336,7 +355,7 @@ fn listed(web: &Web, filter: Option<&Filter>) -> Vec<u8> {
                             out.extend_from_slice(&row);
                             out.push(b',');
                         }
-                        made.push((*id, row));
+                        made.push((*id, (crc, row)));
                     }
                     (out, made)
                 })
@@ -371,8 +390,8 @@ fn listed(web: &Web, filter: Option<&Filter>) -> Vec<u8> {
     out
 }
 
-/// Rows made by one worker: (flow id, row).
-type Rows = Vec<(u64, Bytes)>;
+/// Rows made by one worker: (flow id, (record's head CRC, row)).
+type Rows = Vec<(u64, (u32, Bytes))>;
 
 /// A flow's row as JSON.
 pub(super) fn row_of(id: u64, flow: &Flow, phase: Option<Phase>) -> Bytes {
@@ -434,6 +453,8 @@ fn detail(web: &Web, id: u64) -> Response<Body> {
         "plugins": flow.plugins,
         "note": flow.note,
         "error": flow.error,
+        // As the flow file has it: payloads inline, text or {"base64"}.
+        "websocket": flow.websocket,
     });
     json(StatusCode::OK, &value)
 }
@@ -644,8 +665,9 @@ async fn load(web: &Web, request: Request<Incoming>) -> Response<Body> {
         flow.id = id;
         out.clear();
         flows::file::encode(&flow, &mut out);
-        store.push(id, flows::record::Record::new(&[&out]));
-        rows.push((id, row_of(id, &flow, None)));
+        let record = flows::record::Record::new(&[&out]);
+        rows.push((id, (record.head_crc(), row_of(id, &flow, None))));
+        store.push(id, record);
     }
     web.rows
         .lock()

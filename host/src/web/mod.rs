@@ -46,8 +46,10 @@ pub struct Web {
     chain: Arc<ArcSwap<Chain>>,
     engine: Option<Arc<PluginEngine>>,
     events: &'static Events,
-    /// The flow list's rows as JSON, by flow id (api.rs).
-    rows: std::sync::Mutex<std::collections::HashMap<u64, Bytes>>,
+    /// The flow list's rows as JSON, by flow id (api.rs), each with the
+    /// head CRC of the record it was made from: a row is reused only for
+    /// that record (a WebSocket's is replaced when it ends).
+    rows: std::sync::Mutex<std::collections::HashMap<u64, (u32, Bytes)>>,
 }
 
 impl Web {

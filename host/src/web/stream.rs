@@ -68,7 +68,7 @@ fn message_of(web: &Web, event: Event) -> Option<Bytes> {
             let row = api::row_of(id, &flow, None);
             // The list reuses it.
             let mut rows = web.rows.lock().unwrap_or_else(|e| e.into_inner());
-            rows.insert(id, row.clone());
+            rows.insert(id, (record.head_crc(), row.clone()));
             drop(rows);
             let mut message = Vec::with_capacity(row.len() + 24);
             message.extend_from_slice(b"event: flow\ndata: ");

@@ -21,7 +21,7 @@
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit",
-        world: "plugin",
+        world: "plugin-websocket",
         pub_export_macro: true,
         default_bindings_module: "proxlet_plugin::bindings",
     });
@@ -35,7 +35,12 @@ pub mod tree;
 
 use std::{any::Any, cell::RefCell};
 
-use bindings::exports::proxlet::plugin::{error_hooks, lifecycle, request_hooks, response_hooks};
+use bindings::exports::proxlet::plugin::{
+    error_hooks, lifecycle, request_hooks, response_hooks, websocket_hooks,
+};
+pub use bindings::exports::proxlet::plugin::websocket_hooks::{
+    Injected, Message, MessageAction, MessageDecision, Payload,
+};
 pub use bindings::proxlet::plugin::host::log as host_log;
 pub use bindings::proxlet::plugin::types::{
     Body, Delay, Edit, ErrorKind, Field, Fill, FlowInfo, Headers, Hooks, Level, RequestAction,
@@ -91,6 +96,18 @@ pub trait Plugin: Sized + 'static {
         _error: &UpstreamError,
     ) -> Option<Response> {
         None
+    }
+
+    /// Whether this plugin wants the messages of the WebSocket `request`
+    /// asks for (the host then calls [`on_websocket_message`](Self::on_websocket_message)
+    /// for each). None by default.
+    fn on_websocket_open(&mut self, _flow: &FlowInfo, _request: &RequestHead) -> bool {
+        false
+    }
+
+    /// One message of a WebSocket this plugin wanted.
+    fn on_websocket_message(&mut self, _flow: &FlowInfo, _message: Message) -> MessageDecision {
+        MessageDecision::pass()
     }
 }
 
@@ -160,6 +177,67 @@ impl<P: Plugin> response_hooks::Guest for Exports<P> {
 impl<P: Plugin> error_hooks::Guest for Exports<P> {
     fn on_error(flow: FlowInfo, request: &RequestHead, error: UpstreamError) -> Option<Response> {
         with::<P, _>(None, |p| p.on_error(&flow, request, &error))
+    }
+}
+
+impl<P: Plugin> websocket_hooks::Guest for Exports<P> {
+    fn on_websocket_open(flow: FlowInfo, request: &RequestHead) -> bool {
+        with::<P, _>(false, |p| p.on_websocket_open(&flow, request))
+    }
+
+    fn on_websocket_message(flow: FlowInfo, message: Message) -> MessageDecision {
+        with::<P, _>(MessageDecision::pass(), |p| {
+            p.on_websocket_message(&flow, message)
+        })
+    }
+}
+
+impl MessageDecision {
+    /// The message goes on as it is.
+    pub fn pass() -> Self {
+        Self::with(MessageAction::Pass)
+    }
+
+    /// Nothing goes on.
+    pub fn drop() -> Self {
+        Self::with(MessageAction::Drop)
+    }
+
+    /// `payload` goes on instead of the message.
+    pub fn replace(payload: Payload) -> Self {
+        Self::with(MessageAction::Replace(payload))
+    }
+
+    fn with(action: MessageAction) -> Self {
+        Self {
+            action,
+            inject: Vec::new(),
+        }
+    }
+
+    /// Also sends `payload` to the client (`to_client`) or to the server,
+    /// after the message.
+    pub fn inject(mut self, to_client: bool, payload: Payload) -> Self {
+        self.inject.push(Injected { to_client, payload });
+        self
+    }
+}
+
+impl Payload {
+    /// A text message.
+    pub fn text(text: impl Into<String>) -> Self {
+        Self {
+            text: true,
+            data: text.into().into_bytes(),
+        }
+    }
+
+    /// A binary message.
+    pub fn binary(data: impl Into<Vec<u8>>) -> Self {
+        Self {
+            text: false,
+            data: data.into(),
+        }
     }
 }
 

@@ -19,10 +19,15 @@
 //!   `store-below` stores the response as `/data/dirlink/stored.txt`,
 //!   `sidecar-below` stores it as `/data/ok.txt` with a sidecar
 //!   `/data/dirlink/side.txt`
+//! - `websocket`: wants the messages of every WebSocket whose path does not
+//!   contain "ignore"; the client's text messages go on upper-cased, those
+//!   containing "drop" not at all, one containing "inject" is followed by
+//!   "injected by plugin" to the client, and one containing "panic" panics
 
 use proxlet_plugin::{
-    serde::Deserialize, Body, Edit, FlowInfo, Hooks, Plugin, RequestAction, RequestBodyAction,
-    RequestHead, Response, ResponseAction, ResponseBodyAction, ResponseHead, Sidecar, Store,
+    serde::Deserialize, Body, Edit, FlowInfo, Hooks, Message, MessageDecision, Payload, Plugin,
+    RequestAction, RequestBodyAction, RequestHead, Response, ResponseAction, ResponseBodyAction,
+    ResponseHead, Sidecar, Store,
 };
 
 /// The last segment of a path, without the query.
@@ -216,6 +221,28 @@ impl Plugin for Sandbox {
                 _ => ResponseAction::Continue(Vec::new()),
             },
             _ => ResponseAction::Continue(Vec::new()),
+        }
+    }
+
+    fn on_websocket_open(&mut self, _: &FlowInfo, request: &RequestHead) -> bool {
+        self.mode == "websocket" && !request.path().contains("ignore")
+    }
+
+    fn on_websocket_message(&mut self, _: &FlowInfo, message: Message) -> MessageDecision {
+        let text = match (message.from_client, message.payload.text) {
+            (true, true) => String::from_utf8_lossy(&message.payload.data).into_owned(),
+            _ => return MessageDecision::pass(),
+        };
+        if text.contains("panic") {
+            panic!("boom from the sandbox plugin's WebSocket hook");
+        }
+        if text.contains("drop") {
+            return MessageDecision::drop();
+        }
+        let decision = MessageDecision::replace(Payload::text(text.to_uppercase()));
+        match text.contains("inject") {
+            true => decision.inject(true, Payload::text("injected by plugin")),
+            false => decision,
         }
     }
 }
