@@ -14,6 +14,11 @@
 #            flight (default 16): echoed messages/s
 #   latency  one connection, one message in flight: round trip p50/p99
 # Each row counts SECONDS (default 10) after a one-second warm-up.
+# PROXIES picks the columns (default: direct proxlet_none mitmproxy); also
+# proxlet_watch (a message plugin, tests/guests/sandbox in `websocket`
+# mode: every message held, handed to it and re-framed) and
+# proxlet_capture (--flows-max: every message parsed and recorded).
+# KINDS (rate latency) and SCHEMES (wss ws) pick the rows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -36,6 +41,11 @@ python=$tools/py/bin/python
 cargo build --release --quiet --bin proxlet
 cargo build --release --quiet --manifest-path bench/ws-echo/Cargo.toml
 echo_bin=${CARGO_TARGET_DIR:-bench/ws-echo/target}/release/ws-echo
+case "${PROXIES:-}" in *proxlet_watch*)
+  rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
+  cargo build --release --quiet --target wasm32-wasip2 --manifest-path tests/guests/Cargo.toml -p sandbox
+  sandbox=$PWD/${CARGO_TARGET_DIR:-tests/guests/target}/wasm32-wasip2/release/sandbox.wasm ;;
+esac
 
 . bench/lib.sh
 export BENCH_LOG=warn
@@ -62,6 +72,16 @@ wait_port() {
 start_direct() { pid=""; proxy_url=-; ca=$work/ca.pem; }
 start_proxlet_none() {
   start_proxlet "$1" --plugin none
+  pid=$proxlet_pid; proxy_url=http://127.0.0.1:$1; ca=${PROXLET_BENCH_HOME:-$work/home}/ca.pem
+}
+start_proxlet_capture() {
+  start_proxlet "$1" --plugin none --flows-max 1000
+  pid=$proxlet_pid; proxy_url=http://127.0.0.1:$1; ca=${PROXLET_BENCH_HOME:-$work/home}/ca.pem
+}
+start_proxlet_watch() {
+  printf '[[plugin]]\nname = "sandbox"\npath = "%s"\nconfig = { mode = "websocket" }\n' \
+    "$sandbox" > "$work/watch.toml"
+  start_proxlet "$1" --config "$work/watch.toml"
   pid=$proxlet_pid; proxy_url=http://127.0.0.1:$1; ca=${PROXLET_BENCH_HOME:-$work/home}/ca.pem
 }
 start_mitmproxy() {
@@ -106,9 +126,9 @@ print(json.dumps(d))
 PY
 }
 
-proxies="direct proxlet_none mitmproxy"
-for kind in rate latency; do
-  for scheme in wss ws; do
+proxies=${PROXIES:-direct proxlet_none mitmproxy}
+for kind in ${KINDS:-rate latency}; do
+  for scheme in ${SCHEMES:-wss ws}; do
     for size in $sizes; do
       for proxy in $proxies; do row $proxy $kind $scheme "$size"; done
     done
@@ -120,7 +140,10 @@ python3 - "$results" "$secs" "$conns" "$window" "${ECHO:-rust}" <<'PY'
 import json, sys
 path, secs, conns, window, echo = sys.argv[1:]
 rows = [json.loads(l) for l in open(path) if l.strip()]
-names = {"direct": "direct", "proxlet_none": "proxlet", "mitmproxy": "mitmproxy"}
+names = {"direct": "direct", "proxlet_none": "proxlet", "proxlet_watch": "proxlet + message plugin",
+         "proxlet_capture": "proxlet capturing", "mitmproxy": "mitmproxy"}
+# The proxies measured, in the order of `names`.
+others = [p for p in names if p != "direct" and any(r["proxy"] == p for r in rows)]
 by = {(r["kind"], r["scheme"], r["size"], r["proxy"]): r for r in rows}
 keys = sorted({(r["scheme"], r["size"]) for r in rows}, key=lambda k: (k[0] != "wss", k[1]))
 
@@ -144,12 +167,12 @@ def busy(r, *who):
 
 print(f"Echo rate: {conns} connections × {window} messages in flight, {secs} s a row; echo server: {echo}.")
 print()
-print("| scheme | message | direct msg/s | proxlet msg/s | proxlet ÷ direct | mitmproxy msg/s | mitmproxy ÷ direct |")
-print("|---|---|---|---|---|---|---|")
+print("| scheme | message | direct msg/s | " + " | ".join(f"{names[p]} msg/s | ÷ direct" for p in others) + " |")
+print("|---|---|---|" + "---|---|" * len(others))
 for scheme, n in keys:
     d = get("rate", scheme, n, "direct")
     cells = [num(d["rate"]) if d else "failed"]
-    for p in ("proxlet_none", "mitmproxy"):
+    for p in others:
         r = get("rate", scheme, n, p)
         if r is None:
             err = by.get(("rate", scheme, n, p), {}).get("error", "not run")
@@ -164,7 +187,7 @@ print()
 print("| scheme | message | proxy | proxy µs/msg | core 0 busy (proxy) | client µs/msg | echo µs/msg | core 1 busy (client + echo) | proxy peak RSS MiB |")
 print("|---|---|---|---|---|---|---|---|---|")
 for scheme, n in keys:
-    for p in ("direct", "proxlet_none", "mitmproxy"):
+    for p in ["direct"] + others:
         r = get("rate", scheme, n, p)
         if r is None:
             continue
@@ -172,21 +195,22 @@ for scheme, n in keys:
         print(f"| {scheme} | {size(n)} | {names[p]} | " + " | ".join(proxy_cells + [
             cpu_per_msg(r, "client"), cpu_per_msg(r, "echo"), busy(r, "client", "echo"), r["rss"] or ""]) + " |")
 
-print()
-print(f"Round trip, one connection, one message in flight, {secs} s a row (µs):")
-print()
-print("| scheme | message | direct p50 | p99 | proxlet p50 | p99 | + p50 | mitmproxy p50 | p99 | + p50 |")
-print("|---|---|---|---|---|---|---|---|---|---|")
-for scheme, n in keys:
-    d = get("latency", scheme, n, "direct")
-    cells = [f"{d['p50_us']:.0f}", f"{d['p99_us']:.0f}"] if d else ["failed", ""]
-    for p in ("proxlet_none", "mitmproxy"):
-        r = get("latency", scheme, n, p)
-        if r is None:
-            cells += ["failed", "", ""]
-        else:
-            cells += [f"{r['p50_us']:.0f}", f"{r['p99_us']:.0f}", f"{r['p50_us'] - d['p50_us']:.0f}" if d else ""]
-    print(f"| {scheme} | {size(n)} | " + " | ".join(cells) + " |")
+if any(r["kind"] == "latency" for r in rows):
+    print()
+    print(f"Round trip, one connection, one message in flight, {secs} s a row (µs):")
+    print()
+    print("| scheme | message | direct p50 | p99 | " + " | ".join(f"{names[p]} p50 | p99 | + p50" for p in others) + " |")
+    print("|---|---|---|---|" + "---|---|---|" * len(others))
+    for scheme, n in keys:
+        d = get("latency", scheme, n, "direct")
+        cells = [f"{d['p50_us']:.0f}", f"{d['p99_us']:.0f}"] if d else ["failed", ""]
+        for p in others:
+            r = get("latency", scheme, n, p)
+            if r is None:
+                cells += ["failed", "", ""]
+            else:
+                cells += [f"{r['p50_us']:.0f}", f"{r['p99_us']:.0f}", f"{r['p50_us'] - d['p50_us']:.0f}" if d else ""]
+        print(f"| {scheme} | {size(n)} | " + " | ".join(cells) + " |")
 errors = [r for r in rows if "error" in r]
 if errors:
     print()

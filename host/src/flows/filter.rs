@@ -48,6 +48,7 @@ pub fn matches(filter: &Filter, flow: &Flow) -> bool {
         server: &server,
         marked: flow.marked,
         comment: &flow.comment,
+        websocket: flow.websocket.is_some(),
     })
 }
 

@@ -4,7 +4,7 @@
 //! (status), `~q` (no response yet), `~s` (has a response), `~all`,
 //! `~b`/`~bq`/`~bs REGEX` (decoded body), `~e` (failed), `~a` (asset:
 //! script, style, image, font), `~src`/`~dst REGEX` (client / server
-//! address), `~marked`, `~comment REGEX`, `~http`; combined with `!`, `&`
+//! address), `~marked`, `~comment REGEX`, `~http`, `~websocket`; combined with `!`, `&`
 //! (or just a space), `|` and parentheses. A bare word or quoted string is
 //! `~u`. Regexes are case-insensitive. Tests of what a flow does not carry
 //! (a guest sees no bodies or addresses) are false.
@@ -36,6 +36,8 @@ pub enum Filter {
     Source(Regex),
     Destination(Regex),
     Marked,
+    /// mitmproxy's `~websocket`: the flow switched to WebSocket.
+    WebSocket,
     Comment(Regex),
     Not(Box<Filter>),
     And(Box<Filter>, Box<Filter>),
@@ -99,6 +101,8 @@ pub struct Flow<'a> {
     pub server: &'a str,
     pub marked: bool,
     pub comment: &'a str,
+    /// The exchange switched to WebSocket.
+    pub websocket: bool,
 }
 
 impl Default for Flow<'_> {
@@ -116,6 +120,7 @@ impl Default for Flow<'_> {
             server: "",
             marked: false,
             comment: "",
+            websocket: false,
         }
     }
 }
@@ -193,6 +198,7 @@ impl Filter {
             Self::Source(re) => !flow.client.is_empty() && re.is_match(flow.client),
             Self::Destination(re) => !flow.server.is_empty() && re.is_match(flow.server),
             Self::Marked => flow.marked,
+            Self::WebSocket => flow.websocket,
             Self::Comment(re) => re.is_match(flow.comment),
             Self::Not(inner) => !inner.matches(flow),
             Self::And(a, b) => a.matches(flow) && b.matches(flow),
@@ -323,6 +329,7 @@ impl Parser<'_> {
             "e" => Ok(Filter::Error),
             "a" => Ok(Filter::Asset),
             "marked" => Ok(Filter::Marked),
+            "websocket" => Ok(Filter::WebSocket),
             "b" => with_regex(|r| Filter::Body(Side::Either, r)),
             "bq" => with_regex(|r| Filter::Body(Side::Request, r)),
             "bs" => with_regex(|r| Filter::Body(Side::Response, r)),
@@ -479,6 +486,12 @@ mod tests {
             .unwrap()
             .matches(&addressed));
         assert!(!Filter::parse("~dst 127").unwrap().matches(&addressed));
+        let websocket = Flow {
+            websocket: true,
+            ..flow(None)
+        };
+        assert!(Filter::parse("~websocket").unwrap().matches(&websocket));
+        assert!(!Filter::parse("~websocket").unwrap().matches(&addressed));
     }
 
     #[test]
