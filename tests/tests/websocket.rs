@@ -407,3 +407,105 @@ fn captured_websockets_record_their_messages_inflated_with_plugin_marks() {
         assert!(shown.contains(expected), "{expected}:\n{shown}");
     }
 }
+
+/// Opens a WebSocket to the plain echo server through proxlet's listener
+/// (absolute-form upgrade), returning the stream after the 101.
+fn open_by_hand(proxlet: &Proxlet, port: u16) -> TcpStream {
+    let mut stream = TcpStream::connect(proxlet.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let request = format!(
+        "GET http://127.0.0.1:{port}/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).unwrap(), 1, "closed after {head:?}");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(!head.contains("permessage-deflate"), "{head}");
+    stream
+}
+
+/// The next frame: (first byte, payload); `None` once the stream closed.
+fn read_frame(stream: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+    let mut head = [0u8; 2];
+    stream.read_exact(&mut head).ok()?;
+    assert_eq!(head[1] & 0x80, 0, "frames to the client are not masked");
+    let len = match head[1] & 0x7f {
+        126 => {
+            let mut ext = [0u8; 2];
+            stream.read_exact(&mut ext).ok()?;
+            u16::from_be_bytes(ext) as usize
+        }
+        127 => panic!("no test frame is that long"),
+        n => n as usize,
+    };
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload).ok()?;
+    Some((head[0], payload))
+}
+
+#[test]
+fn a_watched_websocket_survives_fragments_and_closes_on_a_broken_frame() {
+    let echo = Echo::start();
+    let (_dir, proxlet) = with_message_plugin(&echo, &[]);
+    let mut stream = open_by_hand(&proxlet, echo.plain);
+    // A text message in two fragments with a ping between them: the ping
+    // is answered at once, the message reaches the plugin whole.
+    let mask = [0x0f, 0xf0, 0x55, 0xaa];
+    let masked = |first: u8, payload: &[u8]| {
+        let mut out = vec![first, 0x80 | payload.len() as u8];
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
+    };
+    stream.write_all(&masked(0x01, b"frag")).unwrap();
+    stream.write_all(&masked(0x89, b"are you there")).unwrap();
+    stream.write_all(&masked(0x80, b"mented")).unwrap();
+    assert_eq!(
+        read_frame(&mut stream),
+        Some((0x8a, b"are you there".to_vec())),
+        "the pong"
+    );
+    assert_eq!(
+        read_frame(&mut stream),
+        Some((0x81, b"FRAGMENTED".to_vec()))
+    );
+
+    // A fragmented ping breaks the protocol: both sides get a close 1002.
+    stream.write_all(&masked(0x09, b"bad")).unwrap();
+    let (first, payload) = read_frame(&mut stream).expect("a close frame");
+    assert_eq!(first, 0x88);
+    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1002);
+    assert!(
+        String::from_utf8_lossy(&payload[2..]).contains("control frame"),
+        "{payload:?}"
+    );
+    assert_eq!(read_frame(&mut stream), None, "then the connection closes");
+    assert!(
+        proxlet.wait_for_log("WebSocket closed: protocol error", Duration::from_secs(20)),
+        "{}",
+        proxlet.log()
+    );
+
+    // A frame claiming an absurd length is streamed, never buffered: the
+    // connection stays usable until the bytes stop, and proxlet serves on.
+    let mut stream = open_by_hand(&proxlet, echo.plain);
+    let mut huge = vec![0x82, 0xff];
+    huge.extend_from_slice(&(1u64 << 62).to_be_bytes());
+    huge.extend_from_slice(&mask);
+    stream.write_all(&huge).unwrap();
+    stream.write_all(&[0u8; 4096]).unwrap();
+    drop(stream);
+    let mut stream = open_by_hand(&proxlet, echo.plain);
+    stream.write_all(&masked(0x81, b"still here")).unwrap();
+    assert_eq!(
+        read_frame(&mut stream),
+        Some((0x81, b"STILL HERE".to_vec()))
+    );
+}
