@@ -83,31 +83,36 @@ pub fn start(
         source,
     };
     if slot.optimiser.lock().push(job) {
-        tokio::spawn(run(slot.clone(), engine.clone()));
+        tokio::spawn(run(Arc::downgrade(slot), engine.clone()));
     }
 }
 
-async fn run(slot: Arc<Slot>, engine: Arc<PluginEngine>) {
-    loop {
-        let Some(job) = slot.optimiser.lock().pop() else {
-            return;
-        };
-        // Superseded before its turn came: nothing to do.
-        if !job.baseline.upgrade().is_some_and(|b| serves(&slot, &b)) {
-            continue;
-        }
+/// Does the slot's jobs one after the other. The slot is held weakly: one
+/// the chain has dropped (its plugin unloaded) is not worth a compile.
+async fn run(slot: Weak<Slot>, engine: Arc<PluginEngine>) {
+    while let Some((job, name)) = slot.upgrade().and_then(|slot| next(&slot)) {
         // A task of its own: a panic in there ends this job, not the queue.
         let work = tokio::spawn(optimise(slot.clone(), engine.clone(), job));
         if let Err(e) = work.await {
-            tracing::error!("plugin {}: optimising failed: {e}", slot.spec.name);
+            tracing::error!("plugin {name}: optimising failed: {e}");
+        }
+    }
+}
+
+/// The slot's next job whose version still serves (older ones were
+/// superseded before their turn came), and the plugin's name.
+fn next(slot: &Slot) -> Option<(Job, Arc<str>)> {
+    loop {
+        let job = slot.optimiser.lock().pop()?;
+        if job.baseline.upgrade().is_some_and(|b| serves(slot, &b)) {
+            return Some((job, slot.spec.name.clone()));
         }
     }
 }
 
 /// Compiles the job's component with cranelift and swaps the result in for
 /// its baseline version, if that still serves.
-async fn optimise(slot: Arc<Slot>, engine: Arc<PluginEngine>, job: Job) {
-    let name = &slot.spec.name;
+async fn optimise(slot: Weak<Slot>, engine: Arc<PluginEngine>, job: Job) {
     let hash = job.source.hash[..12].to_owned();
     // Only what the new version takes over; the baseline version itself is
     // not held while cranelift works (a newer one may replace it).
@@ -118,6 +123,7 @@ async fn optimise(slot: Arc<Slot>, engine: Arc<PluginEngine>, job: Job) {
     else {
         return;
     };
+    let name = spec.name.clone();
     let started = Instant::now();
     let optimised = LoadedPlugin::optimised(&engine, spec, job.source).await;
     match optimised {
@@ -125,10 +131,10 @@ async fn optimise(slot: Arc<Slot>, engine: Arc<PluginEngine>, job: Job) {
             // The reload users saw is the baseline version's.
             optimised.loaded_at = loaded_at;
             optimised.load_ms = load_ms;
-            let swapped = job
-                .baseline
-                .upgrade()
-                .is_some_and(|baseline| swap(&slot, &baseline, Arc::new(optimised)));
+            let swapped = match (slot.upgrade(), job.baseline.upgrade()) {
+                (Some(slot), Some(baseline)) => swap(&slot, &baseline, Arc::new(optimised)),
+                _ => false,
+            };
             if swapped {
                 let message = format!(
                     "optimised code in use ({} ms)",
@@ -136,12 +142,13 @@ async fn optimise(slot: Arc<Slot>, engine: Arc<PluginEngine>, job: Job) {
                 );
                 tracing::info!("plugin {name}: {message}");
                 if let Some(events) = crate::web::events() {
-                    events.log("info", name, &message);
+                    events.log("info", &name, &message);
                     events.plugins_changed();
                 }
             } else {
                 tracing::debug!(
-                    "plugin {name}: optimised code of sha256 {hash} not used: a newer version serves"
+                    "plugin {name}: optimised code of sha256 {hash} not used: a newer version \
+                     serves, or the plugin was unloaded"
                 );
             }
         }
@@ -150,7 +157,7 @@ async fn optimise(slot: Arc<Slot>, engine: Arc<PluginEngine>, job: Job) {
                 format!("cannot optimise sha256 {hash}: {reason}; its baseline code keeps serving");
             tracing::warn!("plugin {name}: {message}");
             if let Some(events) = crate::web::events() {
-                events.log("warn", name, &message);
+                events.log("warn", &name, &message);
             }
         }
     }
