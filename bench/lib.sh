@@ -5,7 +5,9 @@
 # pinned to core 1, and helpers to start proxlet on core 0 and run oha.
 work=$(mktemp -d)
 chmod 755 "$work"   # nginx workers read the files
-trap 'kill $(jobs -p) 2>/dev/null; [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null; rm -rf "$work"' EXIT
+# `set +e` first: under `set -e` a `kill` with no jobs left would end the
+# trap before nginx is stopped and the work dir removed.
+trap 'set +e; kill $(jobs -p) 2>/dev/null; [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null; rm -rf "$work"' EXIT
 
 # A throwaway origin CA and certificate for 127.0.0.1.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \

@@ -1747,7 +1747,7 @@ function renderPlugins() {
     el('td', { className: 'small' },
       (p.grants || []).map((g) => el('div', { className: 'mono', text: `${g.guest} → ${g.host}` })),
       matcherText(p.matcher) ? el('div', { text: `match ${matcherText(p.matcher)}` }) : null),
-    el('td', { className: 'small', text: `${formatTime(p.loaded_at)}${p.load_ms !== undefined ? ` (${p.load_ms} ms)` : ''}` }),
+    el('td', { className: 'small', text: `${formatTime(p.loaded_at)}${p.load_ms !== undefined ? ` (${p.load_ms} ms)` : ''}${p.code === 'baseline' ? ', baseline code: optimising' : ''}` }),
     el('td', { className: 'small calls', testid: 'plugin-calls' }, calls.length ? calls : '—'),
     el('td', { className: 'plugin-error', testid: 'plugin-error', text: p.last_error || '' }),
     el('td', {}, reload));

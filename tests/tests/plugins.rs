@@ -763,3 +763,83 @@ fn a_plugin_dir_loads_new_files_reloads_changed_ones_and_unloads_deleted_ones() 
     }
     assert_eq!(hello_header(&proxy, &url), (200, None), "{}", proxy.log());
 }
+
+/// The lines of `log` that contain `needle`.
+fn lines_with<'a>(log: &'a str, needle: &str) -> Vec<&'a str> {
+    log.lines().filter(|l| l.contains(needle)).collect()
+}
+
+#[test]
+fn an_uncached_large_plugin_serves_baseline_code_first_then_optimised_code() {
+    let origin = https_origin();
+    let home = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("hello.wasm");
+    std::fs::copy(guest("rust_hello.wasm"), &plugin).unwrap();
+    // Every component counts as large: the small test plugin goes through
+    // Winch as an 18 MB Python one does.
+    let env = [("PROXLET_WINCH_MIN_BYTES", "0".to_owned())];
+    let ca = origin.ca_pem();
+    let args = ["--upstream-ca", &ca, "--plugin", plugin.to_str().unwrap()];
+    let proxy = Proxlet::start_with_env(home.path(), &env, &args).unwrap();
+    let url = origin.url("/bytes/8");
+    let optimised = "plugin hello: optimised code in use (";
+    let limit = Duration::from_secs(60);
+
+    // First load: nothing cached, so Winch's code serves, then cranelift's.
+    let log = proxy.log();
+    let loaded = lines_with(&log, "loaded plugin hello from");
+    assert_eq!(loaded.len(), 1, "{log}");
+    assert!(
+        loaded[0].contains(", baseline compiler; optimising) in "),
+        "{log}"
+    );
+    assert_eq!(hello_header(&proxy, &url).1.as_deref(), Some("world"));
+    assert!(proxy.wait_for_log(optimised, limit), "{}", proxy.log());
+    assert_eq!(hello_header(&proxy, &url).1.as_deref(), Some("world"));
+
+    // An edit: the new version serves at once with Winch's code, then with
+    // cranelift's; each step answers with the new version.
+    replace_by_rename(&plugin, &guest("rust_hello_reloaded.wasm"));
+    assert!(
+        proxy.wait_for_log("reloaded plugin hello from", limit),
+        "{}",
+        proxy.log()
+    );
+    assert_eq!(hello_header(&proxy, &url).1.as_deref(), Some("reloaded"));
+    let twice = || lines_with(&proxy.log(), optimised).len() == 2;
+    assert!(proxlet_tests::wait_until(limit, twice), "{}", proxy.log());
+    assert_eq!(hello_header(&proxy, &url).1.as_deref(), Some("reloaded"));
+    let log = proxy.log();
+    let reloaded = lines_with(&log, "reloaded plugin hello from");
+    assert_eq!(reloaded.len(), 1, "one reload for the one edit:\n{log}");
+    assert!(
+        reloaded[0].contains(", baseline compiler; optimising) in "),
+        "{log}"
+    );
+    let at = |needle: &str| log.rfind(needle).unwrap();
+    assert!(at("reloaded plugin hello from") < at(optimised), "{log}");
+
+    // Cranelift's code of both versions went to the cache: going back to
+    // the first is a cached load, with no Winch step.
+    let cached = std::fs::read_dir(home.path().join("cache"))
+        .unwrap()
+        .filter(|e| {
+            let path = e.as_ref().unwrap().path();
+            path.extension().is_some_and(|e| e == "cwasm")
+        })
+        .count();
+    assert_eq!(cached, 2, "{log}");
+    replace_by_rename(&plugin, &guest("rust_hello.wasm"));
+    assert!(
+        wait_for_header(&proxy, &url, "world", limit).is_some(),
+        "{}",
+        proxy.log()
+    );
+    let log = proxy.log();
+    let reloaded = lines_with(&log, "reloaded plugin hello from");
+    assert_eq!(reloaded.len(), 2, "{log}");
+    assert!(reloaded[1].contains("compiled code from cache"), "{log}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(lines_with(&proxy.log(), optimised).len(), 2);
+}

@@ -18,7 +18,7 @@ use super::{
     fill::{self, Fill, FillLease},
     heads::{self, RequestView},
     instance::LoadedPlugin,
-    memo,
+    memo, optimise,
     spec::PluginSpec,
 };
 use crate::proxy::{
@@ -37,6 +37,8 @@ pub struct Slot {
     pub current: ArcSwap<LoadedPlugin>,
     /// Cleared by the web UI's "disable": the plugin sees no flows.
     pub enabled: std::sync::atomic::AtomicBool,
+    /// Cranelift compiling what the slot serves with Winch's code.
+    pub optimiser: optimise::Optimiser,
 }
 
 impl Slot {
@@ -45,6 +47,7 @@ impl Slot {
             spec,
             current: ArcSwap::new(plugin),
             enabled: enabled.into(),
+            optimiser: Default::default(),
         }
     }
 
@@ -64,20 +67,25 @@ impl Chain {
         let mut slots = Vec::with_capacity(specs.len());
         for spec in specs {
             let spec = Arc::new(spec.clone());
-            let plugin = LoadedPlugin::load(engine, spec.clone()).await?;
+            let loaded = LoadedPlugin::load(engine, spec.clone()).await?;
+            let plugin = Arc::new(loaded.plugin);
             let message = format!(
                 "loaded plugin {} from {} (sha256 {}, {}) in {} ms",
                 spec.name,
                 spec.path.display(),
                 &plugin.hash[..12],
-                compiled(&plugin),
+                compiled(&plugin, loaded.optimise.is_some()),
                 plugin.load_ms
             );
             tracing::info!("{message}");
             if let Some(events) = crate::web::events() {
                 events.reloaded(&spec.name, true, Some(&plugin.hash), &message);
             }
-            slots.push(Arc::new(Slot::new(spec, Arc::new(plugin), true)));
+            let slot = Arc::new(Slot::new(spec, plugin.clone(), true));
+            if let Some(source) = loaded.optimise {
+                optimise::start(&slot, engine, &plugin, source);
+            }
+            slots.push(slot);
         }
         Ok(Self { slots })
     }
@@ -988,11 +996,13 @@ fn store_body(
     }
 }
 
-/// How a plugin's code was obtained, for load logs.
-pub(crate) fn compiled(plugin: &LoadedPlugin) -> &'static str {
-    if plugin.from_cache {
-        "compiled code from cache"
-    } else {
-        "compiled"
+/// How a plugin's code was obtained, for load logs; `optimising` when
+/// cranelift's code is being made in the background.
+pub(crate) fn compiled(plugin: &LoadedPlugin, optimising: bool) -> &'static str {
+    match (plugin.compiler, plugin.from_cache, optimising) {
+        (_, true, _) => "compiled code from cache",
+        (super::engine::Compiler::Winch, _, true) => "baseline compiler; optimising",
+        (super::engine::Compiler::Winch, _, false) => "baseline compiler",
+        (super::engine::Compiler::Cranelift, false, _) => "compiled",
     }
 }

@@ -1,7 +1,10 @@
-//! The one wasmtime engine of the process, its linker (WASI p2 subset and the
-//! `host` interface), the epoch ticker behind call deadlines, and the on-disk
-//! cache of compiled components keyed by content hash (with, below it, the
-//! per-function cache that makes recompiling an edited component cheap).
+//! The wasmtime engines of the process and their linkers (WASI p2 subset and
+//! the `host` interface), the epoch ticker behind call deadlines, and the
+//! on-disk cache of compiled components keyed by content hash (with, below
+//! it, the per-function cache that makes recompiling an edited component
+//! cheap). Cranelift makes the code that serves and is cached; Winch,
+//! wasmtime's baseline compiler, makes code for large components that are
+//! not cached yet, to serve within a second or two while cranelift works.
 
 use std::{
     fs,
@@ -9,7 +12,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc,
+        Arc, OnceLock,
     },
     time::{Duration, Instant},
 };
@@ -17,7 +20,8 @@ use std::{
 use sha2::{Digest, Sha256};
 use wasmtime::{
     component::{Component, HasSelf, Linker, Resource, ResourceTable},
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, StoreLimits,
+    Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig, StoreLimits,
+    Strategy,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -31,8 +35,11 @@ use super::{
 /// Epoch granularity: call deadlines are whole ticks.
 pub const TICK: Duration = Duration::from_millis(2);
 
-/// Instance slots of the pooling allocator, across all plugins.
+/// Instance slots of the pooling allocator, across all plugins (per engine).
 const POOL_INSTANCES: u32 = 512;
+
+/// The nice value of background compile threads.
+const BACKGROUND_NICE: i32 = 10;
 
 /// What a store of a plugin instance carries.
 pub struct State {
@@ -193,9 +200,52 @@ fn log_safe(message: &str) -> std::borrow::Cow<'_, str> {
     line.into()
 }
 
-pub struct PluginEngine {
+/// Which compiler made a plugin version's machine code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compiler {
+    /// Cranelift: optimised code, the kind that is cached on disk.
+    Cranelift,
+    /// Winch, wasmtime's baseline compiler: compiles several times faster,
+    /// runs slower; serves only until cranelift's code is ready.
+    Winch,
+}
+
+/// An engine and the linker holding the host functions for it (a component
+/// is linked and run with the engine that compiled it).
+pub struct Runtime {
     pub engine: Engine,
     pub linker: Linker<State>,
+}
+
+/// Code for a component, and where it came from.
+pub struct Compiled<'a> {
+    pub component: Component,
+    /// The runtime whose engine made (or loaded) the code.
+    pub runtime: &'a Runtime,
+    pub compiler: Compiler,
+    /// The code came from the on-disk cache.
+    pub from_cache: bool,
+}
+
+/// Components this size or larger that are not in the cache are compiled
+/// with Winch first. Below it cranelift takes under a second (about 1 ms
+/// per KB on two cores) and Winch's fixed costs (its engine, trampolines)
+/// leave little to gain: a second compile would be waste.
+pub const WINCH_MIN_BYTES: usize = 1 << 20;
+
+/// Overrides [`WINCH_MIN_BYTES`] (a byte count; 0 sends every uncached
+/// component through Winch, a huge one none).
+pub const WINCH_MIN_BYTES_ENV: &str = "PROXLET_WINCH_MIN_BYTES";
+
+pub struct PluginEngine {
+    /// Cranelift's engine: the code that keeps serving.
+    pub main: Runtime,
+    /// Winch's engine, made on first use; `None` if it cannot be.
+    winch: OnceLock<Option<Runtime>>,
+    /// Components smaller than this skip Winch.
+    winch_min_bytes: usize,
+    /// Threads of lowered priority for compiles nobody waits for.
+    background: OnceLock<Option<rayon::ThreadPool>>,
     cache_dir: Option<PathBuf>,
     /// The WARN about an unsafe cache dir has been logged.
     cache_warned: AtomicBool,
@@ -203,28 +253,112 @@ pub struct PluginEngine {
     functions: Option<Arc<FunctionCache>>,
 }
 
+/// The settings both engines share: epoch deadlines, the component model,
+/// and the pooling allocator (memory caps are the stores' `StoreLimits`).
+fn config(strategy: Strategy) -> Config {
+    let mut config = Config::new();
+    config.strategy(strategy);
+    config.epoch_interruption(true);
+    config.wasm_component_model(true);
+    // Pooling keeps memories, tables and the fiber stacks of async calls
+    // warm: a hook call then costs no mmap, and instantiation ~10 µs.
+    // Limits are generous for interpreter-based guests (Python, JS);
+    // per-plugin memory caps are StoreLimits.
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(POOL_INSTANCES)
+        .total_core_instances(POOL_INSTANCES * 4)
+        .total_memories(POOL_INSTANCES * 2)
+        .total_tables(POOL_INSTANCES * 4)
+        .total_stacks(POOL_INSTANCES)
+        .max_memories_per_module(2)
+        .max_tables_per_module(4)
+        .table_elements(200_000)
+        .max_component_instance_size(16 << 20)
+        .max_core_instance_size(16 << 20);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
+}
+
+/// Winch's settings: [`config`]'s, with cranelift (which makes the
+/// trampolines between host and guest for Winch) not optimising either:
+/// the Python example then compiles in 20 % less time.
+fn winch_config() -> Config {
+    let mut config = config(Strategy::Winch);
+    config.cranelift_opt_level(OptLevel::None);
+    config
+}
+
+impl Runtime {
+    /// The engine of `config` with its linker, and a thread advancing its
+    /// epoch every [`TICK`] for as long as the engine lives.
+    fn new(mut config: Config, what: &str) -> Result<Self, wasmtime::Error> {
+        let engine = match Engine::new(&config) {
+            Ok(engine) => engine,
+            Err(e) => {
+                // E.g. a small address-space limit: fall back to on-demand.
+                tracing::warn!(
+                    "pooling allocator unavailable for the {what} engine ({}); allocating on demand",
+                    describe(&e)
+                );
+                config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+                Engine::new(&config)?
+            }
+        };
+        let mut linker = Linker::new(&engine);
+        add_host_functions(&mut linker)?;
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name(format!("proxlet-epoch-{what}"))
+            .spawn(move || loop {
+                std::thread::sleep(TICK);
+                match ticker.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            })?;
+        Ok(Self { engine, linker })
+    }
+}
+
+/// What a plugin may import: WASI p2 (as `State` limits it) and the
+/// `proxlet:plugin/host` interface. Both engines' linkers get exactly this.
+fn add_host_functions(linker: &mut Linker<State>) -> Result<(), wasmtime::Error> {
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    bindings::PluginWebsocket::add_to_linker::<State, HasSelf<State>>(linker, |s| s)
+}
+
+/// The size threshold for Winch: [`WINCH_MIN_BYTES_ENV`] when set to a
+/// number, else [`WINCH_MIN_BYTES`].
+fn winch_min_bytes(setting: Option<&str>) -> usize {
+    let Some(setting) = setting else {
+        return WINCH_MIN_BYTES;
+    };
+    match setting.trim().parse() {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            tracing::warn!(
+                "ignoring {WINCH_MIN_BYTES_ENV}={setting:?}: not a number of bytes; \
+                 using {WINCH_MIN_BYTES}"
+            );
+            WINCH_MIN_BYTES
+        }
+    }
+}
+
 impl PluginEngine {
     /// The engine; compiled code is cached in `cache_dir` when given.
     pub fn new(cache_dir: Option<PathBuf>) -> Result<Arc<Self>, PluginError> {
-        let mut config = Config::new();
-        config.epoch_interruption(true);
-        config.wasm_component_model(true);
-        // Pooling keeps memories, tables and the fiber stacks of async calls
-        // warm: a hook call then costs no mmap, and instantiation ~10 µs.
-        // Limits are generous for interpreter-based guests (Python, JS);
-        // per-plugin memory caps are StoreLimits.
-        let mut pool = PoolingAllocationConfig::new();
-        pool.total_component_instances(POOL_INSTANCES)
-            .total_core_instances(POOL_INSTANCES * 4)
-            .total_memories(POOL_INSTANCES * 2)
-            .total_tables(POOL_INSTANCES * 4)
-            .total_stacks(POOL_INSTANCES)
-            .max_memories_per_module(2)
-            .max_tables_per_module(4)
-            .table_elements(200_000)
-            .max_component_instance_size(16 << 20)
-            .max_core_instance_size(16 << 20);
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let threshold = winch_min_bytes(std::env::var(WINCH_MIN_BYTES_ENV).ok().as_deref());
+        Self::with_winch_threshold(cache_dir, threshold)
+    }
+
+    /// [`PluginEngine::new`], with components of `winch_min_bytes` or more
+    /// compiled with Winch first.
+    pub(super) fn with_winch_threshold(
+        cache_dir: Option<PathBuf>,
+        winch_min_bytes: usize,
+    ) -> Result<Arc<Self>, PluginError> {
+        let mut main = config(Strategy::Cranelift);
         // An edit of a Python or JavaScript plugin changes its script, not
         // the interpreter that makes up nearly all of the component: with
         // the code of unchanged functions reused, a reload compiles only
@@ -233,38 +367,10 @@ impl PluginEngine {
             .as_ref()
             .map(|_| Arc::new(FunctionCache::default()));
         if let Some(functions) = &functions {
-            config
-                .enable_incremental_compilation(functions.clone())
+            main.enable_incremental_compilation(functions.clone())
                 .map_err(PluginError::engine)?;
         }
-        let engine = match Engine::new(&config) {
-            Ok(engine) => engine,
-            Err(e) => {
-                // E.g. a small address-space limit: fall back to on-demand.
-                tracing::warn!(
-                    "pooling allocator unavailable ({}); allocating on demand",
-                    describe(&e)
-                );
-                config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
-                Engine::new(&config).map_err(PluginError::engine)?
-            }
-        };
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(PluginError::engine)?;
-        bindings::PluginWebsocket::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
-            .map_err(PluginError::engine)?;
-
-        let ticker = engine.weak();
-        std::thread::Builder::new()
-            .name("proxlet-epoch".into())
-            .spawn(move || loop {
-                std::thread::sleep(TICK);
-                match ticker.upgrade() {
-                    Some(engine) => engine.increment_epoch(),
-                    None => break,
-                }
-            })
-            .map_err(|e| PluginError::engine(e.into()))?;
+        let main = Runtime::new(main, "cranelift").map_err(PluginError::engine)?;
         if let Some(dir) = &cache_dir {
             let _ = fs::DirBuilder::new()
                 .recursive(true)
@@ -272,50 +378,84 @@ impl PluginEngine {
                 .create(dir);
         }
         Ok(Arc::new(Self {
-            engine,
-            linker,
+            main,
+            winch: OnceLock::new(),
+            winch_min_bytes,
+            background: OnceLock::new(),
             cache_dir,
             cache_warned: AtomicBool::new(false),
             functions,
         }))
     }
 
-    /// Compiles `bytes`, or loads the compiled code cached for its hash.
-    /// Returns the component, its sha256 (hex) and whether the cache served it.
-    pub fn compile(&self, bytes: &[u8]) -> Result<(Component, String, bool), String> {
-        let hash = hex(&Sha256::digest(bytes));
-        let trusted = self.trusted_cache_dir();
-        let cached = trusted.map(|dir| {
-            dir.join(format!(
-                "{hash}-wasmtime{}.cwasm",
-                env!("CARGO_PKG_VERSION")
-            ))
-        });
-        if let Some(path) = cached.as_deref() {
-            match fs::metadata(path) {
-                Ok(meta) if private_to_us(&meta) => {
-                    // SAFETY: wasmtime runs this machine code as is. It was
-                    // written by `serialize` below: the file and its dir are
-                    // ours and no other user can write them (checked just
-                    // now); wasmtime checks engine compatibility.
-                    match unsafe { Component::deserialize_file(&self.engine, path) } {
-                        Ok(component) => return Ok((component, hash, true)),
-                        Err(e) => tracing::debug!("compiled cache {path:?} unusable: {e}"),
-                    }
+    /// Winch's runtime, made on first use (the pool and the epoch thread
+    /// cost nothing to a process that never needs them).
+    pub(super) fn winch(&self) -> Option<&Runtime> {
+        self.winch
+            .get_or_init(|| match Runtime::new(winch_config(), "winch") {
+                Ok(runtime) => Some(runtime),
+                Err(e) => {
+                    tracing::warn!(
+                        "the baseline compiler (Winch) is unavailable ({}): large plugins are \
+                         compiled with cranelift only",
+                        describe(&e)
+                    );
+                    None
                 }
-                Ok(_) => tracing::warn!(
-                    "ignoring compiled code {path:?}: another user owns it or can write it; \
-                     compiling instead and replacing it"
-                ),
-                Err(_) => {}
+            })
+            .as_ref()
+    }
+
+    /// Code for `bytes` (sha256 `hash`) that can serve soonest: cached
+    /// cranelift code; else, for a component of at least the Winch size
+    /// threshold, Winch's; else cranelift's, compiled now and cached.
+    pub fn compile_soonest(&self, bytes: &[u8], hash: &str) -> Result<Compiled<'_>, String> {
+        if let Some(component) = self.cached(hash) {
+            return Ok(self.optimised(component, true));
+        }
+        if bytes.len() >= self.winch_min_bytes {
+            if let Some(runtime) = self.winch() {
+                let started = Instant::now();
+                match Component::from_binary(&runtime.engine, bytes) {
+                    Ok(component) => {
+                        tracing::debug!(
+                            "Winch compiled component {} in {} ms",
+                            &hash[..12],
+                            started.elapsed().as_millis()
+                        );
+                        return Ok(Compiled {
+                            component,
+                            runtime,
+                            compiler: Compiler::Winch,
+                            from_cache: false,
+                        });
+                    }
+                    // A feature Winch lacks (tail calls, exceptions, GC…),
+                    // or a broken file: cranelift says which.
+                    Err(e) => tracing::debug!(
+                        "Winch cannot compile component {}: {}; using cranelift",
+                        &hash[..12],
+                        describe(&e)
+                    ),
+                }
             }
         }
+        self.compile_optimised(bytes, hash)
+    }
+
+    /// Cranelift's code for `bytes` (sha256 `hash`): from the cache, or
+    /// compiled now and stored in it.
+    pub fn compile_optimised(&self, bytes: &[u8], hash: &str) -> Result<Compiled<'_>, String> {
+        if let Some(component) = self.cached(hash) {
+            return Ok(self.optimised(component, true));
+        }
+        let trusted = self.trusted_cache_dir();
         if let Some(functions) = &self.functions {
             functions.load(trusted);
             functions.take_reuse();
         }
         let started = Instant::now();
-        let compiled = Component::from_binary(&self.engine, bytes).map_err(|e| describe(&e));
+        let compiled = Component::from_binary(&self.main.engine, bytes).map_err(|e| describe(&e));
         if let Some(functions) = &self.functions {
             let reuse = functions.take_reuse();
             functions.save(trusted);
@@ -331,14 +471,70 @@ impl PluginEngine {
             );
         }
         let component = compiled?;
-        if let Some(path) = cached {
+        if let Some(path) = trusted.map(|dir| cache_file(dir, hash)) {
             if let Ok(compiled) = component.serialize() {
                 if let Err(e) = crate::proxy::files::write_atomically(&path, &compiled, 0o600) {
                     tracing::debug!("cannot cache compiled code in {path:?}: {e}");
                 }
             }
         }
-        Ok((component, hash, false))
+        Ok(self.optimised(component, false))
+    }
+
+    fn optimised(&self, component: Component, from_cache: bool) -> Compiled<'_> {
+        Compiled {
+            component,
+            runtime: &self.main,
+            compiler: Compiler::Cranelift,
+            from_cache,
+        }
+    }
+
+    /// The compiled code cached for `hash`, if the cache is ours and holds it.
+    fn cached(&self, hash: &str) -> Option<Component> {
+        let path = cache_file(self.trusted_cache_dir()?, hash);
+        match fs::metadata(&path) {
+            Ok(meta) if private_to_us(&meta) => {
+                // SAFETY: wasmtime runs this machine code as is. It was
+                // written by `compile_optimised`: the file and its dir are
+                // ours and no other user can write them (checked just now);
+                // wasmtime checks engine compatibility.
+                match unsafe { Component::deserialize_file(&self.main.engine, &path) } {
+                    Ok(component) => return Some(component),
+                    Err(e) => tracing::debug!("compiled cache {path:?} unusable: {e}"),
+                }
+            }
+            Ok(_) => tracing::warn!(
+                "ignoring compiled code {path:?}: another user owns it or can write it; \
+                 compiling instead and replacing it"
+            ),
+            Err(_) => {}
+        }
+        None
+    }
+
+    /// Runs `work` (a compile nobody is waiting for) with its parallel
+    /// compilation on threads of lowered priority (nice 10): a Winch
+    /// compile of a newer edit, and the flows being served, come first.
+    pub fn in_background<R: Send>(&self, work: impl FnOnce() -> R + Send) -> R {
+        let pool = self.background.get_or_init(|| {
+            let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("proxlet-optimise-{i}"))
+                // Linux: the nice value is per thread; this one only.
+                .start_handler(|_| {
+                    let _ = rustix::process::setpriority_process(None, BACKGROUND_NICE);
+                })
+                .build()
+                .inspect_err(|e| tracing::debug!("no background compile threads: {e}"))
+                .ok()
+        });
+        match pool {
+            // wasmtime's parallel compilation runs on the pool it is called from.
+            Some(pool) => pool.install(work),
+            None => work(),
+        }
     }
 
     /// The cache dir, if only we can write it: the code in it is run
@@ -371,9 +567,22 @@ impl PluginEngine {
     }
 }
 
+/// Where the compiled code of the component with sha256 `hash` is cached.
+fn cache_file(dir: &Path, hash: &str) -> PathBuf {
+    dir.join(format!(
+        "{hash}-wasmtime{}.cwasm",
+        env!("CARGO_PKG_VERSION")
+    ))
+}
+
 /// Owned by the user running proxlet and not writable by group or others.
 pub(super) fn private_to_us(meta: &fs::Metadata) -> bool {
     meta.uid() == crate::tls::current_uid() && meta.mode() & 0o022 == 0
+}
+
+/// The sha256 of a component, hex: the key of its compiled code.
+pub fn content_hash(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
 }
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -402,6 +611,48 @@ pub fn describe(error: &wasmtime::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_winch_threshold_is_a_byte_count_or_the_default() {
+        assert_eq!(winch_min_bytes(None), WINCH_MIN_BYTES);
+        assert_eq!(winch_min_bytes(Some("0")), 0);
+        assert_eq!(winch_min_bytes(Some(" 1048576 ")), 1 << 20);
+        assert_eq!(winch_min_bytes(Some("1M")), WINCH_MIN_BYTES);
+    }
+
+    /// `(module (func (export "spin") (loop (br 0))))`
+    const SPIN: &[u8] = &[
+        0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version
+        0x01, 0x04, 0x01, 0x60, 0x00, 0x00, // type: () -> ()
+        0x03, 0x02, 0x01, 0x00, // function 0 of type 0
+        0x07, 0x08, 0x01, 0x04, b's', b'p', b'i', b'n', 0x00, 0x00, // export "spin"
+        0x0a, 0x09, 0x01, 0x07, 0x00, 0x03, 0x40, 0x0c, 0x00, 0x0b, 0x0b, // loop { br 0 }
+    ];
+
+    #[test]
+    fn winch_code_is_cut_at_its_epoch_deadline_like_cranelift_code() {
+        // Call deadlines (`limits.call_ms`) rest on epoch checks in loops
+        // and function entries: Winch must emit them too.
+        let engine = PluginEngine::with_winch_threshold(None, 0).unwrap();
+        let winch = engine.winch().expect("Winch is available on this target");
+        for runtime in [&engine.main, winch] {
+            let module = wasmtime::Module::new(&runtime.engine, SPIN).unwrap();
+            let mut store = wasmtime::Store::new(&runtime.engine, ());
+            store.epoch_deadline_trap();
+            store.set_epoch_deadline(5);
+            let instance = wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
+            let spin = instance
+                .get_typed_func::<(), ()>(&mut store, "spin")
+                .unwrap();
+            let started = Instant::now();
+            let error = spin.call(&mut store, ()).unwrap_err();
+            assert_eq!(
+                error.downcast_ref::<wasmtime::Trap>(),
+                Some(&wasmtime::Trap::Interrupt)
+            );
+            assert!(started.elapsed() < Duration::from_secs(5));
+        }
+    }
 
     #[test]
     fn plugin_log_messages_stay_one_line() {

@@ -3,12 +3,12 @@
 //! under the plugin's epoch deadline and memory cap; an instance that trapped
 //! is dropped, never reused, and instances are recycled after many calls.
 
-use std::{net::SocketAddr, path::Path, sync::Arc, time::Instant};
+use std::{borrow::Cow, net::SocketAddr, path::Path, sync::Arc, time::Instant};
 
 use crossbeam_queue::ArrayQueue;
 use wasmtime::{
     component::{InstancePre, Resource, ResourceTable},
-    Store, StoreLimitsBuilder, Trap,
+    Engine, Store, StoreLimitsBuilder, Trap,
 };
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
@@ -22,7 +22,7 @@ use super::{
         websocket_hooks::{self, Message, MessageAction, MessageDecision},
     },
     chain::Flow,
-    engine::{describe, PluginEngine, State, TICK},
+    engine::{content_hash, describe, Compiled, Compiler, PluginEngine, State, TICK},
     heads::{Lend, Lent, NoHead, RequestHandle, RequestView, ResponseHandle},
     spec::PluginSpec,
 };
@@ -70,11 +70,14 @@ pub struct LoadedPlugin {
     pub hash: String,
     /// The compiled code came from the on-disk cache.
     pub from_cache: bool,
+    /// Which compiler made the code.
+    pub compiler: Compiler,
     /// The hooks `init` declared and the component exports.
     pub hooks: Hooks,
     /// The component exports the WebSocket hooks (0.2.1).
     pub websocket: bool,
-    engine: Arc<PluginEngine>,
+    /// The engine that compiled the code: its stores run it.
+    engine: Engine,
     pre: InstancePre<State>,
     indices: Indices,
     /// Idle instances: a lock-free queue, so flows on different workers
@@ -90,18 +93,25 @@ pub struct LoadedPlugin {
     pub load_ms: u64,
 }
 
-impl LoadedPlugin {
-    /// Reads, compiles (or loads from cache), links and initialises the
-    /// plugin of `spec`. The error is one sentence naming the file.
-    pub async fn load(engine: &Arc<PluginEngine>, spec: Arc<PluginSpec>) -> Result<Self, String> {
-        let plugin_started = Instant::now();
+/// A plugin's component as read from its file (or the binary, for a
+/// built-in), with its sha256.
+pub struct Source {
+    bytes: Cow<'static, [u8]>,
+    pub hash: String,
+    /// When reading began: a load's time counts from there.
+    read_at: Instant,
+}
+
+impl Source {
+    /// Reads the component of `spec` (creating the dirs of a built-in).
+    /// The error is one sentence naming the file.
+    pub async fn read(spec: &PluginSpec) -> Result<Self, String> {
+        let read_at = Instant::now();
         let path = spec.path.clone();
         let builtin = spec.builtin;
-        let compiler = engine.clone();
-        // Reading and compiling is heavy (seconds for large components): off
-        // the async workers.
         let dirs = spec.dirs.clone();
-        let linked = tokio::task::spawn_blocking(move || {
+        // 18 MB of Python component take a while to read and hash.
+        tokio::task::spawn_blocking(move || {
             if builtin.is_some() {
                 // The cache dir of built-in plugins is theirs to create.
                 for (_, dir) in &dirs {
@@ -110,18 +120,94 @@ impl LoadedPlugin {
                 }
             }
             let bytes = match builtin {
-                Some(bytes) => std::borrow::Cow::Borrowed(bytes),
-                None => std::borrow::Cow::Owned(std::fs::read(&path).map_err(|e| {
+                Some(bytes) => Cow::Borrowed(bytes),
+                None => Cow::Owned(std::fs::read(&path).map_err(|e| {
                     format!("cannot read plugin {path:?}: {e} (check --plugin or [[plugin]].path)")
                 })?),
             };
-            link(&compiler, &bytes, &path)
+            let hash = content_hash(&bytes);
+            Ok(Self {
+                bytes,
+                hash,
+                read_at,
+            })
+        })
+        .await
+        .map_err(|e| format!("plugin load aborted: {e}"))?
+    }
+}
+
+/// A version just loaded.
+pub struct Loaded {
+    pub plugin: LoadedPlugin,
+    /// When the version runs Winch's code: its component, for cranelift to
+    /// compile in the background (`optimise.rs`).
+    pub optimise: Option<Source>,
+}
+
+impl LoadedPlugin {
+    /// Reads, compiles (or loads from cache), links and initialises the
+    /// plugin of `spec`. The error is one sentence naming the file.
+    pub async fn load(engine: &Arc<PluginEngine>, spec: Arc<PluginSpec>) -> Result<Loaded, String> {
+        let source = Source::read(&spec).await?;
+        Self::from_source(engine, spec, source).await
+    }
+
+    /// Compiles (or loads from cache), links and initialises `source` as
+    /// the plugin of `spec`, with the code that can serve soonest.
+    pub async fn from_source(
+        engine: &Arc<PluginEngine>,
+        spec: Arc<PluginSpec>,
+        source: Source,
+    ) -> Result<Loaded, String> {
+        let started = source.read_at;
+        let path = spec.path.clone();
+        let compiler = engine.clone();
+        // Compiling is heavy (seconds for large components): off the async
+        // workers.
+        let (linked, source) = tokio::task::spawn_blocking(move || {
+            let compiled = compiler.compile_soonest(&source.bytes, &source.hash);
+            let linked = link(compiled, &source.hash, &path);
+            (linked, source)
+        })
+        .await
+        .map_err(|e| format!("plugin load aborted: {e}"))?;
+        let linked = linked?;
+        let winch = linked.compiler == Compiler::Winch;
+        let mut plugin = Self::from_linked(spec, linked).await?;
+        plugin.load_ms = elapsed_ms(started);
+        Ok(Loaded {
+            plugin,
+            optimise: winch.then_some(source),
+        })
+    }
+
+    /// The plugin of `spec` with cranelift's code for `source`, compiled in
+    /// the background (for a version first served with Winch's code).
+    pub async fn optimised(
+        engine: &Arc<PluginEngine>,
+        spec: Arc<PluginSpec>,
+        source: Source,
+    ) -> Result<Self, String> {
+        let path = spec.path.clone();
+        let compiler = engine.clone();
+        let linked = tokio::task::spawn_blocking(move || {
+            compiler.in_background(|| {
+                let compiled = compiler.compile_optimised(&source.bytes, &source.hash);
+                link(compiled, &source.hash, &path)
+            })
         })
         .await
         .map_err(|e| format!("plugin load aborted: {e}"))??;
-        let mut plugin = Self::from_linked(engine, spec, linked).await?;
-        plugin.load_ms = u64::try_from(plugin_started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        Ok(plugin)
+        Self::from_linked(spec, linked).await
+    }
+
+    /// `baseline` for Winch's code, `optimised` for cranelift's (web UI).
+    pub fn code(&self) -> &'static str {
+        match self.compiler {
+            Compiler::Winch => "baseline",
+            Compiler::Cranelift => "optimised",
+        }
     }
 
     /// Calls by hook: (hook, count, total µs), when metrics are on.
@@ -140,13 +226,14 @@ impl LoadedPlugin {
     }
 
     async fn from_linked(
-        engine: &Arc<PluginEngine>,
         spec: Arc<PluginSpec>,
         Linked {
+            engine,
             pre,
             indices,
             hash,
             cached,
+            compiler,
         }: Linked,
     ) -> Result<Self, String> {
         let path = spec.path.clone();
@@ -155,9 +242,10 @@ impl LoadedPlugin {
             spec,
             hash,
             from_cache: cached,
+            compiler,
             hooks: Hooks::empty(),
             websocket: false,
-            engine: engine.clone(),
+            engine,
             pre,
             indices,
             pool: ArrayQueue::new(POOL_SIZE),
@@ -212,7 +300,7 @@ impl LoadedPlugin {
                 ..Lent::default()
             },
         };
-        let mut store = Store::new(&self.engine.engine, state);
+        let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_trap();
         Ok(store)
@@ -524,27 +612,34 @@ impl LoadedPlugin {
 
 /// A compiled and linked component, ready to instantiate.
 struct Linked {
+    /// The engine that compiled it.
+    engine: Engine,
     pre: InstancePre<State>,
     /// The hook interfaces it exports.
     indices: Indices,
     hash: String,
     /// Whether the compiled code came from the on-disk cache.
     cached: bool,
+    compiler: Compiler,
 }
 
-/// Compiles (or loads from the cache) and links a component.
-fn link(engine: &PluginEngine, bytes: &[u8], path: &Path) -> Result<Linked, String> {
-    let (component, hash, cached) = engine
-        .compile(bytes)
-        .map_err(|e| format!("{path:?} is not a usable WebAssembly component: {e}"))?;
-    check_wit_version(engine, &component, path)?;
+/// Links compiled code (or says why the file could not be compiled) with
+/// the linker of the engine that compiled it.
+fn link(compiled: Result<Compiled<'_>, String>, hash: &str, path: &Path) -> Result<Linked, String> {
+    let Compiled {
+        component,
+        runtime,
+        compiler,
+        from_cache,
+    } = compiled.map_err(|e| format!("{path:?} is not a usable WebAssembly component: {e}"))?;
+    check_wit_version(&runtime.engine, &component, path)?;
     let misfit = |e: wasmtime::Error| {
         format!(
             "{path:?} does not fit the proxlet:plugin world: {}",
             describe(&e)
         )
     };
-    let pre = engine.linker.instantiate_pre(&component).map_err(misfit)?;
+    let pre = runtime.linker.instantiate_pre(&component).map_err(misfit)?;
     let indices = Indices {
         lifecycle: lifecycle::GuestIndices::new(&pre).map_err(misfit)?,
         request: request_hooks::GuestIndices::new(&pre).ok(),
@@ -553,10 +648,12 @@ fn link(engine: &PluginEngine, bytes: &[u8], path: &Path) -> Result<Linked, Stri
         websocket: websocket_hooks::GuestIndices::new(&pre).ok(),
     };
     Ok(Linked {
+        engine: runtime.engine.clone(),
         pre,
         indices,
-        hash,
-        cached,
+        hash: hash.to_owned(),
+        cached: from_cache,
+        compiler,
     })
 }
 
@@ -577,15 +674,15 @@ fn compatibility(version: &str) -> &str {
 /// Refuses a component whose `proxlet:plugin` imports or exports name an
 /// incompatible version, naming both, before linking would fail obscurely.
 fn check_wit_version(
-    engine: &PluginEngine,
+    engine: &Engine,
     component: &wasmtime::component::Component,
     path: &Path,
 ) -> Result<(), String> {
     let ty = component.component_type();
     let names = ty
-        .imports(&engine.engine)
+        .imports(engine)
         .map(|(name, _)| name)
-        .chain(ty.exports(&engine.engine).map(|(name, _)| name));
+        .chain(ty.exports(engine).map(|(name, _)| name));
     for name in names {
         let Some(version) = name
             .strip_prefix("proxlet:plugin/")
@@ -602,6 +699,10 @@ fn check_wit_version(
         }
     }
     Ok(())
+}
+
+fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Epoch ticks for `limit`, at least one.

@@ -15,7 +15,11 @@ use std::{
 use arc_swap::ArcSwap;
 use notify::{RecursiveMode, Watcher};
 
-use super::{chain::Slot, Chain, LoadedPlugin, PluginEngine, PluginSpec};
+use super::{
+    chain::{compiled, Slot},
+    instance::Source,
+    optimise, Chain, LoadedPlugin, PluginEngine, PluginSpec,
+};
 
 /// Quiet time after the last file event before a reload starts.
 const DEBOUNCE: Duration = Duration::from_millis(50);
@@ -149,35 +153,44 @@ async fn reload_config(
     };
     let old = chain.load_full();
     let mut slots = Vec::with_capacity(specs.len());
+    // Versions serving Winch's code, optimised once the chain is in place.
+    let mut to_optimise = Vec::new();
     for spec in specs {
         let fingerprint = format!("{spec:?}");
         let reusable = old.slots.iter().find(|slot| {
             format!("{:?}", slot.spec) == fingerprint
                 && !changed.contains(&absolute(&slot.spec.path))
         });
-        let plugin = match reusable {
-            Some(slot) => slot.current.load_full(),
-            None => match LoadedPlugin::load(engine, Arc::new(spec.clone())).await {
-                Ok(plugin) => {
-                    let message = format!(
-                        "loaded plugin {} from {} (sha256 {})",
-                        spec.name,
-                        spec.path.display(),
-                        &plugin.hash[..12]
-                    );
-                    counted(&spec.name, true, Some(&plugin.hash), &message);
-                    Arc::new(plugin)
+        // The same slot, so an optimised version on its way still lands in it.
+        if let Some(slot) = reusable {
+            slots.push(slot.clone());
+            continue;
+        }
+        let plugin = match LoadedPlugin::load(engine, Arc::new(spec.clone())).await {
+            Ok(loaded) => {
+                let plugin = Arc::new(loaded.plugin);
+                let message = format!(
+                    "loaded plugin {} from {} (sha256 {}, {})",
+                    spec.name,
+                    spec.path.display(),
+                    &plugin.hash[..12],
+                    compiled(&plugin, loaded.optimise.is_some()),
+                );
+                counted(&spec.name, true, Some(&plugin.hash), &message);
+                if let Some(source) = loaded.optimise {
+                    to_optimise.push((slots.len(), plugin.clone(), source));
                 }
-                Err(e) => {
-                    let message = format!(
-                        "cannot reload the plugin chain after {} changed: {e}; the previous chain keeps serving",
-                        path.display()
-                    );
-                    tracing::error!("{message}");
-                    counted(&spec.name, false, None, &message);
-                    return None;
-                }
-            },
+                plugin
+            }
+            Err(e) => {
+                let message = format!(
+                    "cannot reload the plugin chain after {} changed: {e}; the previous chain keeps serving",
+                    path.display()
+                );
+                tracing::error!("{message}");
+                counted(&spec.name, false, None, &message);
+                return None;
+            }
         };
         // A plugin the user disabled stays disabled across config reloads.
         let enabled = old
@@ -199,37 +212,49 @@ async fn reload_config(
         .filter(|s| s.spec.builtin.is_none())
         .map(|s| absolute(&s.spec.path))
         .collect();
-    chain.store(Arc::new(Chain { slots }));
+    chain.store(Arc::new(Chain {
+        slots: slots.clone(),
+    }));
+    for (at, plugin, source) in to_optimise {
+        optimise::start(&slots[at], engine, &plugin, source);
+    }
     Some(files)
 }
 
 /// Loads `slot`'s file again and swaps it in; an unchanged file is kept
-/// unless `force` (a reload the user asked for).
-pub(crate) async fn reload_slot(slot: &Slot, engine: &Arc<PluginEngine>, force: bool) {
+/// unless `force` (a reload the user asked for). A version served with
+/// Winch's code gets cranelift's in the background.
+pub(crate) async fn reload_slot(slot: &Arc<Slot>, engine: &Arc<PluginEngine>, force: bool) {
     let spec = slot.spec.clone();
     let name = spec.name.clone();
     let path = spec.path.clone();
-    match LoadedPlugin::load(engine, spec).await {
-        Ok(plugin) => {
-            if !force && plugin.hash == slot.current.load().hash {
-                tracing::debug!(
-                    "plugin {name}: {} changed but its content did not",
-                    path.display()
-                );
-                return;
-            }
-            let (hash, load_ms) = (plugin.hash.clone(), plugin.load_ms);
-            let compiled = super::chain::compiled(&plugin);
-            slot.current.store(Arc::new(plugin));
+    let loaded = match Source::read(&spec).await {
+        Ok(source) if !force && source.hash == slot.current.load().hash => {
+            tracing::debug!(
+                "plugin {name}: {} changed but its content did not",
+                path.display()
+            );
+            return;
+        }
+        Ok(source) => LoadedPlugin::from_source(engine, spec, source).await,
+        Err(reason) => Err(reason),
+    };
+    match loaded {
+        Ok(loaded) => {
+            let plugin = Arc::new(loaded.plugin);
+            slot.current.store(plugin.clone());
             let message = format!(
                 "reloaded plugin {name} from {} (sha256 {}, {}) in {} ms",
                 path.display(),
-                &hash[..12],
-                compiled,
-                load_ms
+                &plugin.hash[..12],
+                compiled(&plugin, loaded.optimise.is_some()),
+                plugin.load_ms
             );
             tracing::info!("{message}");
-            counted(&name, true, Some(&hash), &message);
+            counted(&name, true, Some(&plugin.hash), &message);
+            if let Some(source) = loaded.optimise {
+                optimise::start(slot, engine, &plugin, source);
+            }
         }
         Err(reason) => {
             let message = format!(

@@ -728,6 +728,7 @@ pub(super) fn plugins(web: &Web) -> serde_json::Value {
                 "matcher": spec.matcher.describe(),
                 "loaded_at": plugin.loaded_at,
                 "load_ms": plugin.load_ms,
+                "code": plugin.code(),
                 "enabled": slot.is_enabled(),
                 "last_error": history.last_error,
                 "calls": calls,
