@@ -640,13 +640,14 @@ impl Recording {
         from_client: bool,
         text: bool,
         payload: &[u8],
+        size: u64,
         dropped: bool,
         injected: bool,
     ) {
         let body_max = self.response_body.max;
         self.websocket
             .get_or_insert_with(|| Box::new(Messages::new(body_max)))
-            .push(from_client, text, payload, dropped, injected);
+            .push(from_client, text, payload, size, dropped, injected);
     }
 
     /// The WebSocket ended: hands the flow, messages and all, to the sink,
@@ -788,11 +789,14 @@ impl Messages {
         }
     }
 
+    /// `payload`: the message's first bytes (all of it, unless `size`, its
+    /// true length, is larger).
     fn push(
         &mut self,
         from_client: bool,
         text: bool,
         payload: &[u8],
+        size: u64,
         dropped: bool,
         injected: bool,
     ) {
@@ -802,17 +806,19 @@ impl Messages {
         }
         let room = self.budget.saturating_sub(self.payloads.len());
         let mut kept = payload.len().min(self.message_max).min(room);
-        if text && kept < payload.len() {
-            // A text cut short keeps whole characters: back off the UTF-8
-            // continuation bytes (10xxxxxx) the cut fell among.
-            while kept > 0 && payload[kept] & 0xc0 == 0x80 {
-                kept -= 1;
+        if text && (kept as u64) < size {
+            // A text cut short keeps whole characters: back off a
+            // character the cut fell into.
+            if let Err(e) = std::str::from_utf8(&payload[..kept]) {
+                if e.error_len().is_none() {
+                    kept = e.valid_up_to();
+                }
             }
         }
         self.payloads.extend_from_slice(&payload[..kept]);
         self.list.push(MessageInfo {
             time: now_micros(),
-            size: payload.len() as u64,
+            size: size.max(payload.len() as u64),
             // At most WEBSOCKET_KEPT_MAX.
             kept: kept as u32,
             from_client,
@@ -1012,9 +1018,23 @@ mod tests {
         let ws = open.websocket.as_ref().unwrap();
         assert!(ws.messages.is_empty() && ws.end.is_none());
 
-        recording.websocket_message(true, true, "héllo".as_bytes(), false, false);
-        recording.websocket_message(false, false, b"\x00\xff", true, false);
-        recording.websocket_message(false, true, b"made", false, true);
+        recording.websocket_message(
+            true,
+            true,
+            "héllo".as_bytes(),
+            "héllo".len() as u64,
+            false,
+            false,
+        );
+        recording.websocket_message(
+            false,
+            false,
+            b"\x00\xff",
+            b"\x00\xff".len() as u64,
+            true,
+            false,
+        );
+        recording.websocket_message(false, true, b"made", b"made".len() as u64, false, true);
         recording.websocket_closed(Some(true), Some(1000), Some("bye".into()), None);
         sink.close();
 
@@ -1068,7 +1088,7 @@ mod tests {
             f.marked = true;
             f.comment = "watch".into();
         }));
-        recording.websocket_message(true, true, b"hi", false, false);
+        recording.websocket_message(true, true, b"hi", b"hi".len() as u64, false, false);
         recording.websocket_closed(Some(true), Some(1000), None, None);
         let flow = store.get(5).unwrap();
         assert!(flow.marked && flow.comment == "watch");
@@ -1082,7 +1102,7 @@ mod tests {
         let sink = sink(dir.path(), 1024);
         let mut recording = upgraded(&sink, 3);
         recording.websocket_opened();
-        recording.websocket_message(true, true, b"one", false, false);
+        recording.websocket_message(true, true, b"one", b"one".len() as u64, false, false);
         drop(recording);
         sink.close();
         let flow = sink.store().unwrap().get(3).unwrap();
@@ -1100,20 +1120,25 @@ mod tests {
         assert_eq!(ws.budget, WEBSOCKET_KEPT_MIN);
         ws.budget = 25;
         // Each message keeps at most body_max bytes, with its true size.
-        ws.push(true, false, &[1; 30], false, false);
+        ws.push(true, false, &[1; 30], 30, false, false);
         // A text cut keeps whole characters: "é" is two bytes.
-        ws.push(true, true, "aaaaaaaaaé".as_bytes(), false, false);
+        ws.push(true, true, "aaaaaaaaaé".as_bytes(), 11, false, false);
         // The budget (25) runs out: 6 bytes left, then none.
-        ws.push(false, false, &[2; 8], false, false);
-        ws.push(false, true, b"late", false, false);
+        ws.push(false, false, &[2; 8], 8, false, false);
+        ws.push(false, true, b"late", 4, false, false);
         let kept: Vec<(u32, u64)> = ws.list.iter().map(|m| (m.kept, m.size)).collect();
         assert_eq!(kept, [(10, 30), (9, 11), (6, 8), (0, 4)]);
         assert_eq!(ws.payloads.len(), 25);
+        // Given only its start (the relay's limit), a message keeps its
+        // true size, and a start cut inside a character drops that part.
+        let mut cut = Messages::new(10);
+        cut.push(true, true, &"aé".as_bytes()[..2], 5_000_000, false, false);
+        assert_eq!((cut.list[0].kept, cut.list[0].size), (1, 5_000_000));
 
         // Past the count bound, messages are only counted.
         let mut many = Messages::new(10);
         for _ in 0..WEBSOCKET_MESSAGES_MAX + 3 {
-            many.push(true, true, b"x", false, false);
+            many.push(true, true, b"x", 1, false, false);
         }
         assert_eq!(many.list.len(), WEBSOCKET_MESSAGES_MAX);
         assert_eq!(many.omitted, 3);
@@ -1129,11 +1154,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sink = sink(dir.path(), 4);
         let mut recording = upgraded(&sink, 9);
-        recording.websocket_message(true, true, b"abcdef", false, false);
+        recording.websocket_message(true, true, b"abcdef", b"abcdef".len() as u64, false, false);
         if let Some(ws) = recording.websocket.as_mut() {
             ws.budget = 4;
         }
-        recording.websocket_message(true, true, b"gh", false, false);
+        recording.websocket_message(true, true, b"gh", b"gh".len() as u64, false, false);
         recording.websocket_closed(None, None, None, Some("upstream reset".into()));
         sink.close();
         let flow = sink.store().unwrap().get(9).unwrap();

@@ -441,36 +441,39 @@ impl FlowPlugins {
 
 impl FlowPlugins {
     /// Asks each plugin that exports the WebSocket hooks whether it wants
-    /// the messages of the WebSocket `parts` asks for; `None` when none does.
+    /// the messages of the WebSocket `parts` asks for: `Ok(None)` when none
+    /// does; `Err` with the answer when a fail-closed plugin failed (a
+    /// plugin that must see every message cannot be skipped).
     pub async fn on_websocket_open(
         &self,
         flow: &Flow,
         parts: &mut http::request::Parts,
         notes: &mut Notes,
-    ) -> Option<MessagePlugins> {
+    ) -> Result<Option<MessagePlugins>, Response<Body>> {
         let mut wanted = Vec::new();
         for plugin in self.plugins.iter().filter(|p| p.websocket) {
             let started = Instant::now();
             let answer = plugin.on_websocket_open(flow, parts).await;
-            notes.step(
-                &plugin.spec.name,
-                "on-websocket-open",
-                started,
-                || match &answer {
-                    Ok(true) => "watch".into(),
-                    Ok(false) => "ignore".into(),
-                    Err(reason) => format!("failed: {reason}"),
-                },
-            );
             match answer {
-                Ok(true) => wanted.push(plugin.clone()),
+                Ok(true) => {
+                    notes.step(&plugin.spec.name, "on-websocket-open", started, || {
+                        "watch".into()
+                    });
+                    wanted.push(plugin.clone());
+                }
+                // Most plugins ignore WebSockets: no step noted.
                 Ok(false) => {}
-                // The open call has no message to spare: a failed plugin
-                // does not see this WebSocket, whatever its mode.
-                Err(reason) => tracing::warn!(flow = flow.info.id, "{reason}"),
+                Err(reason) => {
+                    notes.step(&plugin.spec.name, "on-websocket-open", started, || {
+                        format!("failed: {reason}")
+                    });
+                    if let Some(response) = failure(plugin, reason, notes) {
+                        return Err(response);
+                    }
+                }
             }
         }
-        (!wanted.is_empty()).then_some(MessagePlugins { plugins: wanted })
+        Ok((!wanted.is_empty()).then_some(MessagePlugins { plugins: wanted }))
     }
 }
 

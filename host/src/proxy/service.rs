@@ -136,8 +136,24 @@ pub(crate) async fn handle(
         None => RequestDecision::Continue,
     };
 
-    let seen: Option<SeenRequest>;
+    // A WebSocket: plugins say whether they want its messages.
     let mut watchers = None;
+    let decision = match (decision, &flow) {
+        (RequestDecision::Continue, Some(flow)) if is_websocket(upgrade.as_ref()) => {
+            match plugins
+                .on_websocket_open(flow, &mut parts, &mut notes)
+                .await
+            {
+                Ok(wanted) => {
+                    watchers = wanted;
+                    RequestDecision::Continue
+                }
+                Err(refused) => RequestDecision::Respond(refused),
+            }
+        }
+        (decision, _) => decision,
+    };
+    let seen: Option<SeenRequest>;
     let response = match decision {
         RequestDecision::Respond(response) => {
             if let Some(recording) = record.recording.as_mut() {
@@ -150,12 +166,6 @@ pub(crate) async fn handle(
             response
         }
         RequestDecision::Continue => {
-            // A WebSocket: plugins say whether they want its messages.
-            if let (Some(flow), true) = (&flow, is_websocket(upgrade.as_ref())) {
-                watchers = plugins
-                    .on_websocket_open(flow, &mut parts, &mut notes)
-                    .await;
-            }
             if let Some(watchers) = &watchers {
                 no_extensions(record.id, &mut parts.headers, watchers);
             }
@@ -309,6 +319,8 @@ pub(crate) async fn handle(
             true => record.recording.take(),
             false => None,
         };
+        // (A 101 to another protocol than the one asked is relayed as bytes.)
+        let watchers = watchers.filter(|_| websocket);
         let watch = (recording.is_some() || watchers.is_some()).then(|| {
             let mut recording = recording;
             if let Some(recording) = recording.as_mut() {

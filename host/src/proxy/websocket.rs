@@ -221,44 +221,18 @@ fn head_bytes(fin: bool, rsv: u8, opcode: u8, len: usize, mask: Option<[u8; 4]>)
 
 /// A fresh masking key (RFC 6455 §5.3: unpredictable).
 fn new_mask() -> [u8; 4] {
+    static RANDOM: std::sync::LazyLock<&'static dyn rustls::crypto::SecureRandom> =
+        std::sync::LazyLock::new(|| rustls::crypto::ring::default_provider().secure_random);
     let mut key = [0u8; 4];
-    let random = rustls::crypto::ring::default_provider().secure_random;
-    if random.fill(&mut key).is_err() {
-        key = (crate::flows::now_micros() as u32).to_ne_bytes();
+    if RANDOM.fill(&mut key).is_err() {
+        // The system's generator failed (it does not): still a key.
+        key = (crate::flows::now_micros() as u32 ^ 0x5a5a_a5a5).to_ne_bytes();
     }
     key
 }
 
-/// One peer's sending side, shared by both directions (injected messages
-/// and close frames cross over). Frames are written whole under the lock.
-struct Out<W> {
-    io: tokio::sync::Mutex<W>,
-    /// Frames to this peer are masked (it is the server).
-    masked: bool,
-}
-
-impl<W: AsyncWrite + Unpin> Out<W> {
-    /// Writes one whole frame proxlet made.
-    async fn frame(&self, fin: bool, opcode: u8, payload: &[u8]) -> std::io::Result<()> {
-        let mut io = self.io.lock().await;
-        write_made(&mut *io, self.masked, fin, opcode, payload).await
-    }
-
-    async fn close(&self, code: u16, reason: &str) {
-        let mut payload = code.to_be_bytes().to_vec();
-        payload.extend_from_slice(&reason.as_bytes()[..reason.len().min(123)]);
-        let _ = self.frame(true, CLOSE, &payload).await;
-        let _ = self.io.lock().await.shutdown().await;
-    }
-}
-
-async fn write_made<W: AsyncWrite + Unpin>(
-    io: &mut W,
-    masked: bool,
-    fin: bool,
-    opcode: u8,
-    payload: &[u8],
-) -> std::io::Result<()> {
+/// A whole frame proxlet makes, masked afresh when `masked`.
+fn made_frame(masked: bool, fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
     let mask = masked.then(new_mask);
     let mut frame = head_bytes(fin, 0, opcode, payload.len(), mask);
     let start = frame.len();
@@ -266,11 +240,92 @@ async fn write_made<W: AsyncWrite + Unpin>(
     if let Some(mask) = mask {
         xor_mask(&mut frame[start..], mask, 0);
     }
-    io.write_all(&frame).await
+    frame
 }
 
-/// A message being read: its kind, its first bytes (unmasked), and whether
-/// it has been forwarded already (streamed).
+/// A peer's connection as the relay writes to it.
+struct Sink<W> {
+    io: W,
+    /// A message the forwarding direction streams is partly written: data
+    /// frames proxlet makes wait in `pending` (none may land among its
+    /// fragments); control frames may.
+    in_message: bool,
+    /// A frame is partly written: nothing else may be written.
+    mid_frame: bool,
+    pending: Vec<Vec<u8>>,
+}
+
+/// One peer's sending side, shared by both directions (messages a plugin
+/// injects towards the sender cross over). The lock is held for one write,
+/// never across a read.
+struct Out<W> {
+    sink: tokio::sync::Mutex<Sink<W>>,
+    /// Frames to this peer are masked (it is the server).
+    masked: bool,
+}
+
+impl<W: AsyncWrite + Unpin> Out<W> {
+    fn new(io: W, masked: bool) -> Self {
+        Self {
+            sink: tokio::sync::Mutex::new(Sink {
+                io,
+                in_message: false,
+                mid_frame: false,
+                pending: Vec::new(),
+            }),
+            masked,
+        }
+    }
+
+    /// Writes one whole frame proxlet made; a data frame waits while a
+    /// streamed message is open.
+    async fn frame(&self, fin: bool, opcode: u8, payload: &[u8]) -> std::io::Result<()> {
+        let frame = made_frame(self.masked, fin, opcode, payload);
+        let mut sink = self.sink.lock().await;
+        if opcode < CLOSE && sink.in_message {
+            sink.pending.push(frame);
+            return Ok(());
+        }
+        sink.io.write_all(&frame).await
+    }
+
+    /// Writes bytes of the forwarding direction's own stream (a frame head
+    /// or payload), noting where that leaves the frame and the message; at
+    /// a message's end, the frames that waited for it go out.
+    async fn forward(
+        &self,
+        bytes: &[u8],
+        mid_frame: bool,
+        in_message: bool,
+    ) -> std::io::Result<()> {
+        let mut sink = self.sink.lock().await;
+        sink.io.write_all(bytes).await?;
+        sink.mid_frame = mid_frame;
+        sink.in_message = in_message;
+        if !in_message {
+            for frame in std::mem::take(&mut sink.pending) {
+                sink.io.write_all(&frame).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a close frame (unless a frame is half written) and ends the
+    /// connection.
+    async fn close(&self, code: u16, reason: &str) {
+        let mut payload = code.to_be_bytes().to_vec();
+        payload.extend_from_slice(&reason.as_bytes()[..reason.len().min(123)]);
+        let frame = made_frame(self.masked, true, CLOSE, &payload);
+        let mut sink = self.sink.lock().await;
+        if !sink.mid_frame {
+            let _ = sink.io.write_all(&frame).await;
+        }
+        let _ = sink.io.shutdown().await;
+    }
+}
+
+/// A message being read: its kind, its first bytes (unmasked), its true
+/// size, and whether it is forwarded as it comes (streamed).
 struct Assembly {
     opcode: u8,
     compressed: bool,
@@ -285,6 +340,8 @@ struct Closing {
     closed_by_client: Option<bool>,
     code: Option<u16>,
     reason: Option<String>,
+    /// Close frames seen (one each way completes the handshake).
+    seen: u8,
 }
 
 /// What the two directions share.
@@ -296,15 +353,19 @@ struct Shared {
 }
 
 impl Shared {
-    fn record(&self, from_client: bool, text: bool, data: &[u8], dropped: bool, injected: bool) {
+    /// Notes a message for the record: `data` its first bytes, `size` its
+    /// true length.
+    fn record(&self, from_client: bool, text: bool, data: &[u8], size: u64, marks: (bool, bool)) {
         let mut recording = self.recording.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(recording) = recording.as_mut() {
-            recording.websocket_message(from_client, text, data, dropped, injected);
+            let (dropped, injected) = marks;
+            recording.websocket_message(from_client, text, data, size, dropped, injected);
         }
     }
 
     fn closed(&self, from_client: bool, payload: &[u8]) {
         let mut closing = self.closing.lock().unwrap_or_else(|e| e.into_inner());
+        closing.seen = closing.seen.saturating_add(1);
         if closing.closed_by_client.is_some() {
             return;
         }
@@ -315,6 +376,10 @@ impl Shared {
         }
     }
 }
+
+const PASSED: (bool, bool) = (false, false);
+const DROPPED: (bool, bool) = (true, false);
+const INJECTED: (bool, bool) = (false, true);
 
 /// One direction: frames from `reader` to `to`; `back` is the sender's own
 /// side (for messages injected towards it).
@@ -338,7 +403,14 @@ where
         .map(|r| r.is_some())
         .unwrap_or(false);
     let mut message: Option<Assembly> = None;
-    while let Some(head) = reader.head().await? {
+    loop {
+        let Some(head) = reader.head().await? else {
+            return match message {
+                // The peer left in the middle of a message.
+                Some(_) => Err(Stop::Io(std::io::ErrorKind::UnexpectedEof.into())),
+                None => Ok(()),
+            };
+        };
         if head.opcode >= CLOSE {
             let mut payload = BytesMut::new();
             while (payload.len() as u64) < head.len {
@@ -377,10 +449,10 @@ where
             compressed: head.rsv & 0x40 != 0,
             data: Vec::new(),
             size: 0,
-            streamed: false,
+            streamed: !hold,
         });
         let mut offset = 0u64;
-        if hold && !assembly.streamed {
+        if !assembly.streamed {
             // Held: buffered until the message ends or outgrows the limit.
             while offset < head.len {
                 let mut chunk = reader.chunk(head.len - offset).await?;
@@ -393,23 +465,27 @@ where
                     assembly.data.extend_from_slice(&chunk);
                     continue;
                 }
-                // Too long to hold: what was held goes now, the rest as it
-                // comes; the plugins see the first MESSAGE_MAX bytes.
+                // Too long to hold: what was held goes now as a first
+                // fragment, the rest as it comes; the plugins see the first
+                // MESSAGE_MAX bytes.
                 let room = MESSAGE_MAX - assembly.data.len();
-                let held = std::mem::take(&mut assembly.data);
-                let mut io = to.io.lock().await;
-                write_made(&mut *io, to.masked, false, assembly.opcode, &held).await?;
-                assembly.data = held;
+                let first = made_frame(to.masked, false, assembly.opcode, &assembly.data);
+                to.forward(&first, false, true).await?;
                 assembly.data.extend_from_slice(&chunk[..room]);
-                stream_rest(&mut *io, to.masked, &head, chunk, offset, &mut reader).await?;
-                assembly.size += head.len - offset;
                 assembly.streamed = true;
+                stream_rest(to, &head, chunk, offset, &mut reader).await?;
+                assembly.size += head.len - offset;
                 offset = head.len;
             }
         } else {
             // Streamed: the frame goes on as it came.
-            let mut io = to.io.lock().await;
-            io.write_all(&head.raw[..head.raw_len]).await?;
+            let ends = head.fin;
+            to.forward(
+                &head.raw[..head.raw_len],
+                head.len > 0,
+                !(ends && head.len == 0),
+            )
+            .await?;
             while offset < head.len {
                 let chunk = reader.chunk(head.len - offset).await?;
                 if keep && assembly.data.len() < MESSAGE_MAX {
@@ -422,9 +498,9 @@ where
                 }
                 offset += chunk.len() as u64;
                 assembly.size += chunk.len() as u64;
-                io.write_all(&chunk).await?;
+                let done = offset == head.len;
+                to.forward(&chunk, !done, !(ends && done)).await?;
             }
-            assembly.streamed = true;
         }
         if !head.fin {
             continue;
@@ -435,21 +511,24 @@ where
         let text = done.opcode == TEXT;
         let truncated = done.size > done.data.len() as u64;
         let Some(plugins) = &shared.plugins else {
-            let data = match (&mut inflate, done.compressed) {
-                (Some(inflater), true) if !truncated => match inflated(inflater, &done.data) {
-                    Some(data) => data,
-                    None => {
-                        inflate = None;
-                        done.data
-                    }
-                },
-                (Some(_), true) => {
-                    inflate = None;
-                    done.data
+            // Recorded as it went, inflated when it was compressed.
+            let inflater = inflate.as_mut().filter(|_| done.compressed);
+            match inflater.map(|i| (truncated, inflated(i, &done.data))) {
+                Some((false, Inflated::Whole(data))) => {
+                    shared.record(from_client, text, &data, data.len() as u64, PASSED);
                 }
-                _ => done.data,
-            };
-            shared.record(from_client, text, &data, false, false);
+                Some((false, Inflated::Last(data))) => {
+                    inflate = None;
+                    shared.record(from_client, text, &data, data.len() as u64, PASSED);
+                }
+                Some(_) => {
+                    // Cut short or beyond the bound: the inflater's window is
+                    // lost; later messages are recorded compressed.
+                    inflate = None;
+                    shared.record(from_client, false, &done.data, done.size, PASSED);
+                }
+                None => shared.record(from_client, text, &done.data, done.size, PASSED),
+            }
             continue;
         };
         let payload = WsPayload {
@@ -462,17 +541,16 @@ where
         if let Some(reason) = outcome.close {
             return Err(Stop::Plugin(reason));
         }
-        if !done.streamed {
-            match &outcome.forward {
-                Some(sent) => {
-                    let opcode = if sent.text { TEXT } else { BINARY };
-                    to.frame(true, opcode, &sent.data).await?;
-                    shared.record(from_client, sent.text, &sent.data, false, false);
-                }
-                None => shared.record(from_client, text, &payload.data, true, false),
+        let size = done.size;
+        match (&outcome.forward, done.streamed) {
+            (_, true) => shared.record(from_client, text, &payload.data, size, PASSED),
+            (Some(sent), false) => {
+                let opcode = if sent.text { TEXT } else { BINARY };
+                to.frame(true, opcode, &sent.data).await?;
+                let len = sent.data.len() as u64;
+                shared.record(from_client, sent.text, &sent.data, len, PASSED);
             }
-        } else {
-            shared.record(from_client, text, &payload.data, false, false);
+            (None, false) => shared.record(from_client, text, &payload.data, size, DROPPED),
         }
         for (to_client, injected) in outcome.inject {
             let opcode = if injected.text { TEXT } else { BINARY };
@@ -482,33 +560,34 @@ where
             } else {
                 to.frame(true, opcode, &injected.data).await?;
             }
-            shared.record(!to_client, injected.text, &injected.data, false, true);
+            let len = injected.data.len() as u64;
+            shared.record(!to_client, injected.text, &injected.data, len, INJECTED);
         }
     }
-    Ok(())
 }
 
 /// Writes the rest of a held frame as a continuation frame of its own:
 /// `first` (unmasked bytes already read, ending `offset` bytes into the
 /// frame), then the frame's remaining bytes as they come, masked afresh
-/// when `masked`.
+/// towards the server.
 async fn stream_rest<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
-    io: &mut W,
-    masked: bool,
+    to: &Out<W>,
     head: &Head,
     mut first: BytesMut,
     mut offset: u64,
     reader: &mut Reader<R>,
 ) -> Result<(), Stop> {
-    let mask = masked.then(new_mask);
+    let mask = to.masked.then(new_mask);
     let len = first.len() as u64 + head.len - offset;
-    io.write_all(&head_bytes(head.fin, 0, CONTINUATION, len as usize, mask))
-        .await?;
+    let ends = head.fin;
+    let frame_head = head_bytes(ends, 0, CONTINUATION, len as usize, mask);
+    to.forward(&frame_head, true, true).await?;
     if let Some(mask) = mask {
         xor_mask(&mut first, mask, 0);
     }
     let mut written = first.len() as u64;
-    io.write_all(&first).await?;
+    let done = offset == head.len;
+    to.forward(&first, !done, !(ends && done)).await?;
     while offset < head.len {
         let mut chunk = reader.chunk(head.len - offset).await?;
         if let Some(original) = head.mask {
@@ -519,32 +598,58 @@ async fn stream_rest<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         }
         offset += chunk.len() as u64;
         written += chunk.len() as u64;
-        io.write_all(&chunk).await?;
+        let done = offset == head.len;
+        to.forward(&chunk, !done, !(ends && done)).await?;
     }
     Ok(())
 }
 
-/// A compressed message inflated (RFC 7692 §7.2.2), up to [`MESSAGE_MAX`];
-/// `None` when it cannot be (the inflater is then of no further use).
-fn inflated(inflater: &mut flate2::Decompress, data: &[u8]) -> Option<Vec<u8>> {
-    let mut input = data.to_vec();
-    input.extend_from_slice(&[0, 0, 0xff, 0xff]);
-    let mut out = Vec::with_capacity((data.len() * 3).min(MESSAGE_MAX));
-    let mut read = 0;
+/// What inflating one message gave.
+#[derive(Debug, PartialEq, Eq)]
+enum Inflated {
+    /// The message, and the inflater goes on with the next one.
+    Whole(Vec<u8>),
+    /// The message, which ended the deflate stream (a final block): the
+    /// inflater is done.
+    Last(Vec<u8>),
+    /// Not inflatable within [`MESSAGE_MAX`], or not deflate at all.
+    Failed,
+}
+
+/// A compressed message inflated (RFC 7692 §7.2.2), up to [`MESSAGE_MAX`]
+/// of output whatever the input claims.
+fn inflated(inflater: &mut flate2::Decompress, data: &[u8]) -> Inflated {
+    let tail = [0u8, 0, 0xff, 0xff];
+    let mut out = Vec::with_capacity(data.len().saturating_mul(2).min(MESSAGE_MAX));
+    let mut scratch = vec![0u8; 16 * 1024];
+    let mut read = 0usize;
+    let total = data.len() + tail.len();
     loop {
-        if out.len() == out.capacity() {
-            if out.len() >= MESSAGE_MAX {
-                return None;
-            }
-            out.reserve((out.len()).clamp(4096, MESSAGE_MAX - out.len()));
+        let input: &[u8] = if read < data.len() {
+            &data[read..]
+        } else {
+            &tail[read - data.len()..]
+        };
+        let (before_in, before_out) = (inflater.total_in(), inflater.total_out());
+        let status = match inflater.decompress(input, &mut scratch, flate2::FlushDecompress::Sync) {
+            Ok(status) => status,
+            Err(_) => return Inflated::Failed,
+        };
+        let used = (inflater.total_in() - before_in) as usize;
+        let made = (inflater.total_out() - before_out) as usize;
+        read += used;
+        if out.len() + made > MESSAGE_MAX {
+            return Inflated::Failed;
         }
-        let before = inflater.total_in();
-        inflater
-            .decompress_vec(&input[read..], &mut out, flate2::FlushDecompress::Sync)
-            .ok()?;
-        read += (inflater.total_in() - before) as usize;
-        if read == input.len() && out.len() < out.capacity() {
-            return Some(out);
+        out.extend_from_slice(&scratch[..made]);
+        if status == flate2::Status::StreamEnd {
+            return Inflated::Last(out);
+        }
+        if read >= total && made < scratch.len() {
+            return Inflated::Whole(out);
+        }
+        if used == 0 && made == 0 {
+            return Inflated::Failed;
         }
     }
 }
@@ -557,19 +662,17 @@ where
     C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     U: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    /// Longest proxlet waits to say why it closes a WebSocket.
+    const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
     let id = watch.flow.info.id;
+    // Bytes moving either way keep the WebSocket alive.
     let activity = super::io::Activity::new();
     let client = super::io::Tracked::new(client, activity.clone());
+    let upstream = super::io::Tracked::new(upstream, activity.clone());
     let (client_read, client_write) = tokio::io::split(client);
     let (upstream_read, upstream_write) = tokio::io::split(upstream);
-    let to_client = Out {
-        io: tokio::sync::Mutex::new(client_write),
-        masked: false,
-    };
-    let to_server = Out {
-        io: tokio::sync::Mutex::new(upstream_write),
-        masked: true,
-    };
+    let to_client = Out::new(client_write, false);
+    let to_server = Out::new(upstream_write, true);
     let inflater = || watch.deflate.then(|| flate2::Decompress::new(false));
     let (up_inflate, down_inflate) = (inflater(), inflater());
     let shared = Shared {
@@ -579,32 +682,18 @@ where
         closing: Mutex::new(Closing::default()),
     };
     let up = async {
-        let done = direction(
-            true,
-            Reader::new(client_read),
-            &to_server,
-            &to_client,
-            &shared,
-            up_inflate,
-        )
-        .await;
+        let reader = Reader::new(client_read);
+        let done = direction(true, reader, &to_server, &to_client, &shared, up_inflate).await;
         if done.is_ok() {
-            let _ = to_server.io.lock().await.shutdown().await;
+            let _ = to_server.sink.lock().await.io.shutdown().await;
         }
         done
     };
     let down = async {
-        let done = direction(
-            false,
-            Reader::new(upstream_read),
-            &to_client,
-            &to_server,
-            &shared,
-            down_inflate,
-        )
-        .await;
+        let reader = Reader::new(upstream_read);
+        let done = direction(false, reader, &to_client, &to_server, &shared, down_inflate).await;
         if done.is_ok() {
-            let _ = to_client.io.lock().await.shutdown().await;
+            let _ = to_client.sink.lock().await.io.shutdown().await;
         }
         done
     };
@@ -615,22 +704,22 @@ where
             Err(Stop::Io(std::io::ErrorKind::TimedOut.into()))
         }
     };
+    // Both sides told why, at once and within a bound (a peer that does
+    // not read cannot hold the relay).
+    let close_both = async |code: u16, reason: &str| {
+        let both =
+            async { tokio::join!(to_client.close(code, reason), to_server.close(code, reason)) };
+        let _ = tokio::time::timeout(CLOSE_WAIT, both).await;
+    };
     let error = match ended {
         Ok(()) => None,
         Err(Stop::Protocol(reason)) => {
             tracing::info!(flow = id, "WebSocket closed: protocol error: {reason}");
-            let reason = format!("proxlet: {reason}");
-            to_client.close(PROTOCOL_ERROR, &reason).await;
-            to_server.close(PROTOCOL_ERROR, &reason).await;
+            close_both(PROTOCOL_ERROR, &format!("proxlet: {reason}")).await;
             Some(format!("protocol error: {reason}"))
         }
         Err(Stop::Plugin(reason)) => {
-            to_client
-                .close(INTERNAL_ERROR, "proxlet: plugin failed")
-                .await;
-            to_server
-                .close(INTERNAL_ERROR, "proxlet: plugin failed")
-                .await;
+            close_both(INTERNAL_ERROR, "proxlet: plugin failed").await;
             Some(reason)
         }
         Err(Stop::Io(e)) => {
@@ -639,6 +728,8 @@ where
         }
     };
     let closing = std::mem::take(&mut *shared.closing.lock().unwrap_or_else(|e| e.into_inner()));
+    // After a close each way, how the sockets went down is no error.
+    let error = error.filter(|_| closing.seen < 2);
     let recording = shared
         .recording
         .lock()
@@ -717,7 +808,42 @@ mod tests {
                 .unwrap();
             assert!(out.ends_with(&[0, 0, 0xff, 0xff]));
             out.truncate(out.len() - 4);
-            assert_eq!(inflated(&mut inflater, &out).unwrap(), text.as_bytes());
+            assert_eq!(
+                inflated(&mut inflater, &out),
+                Inflated::Whole(text.as_bytes().to_vec())
+            );
         }
+    }
+
+    #[test]
+    fn inflating_stops_at_a_final_block_and_at_the_bound() {
+        // `03 00`: an empty final block. The inflater is done after it
+        // (it must not spin on the appended tail).
+        let mut inflater = flate2::Decompress::new(false);
+        assert_eq!(
+            inflated(&mut inflater, &[0x03, 0x00]),
+            Inflated::Last(Vec::new())
+        );
+        // A message that inflates past the bound fails, whatever its size
+        // compressed (here ~1 KiB for 4 MiB of zeros).
+        use flate2::{Compress, Compression, FlushCompress};
+        let mut compress = Compress::new(Compression::best(), false);
+        let mut bomb = Vec::with_capacity(64 << 10);
+        compress
+            .compress_vec(&vec![0u8; 4 << 20], &mut bomb, FlushCompress::Sync)
+            .unwrap();
+        bomb.truncate(bomb.len() - 4);
+        let mut inflater = flate2::Decompress::new(false);
+        assert_eq!(inflated(&mut inflater, &bomb), Inflated::Failed);
+        // Just under the bound is whole.
+        let mut compress = Compress::new(Compression::best(), false);
+        let mut fits = Vec::with_capacity(64 << 10);
+        let near = vec![b'x'; MESSAGE_MAX - 100];
+        compress
+            .compress_vec(&near, &mut fits, FlushCompress::Sync)
+            .unwrap();
+        fits.truncate(fits.len() - 4);
+        let mut inflater = flate2::Decompress::new(false);
+        assert_eq!(inflated(&mut inflater, &fits), Inflated::Whole(near));
     }
 }
