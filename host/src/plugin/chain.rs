@@ -402,9 +402,10 @@ impl FlowPlugins {
         &self,
         flow: &Flow,
         request: &mut RequestView,
-        error: &UpstreamError,
+        failed: &crate::proxy::upstream::UpstreamError,
         notes: &mut Notes,
     ) -> Option<Response<Body>> {
+        let error = &upstream_error(failed);
         for plugin in self.with_hook(Hooks::ON_ERROR) {
             let started = Instant::now();
             let answer = plugin.on_error(flow, request, error).await;
@@ -601,6 +602,23 @@ impl MessagePlugins {
             outcome.inject.extend(made);
         }
         outcome
+    }
+}
+
+/// An upstream failure as plugins see it in `on-error`.
+fn upstream_error(failed: &crate::proxy::upstream::UpstreamError) -> UpstreamError {
+    use crate::proxy::upstream::Failure;
+    use types::ErrorKind;
+    let kind = match failed.kind {
+        Failure::Dns => ErrorKind::Dns,
+        Failure::Refused => ErrorKind::Refused,
+        Failure::Tls => ErrorKind::Tls,
+        Failure::Timeout => ErrorKind::Timeout,
+        Failure::Client | Failure::Other => ErrorKind::Other,
+    };
+    UpstreamError {
+        kind,
+        message: failed.reason.clone(),
     }
 }
 

@@ -29,7 +29,7 @@ use tokio::{
     net::TcpStream,
 };
 
-use super::{body::BoxError, io::Prefixed};
+use super::{body::BoxError, io::Prefixed, upstream::Failure};
 
 /// A byte stream to an upstream: TCP, or TLS to a parent proxy.
 pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -80,13 +80,17 @@ struct Dialing {
     tls: tokio_rustls::TlsConnector,
 }
 
-/// Why a parent proxy gave no connection: the one line the client sees.
+/// Why a parent proxy gave no connection: its kind and the one line the
+/// client sees.
 #[derive(Debug)]
-pub(crate) struct ParentError(pub String);
+pub(crate) struct ParentError {
+    pub kind: Failure,
+    pub message: String,
+}
 
 impl std::fmt::Display for ParentError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
@@ -174,12 +178,15 @@ impl Dialing {
     /// its address.
     async fn parent(&self, parent: &Parent) -> Result<(Box<dyn Io>, SocketAddr), ParentError> {
         let name = &parent.authority;
-        let failed = |why: String| ParentError(format!("parent proxy {name}: {why}"));
+        let failed = |kind: Failure, why: String| ParentError {
+            kind,
+            message: format!("parent proxy {name}: {why}"),
+        };
         let port = parent.authority.port_u16().unwrap_or(8080);
         let (tcp, peer) = self
             .tcp(parent.authority.host(), port, None)
             .await
-            .map_err(|e| failed(describe_io(&e)))?;
+            .map_err(|e| failed(Failure::of_io(&e), describe_io(&e)))?;
         if parent.scheme != Scheme::HTTPS {
             return Ok((tcp, peer));
         }
@@ -189,12 +196,12 @@ impl Dialing {
             .trim_start_matches('[')
             .trim_end_matches(']');
         let server = rustls::pki_types::ServerName::try_from(host.to_owned())
-            .map_err(|e| failed(e.to_string()))?;
+            .map_err(|e| failed(Failure::Other, e.to_string()))?;
         let tls = self
             .tls
             .connect(server, tcp)
             .await
-            .map_err(|e| failed(format!("TLS: {e}")))?;
+            .map_err(|e| failed(Failure::Tls, format!("TLS: {e}")))?;
         Ok((Box::new(tls), peer))
     }
 
@@ -207,7 +214,10 @@ impl Dialing {
     ) -> Result<(Box<dyn Io>, SocketAddr), ParentError> {
         let (mut io, peer) = self.parent(parent).await?;
         let name = &parent.authority;
-        let failed = |why: String| ParentError(format!("parent proxy {name}: {why}"));
+        let failed = |kind: Failure, why: String| ParentError {
+            kind,
+            message: format!("parent proxy {name}: {why}"),
+        };
         // `host` comes from a URI or authority: an IPv6 one is bracketed.
         let target = format!("{host}:{port}");
         let mut head = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n").into_bytes();
@@ -260,8 +270,8 @@ impl Dialing {
         match answered {
             Ok(Ok(rest)) if rest.is_empty() => Ok((io, peer)),
             Ok(Ok(rest)) => Ok((Box::new(Prefixed::new(rest, io)), peer)),
-            Ok(Err(why)) => Err(failed(why)),
-            Err(e) => Err(failed(describe_io(&e))),
+            Ok(Err(why)) => Err(failed(Failure::Other, why)),
+            Err(e) => Err(failed(Failure::of_io(&e), describe_io(&e))),
         }
     }
 }

@@ -253,9 +253,7 @@ pub(crate) async fn handle(
                     notes.push(error.reason.clone());
                     let answered = match &mut sent {
                         Some((flow, sent)) if plugins.wants(Hooks::ON_ERROR) => {
-                            plugins
-                                .on_error(flow, sent, &error.to_plugin(), &mut notes)
-                                .await
+                            plugins.on_error(flow, sent, &error, &mut notes).await
                         }
                         _ => None,
                     };

@@ -52,32 +52,53 @@ impl std::fmt::Debug for Upstream {
     }
 }
 
-/// Why no upstream response came: the status and the one-line reason the
-/// client gets.
+/// Why no upstream response came: its kind, the status and the one-line
+/// reason the client gets.
 #[derive(Debug)]
 pub struct UpstreamError {
+    pub kind: Failure,
     pub status: StatusCode,
     pub reason: String,
 }
 
+/// The kind of an upstream failure, decided where it happens (never read
+/// back from its message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The host name did not resolve.
+    Dns,
+    /// The upstream (or the parent proxy) refused, reset or closed the
+    /// connection.
+    Refused,
+    /// TLS towards the upstream (or an https parent) failed.
+    Tls,
+    /// No answer in time.
+    Timeout,
+    /// The client stalled or sent what cannot be forwarded.
+    Client,
+    /// Anything else.
+    Other,
+}
+
+impl Failure {
+    /// The kind of a failed connect or exchange.
+    pub fn of_io(error: &std::io::Error) -> Self {
+        use std::io::ErrorKind::*;
+        match error.kind() {
+            ConnectionRefused | ConnectionReset | ConnectionAborted | BrokenPipe
+            | UnexpectedEof => Self::Refused,
+            TimedOut => Self::Timeout,
+            _ => Self::Other,
+        }
+    }
+}
+
 impl UpstreamError {
-    /// The failure as plugins see it in `on-error`.
-    pub fn to_plugin(&self) -> crate::plugin::UpstreamError {
-        use crate::plugin::ErrorKind;
-        let kind = if self.status == StatusCode::GATEWAY_TIMEOUT {
-            ErrorKind::Timeout
-        } else if self.reason.starts_with("DNS") {
-            ErrorKind::Dns
-        } else if self.reason.starts_with("TLS") {
-            ErrorKind::Tls
-        } else if self.reason.contains("refused") || self.reason.contains("closed the connection") {
-            ErrorKind::Refused
-        } else {
-            ErrorKind::Other
-        };
-        crate::plugin::UpstreamError {
+    pub fn new(kind: Failure, status: StatusCode, reason: String) -> Self {
+        Self {
             kind,
-            message: self.reason.clone(),
+            status,
+            reason,
         }
     }
 }
@@ -193,13 +214,14 @@ impl Upstream {
                     if let (Some(parent), StatusCode::PROXY_AUTHENTICATION_REQUIRED) =
                         (self.dial.parent(), response.status())
                     {
-                        return Err(UpstreamError {
-                            status: StatusCode::BAD_GATEWAY,
-                            reason: format!(
+                        return Err(UpstreamError::new(
+                            Failure::Other,
+                            StatusCode::BAD_GATEWAY,
+                            format!(
                                 "parent proxy {}: requires authentication (407; see --upstream-auth)",
                                 parent.authority
                             ),
-                        });
+                        ));
                     }
                     return Ok(response);
                 }
@@ -227,22 +249,23 @@ impl Upstream {
             return Ok(deadline);
         }
         Err(match stalled {
-            None => UpstreamError {
-                status: StatusCode::GATEWAY_TIMEOUT,
-                reason: format!("upstream {authority} did not answer within {timeout} ms"),
-            },
-            Some(true) => UpstreamError {
-                status: StatusCode::REQUEST_TIMEOUT,
-                reason: format!(
-                    "the client sent no request-body bytes for {idle} ms (--idle-timeout)"
-                ),
-            },
-            Some(false) => UpstreamError {
-                status: StatusCode::GATEWAY_TIMEOUT,
-                reason: format!(
+            None => UpstreamError::new(
+                Failure::Timeout,
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("upstream {authority} did not answer within {timeout} ms"),
+            ),
+            Some(true) => UpstreamError::new(
+                Failure::Client,
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the client sent no request-body bytes for {idle} ms (--idle-timeout)"),
+            ),
+            Some(false) => UpstreamError::new(
+                Failure::Timeout,
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
                     "upstream {authority} took no request-body bytes for {idle} ms (--idle-timeout)"
                 ),
-            },
+            ),
         })
     }
 }
@@ -354,7 +377,8 @@ fn classify(error: &(dyn StdError + 'static), authority: &str) -> UpstreamError 
         .rsplit_once(':')
         .map(|(h, _)| h)
         .unwrap_or(authority);
-    let bad_gateway = |reason: String| UpstreamError {
+    let bad_gateway = |kind: Failure, reason: String| UpstreamError {
+        kind,
         status: StatusCode::BAD_GATEWAY,
         reason,
     };
@@ -363,41 +387,52 @@ fn classify(error: &(dyn StdError + 'static), authority: &str) -> UpstreamError 
     while let Some(e) = next {
         chain.push(e.to_string());
         if let Some(parent) = e.downcast_ref::<ParentError>() {
-            return bad_gateway(parent.0.clone());
+            return bad_gateway(parent.kind, parent.message.clone());
         }
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-            return bad_gateway(match tls {
-                rustls::Error::InvalidCertificate(why) => {
-                    format!("TLS verification of {host} failed: {why:?}")
-                }
-                other => format!("TLS handshake with {host} failed: {other}"),
-            });
+            return bad_gateway(
+                Failure::Tls,
+                match tls {
+                    rustls::Error::InvalidCertificate(why) => {
+                        format!("TLS verification of {host} failed: {why:?}")
+                    }
+                    other => format!("TLS handshake with {host} failed: {other}"),
+                },
+            );
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
             use std::io::ErrorKind::*;
+            let kind = Failure::of_io(io);
             match io.kind() {
                 ConnectionRefused => {
-                    return bad_gateway(format!("connection to {authority} refused"))
+                    return bad_gateway(kind, format!("connection to {authority} refused"))
                 }
                 ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof => {
-                    return bad_gateway(format!("upstream {authority} closed the connection: {io}"))
+                    return bad_gateway(
+                        kind,
+                        format!("upstream {authority} closed the connection: {io}"),
+                    )
                 }
                 TimedOut => {
-                    return UpstreamError {
-                        status: StatusCode::GATEWAY_TIMEOUT,
-                        reason: format!("connecting to {authority} timed out"),
-                    }
+                    return UpstreamError::new(
+                        kind,
+                        StatusCode::GATEWAY_TIMEOUT,
+                        format!("connecting to {authority} timed out"),
+                    )
                 }
                 _ => {}
             }
         }
+        if e.to_string().contains("dns error") {
+            return bad_gateway(Failure::Dns, format!("DNS lookup of {host} failed"));
+        }
         next = inner(e);
     }
     let all = chain.join(": ");
-    if all.contains("dns error") {
-        return bad_gateway(format!("DNS lookup of {host} failed"));
-    }
-    bad_gateway(format!("upstream {authority} failed: {all}"))
+    bad_gateway(
+        Failure::Other,
+        format!("upstream {authority} failed: {all}"),
+    )
 }
 
 /// The next error in the chain. rustls errors reach us wrapped in
@@ -410,5 +445,42 @@ fn inner<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a (dyn StdError + 'sta
     {
         Some(wrapped) => Some(wrapped),
         None => e.source(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_classified_by_their_error_types_not_their_words() {
+        let io = |kind| std::io::Error::new(kind, "words that say nothing");
+        let refused = classify(&io(std::io::ErrorKind::ConnectionRefused), "a.test:443");
+        assert_eq!(
+            (refused.kind, refused.status),
+            (Failure::Refused, StatusCode::BAD_GATEWAY)
+        );
+        assert_eq!(refused.reason, "connection to a.test:443 refused");
+        let reset = classify(&io(std::io::ErrorKind::ConnectionReset), "a.test:443");
+        assert_eq!(reset.kind, Failure::Refused);
+        let slow = classify(&io(std::io::ErrorKind::TimedOut), "a.test:443");
+        assert_eq!(
+            (slow.kind, slow.status),
+            (Failure::Timeout, StatusCode::GATEWAY_TIMEOUT)
+        );
+        // A parent proxy's failure keeps the kind it was given, whatever
+        // its message says ("refused" here is only words).
+        let parent = ParentError {
+            kind: Failure::Tls,
+            message: "parent proxy p:3128: refused to talk TLS".into(),
+        };
+        let wrapped = std::io::Error::other(parent);
+        let failed = classify(&wrapped, "a.test:443");
+        assert_eq!(failed.kind, Failure::Tls);
+        assert_eq!(failed.reason, "parent proxy p:3128: refused to talk TLS");
+        let tls = std::io::Error::other(rustls::Error::DecryptError);
+        assert_eq!(classify(&tls, "a.test:443").kind, Failure::Tls);
+        let odd = classify(&io(std::io::ErrorKind::InvalidData), "a.test:443");
+        assert_eq!(odd.kind, Failure::Other);
     }
 }

@@ -19,7 +19,7 @@ use crate::{
     plugin::Notes,
     proxy::{
         body::{collect_limited, full, text_response, Body, Collected, FlowRecord},
-        upstream::{Upstream, UpstreamError},
+        upstream::{Failure, Upstream, UpstreamError},
     },
 };
 
@@ -159,19 +159,21 @@ pub(crate) async fn send(
                 body = rest;
             }
             Ok(Collected::Failed(reason)) => {
-                return Ok(Err(UpstreamError {
-                    status: StatusCode::BAD_REQUEST,
-                    reason: format!("reading the request body for server replay failed: {reason}"),
-                }))
+                return Ok(Err(UpstreamError::new(
+                    Failure::Client,
+                    StatusCode::BAD_REQUEST,
+                    format!("reading the request body for server replay failed: {reason}"),
+                )))
             }
             Err(_) => {
-                return Ok(Err(UpstreamError {
-                    status: StatusCode::REQUEST_TIMEOUT,
-                    reason: format!(
+                return Ok(Err(UpstreamError::new(
+                    Failure::Client,
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
                         "the client sent no complete request body within {} ms (--idle-timeout)",
                         replay.body_timeout.as_millis()
                     ),
-                }))
+                )))
             }
         }
     }
