@@ -15,13 +15,14 @@ pub enum Lang {
     C,
 }
 
-const WIT: [(&str, &str); 7] = [
+const WIT: [(&str, &str); 8] = [
     ("types.wit", include_str!("../../wit/types.wit")),
     ("host.wit", include_str!("../../wit/host.wit")),
     ("lifecycle.wit", include_str!("../../wit/lifecycle.wit")),
     ("request.wit", include_str!("../../wit/request.wit")),
     ("response.wit", include_str!("../../wit/response.wit")),
     ("error.wit", include_str!("../../wit/error.wit")),
+    ("websocket.wit", include_str!("../../wit/websocket.wit")),
     ("world.wit", include_str!("../../wit/world.wit")),
 ];
 
@@ -223,6 +224,12 @@ mod tests {
         let mut names: Vec<String> = files.iter().map(|(n, _)| n.to_string()).collect();
         names.sort();
         names
+    }
+
+    /// A WIT file added must be copied into scaffolded plugins too.
+    #[test]
+    fn every_wit_file_is_scaffolded() {
+        assert_eq!(names(&super::WIT), on_disk("wit", &[".wit"]));
     }
 
     /// A module added to the SDK must be copied into scaffolded plugins too.

@@ -411,12 +411,21 @@ fn captured_websockets_record_their_messages_inflated_with_plugin_marks() {
 /// Opens a WebSocket to the plain echo server through proxlet's listener
 /// (absolute-form upgrade), returning the stream after the 101.
 fn open_by_hand(proxlet: &Proxlet, port: u16) -> TcpStream {
+    open_offering(
+        proxlet,
+        port,
+        "Sec-WebSocket-Extensions: permessage-deflate\r\n",
+    )
+}
+
+/// As [`open_by_hand`], with `extra` header lines in the request.
+fn open_offering(proxlet: &Proxlet, port: u16, extra: &str) -> TcpStream {
     let mut stream = TcpStream::connect(proxlet.addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     let request = format!(
-        "GET http://127.0.0.1:{port}/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
+        "GET http://127.0.0.1:{port}/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
     );
     stream.write_all(request.as_bytes()).unwrap();
     let mut head = Vec::new();
@@ -508,4 +517,57 @@ fn a_watched_websocket_survives_fragments_and_closes_on_a_broken_frame() {
         read_frame(&mut stream),
         Some((0x81, b"STILL HERE".to_vec()))
     );
+}
+
+#[test]
+fn an_open_websocket_shows_its_messages_in_the_web_ui_as_they_come() {
+    let echo = Echo::start();
+    let proxlet = Proxlet::start(&["--web", "127.0.0.1:0"]);
+    let log = proxlet.log();
+    let ui = log
+        .lines()
+        .find_map(|l| l.strip_prefix("proxlet web on http://"))
+        .unwrap_or_else(|| panic!("no web line in:\n{log}"))
+        .to_owned();
+    let (addr, token) = ui.split_once("/?token=").unwrap();
+    let api = |path: &str| -> serde_json::Value {
+        let output = Command::new("curl")
+            .args(["-s", "-H", &format!("X-Proxlet-Token: {token}")])
+            .arg(format!("http://{addr}{path}"))
+            .output()
+            .unwrap();
+        serde_json::from_slice(&output.stdout).unwrap_or_default()
+    };
+    let websocket = || {
+        let flows = api("/api/flows");
+        let row = flows["flows"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| !r["websocket"].is_null()).cloned());
+        row.map(|row| api(&format!("/api/flows/{}", row["id"]))["websocket"].clone())
+    };
+
+    let mut stream = open_offering(&proxlet, echo.plain, "");
+    let mask = [1, 2, 3, 4];
+    let mut frame = vec![0x81, 0x80 | 5];
+    frame.extend_from_slice(&mask);
+    frame.extend(b"first".iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    stream.write_all(&frame).unwrap();
+    assert_eq!(read_frame(&mut stream), Some((0x81, b"first".to_vec())));
+    // Still open: the message and its echo show within a bounded wait.
+    let mut seen = serde_json::Value::Null;
+    let shown = proxlet_tests::wait_until(Duration::from_secs(20), || {
+        seen = websocket().unwrap_or_default();
+        seen["messages"].as_array().is_some_and(|m| m.len() == 2) && seen["end"].is_null()
+    });
+    assert!(shown, "{seen}");
+    assert_eq!(seen["messages"][0]["content"]["data"], "first");
+    assert_eq!(seen["messages"][1]["from_client"], false);
+
+    // Closed: the record says how.
+    drop(stream);
+    let ended = proxlet_tests::wait_until(Duration::from_secs(20), || {
+        seen = websocket().unwrap_or_default();
+        !seen["end"].is_null()
+    });
+    assert!(ended, "{seen}");
 }

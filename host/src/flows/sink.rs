@@ -650,6 +650,18 @@ impl Recording {
             .push(from_client, text, payload, size, dropped, injected);
     }
 
+    /// Shows the messages so far in the store, in place of what it showed
+    /// (a WebSocket still open; the relay asks at most once a second).
+    pub fn websocket_refresh(&mut self) {
+        let Some(sink) = self.sink.clone() else {
+            return;
+        };
+        if let Some(store) = &sink.store {
+            let record = self.encode(None);
+            store.replace(self.id, record);
+        }
+    }
+
     /// The WebSocket ended: hands the flow, messages and all, to the sink,
     /// in place of the one the store showed while it was open. `error` is
     /// why it ended without a close handshake, if it did.

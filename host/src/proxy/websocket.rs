@@ -349,8 +349,14 @@ struct Shared {
     flow: Flow,
     plugins: Option<MessagePlugins>,
     recording: Mutex<Option<Box<Recording>>>,
+    /// Messages were recorded since the store last showed them.
+    unshown: std::sync::atomic::AtomicBool,
     closing: Mutex<Closing>,
 }
+
+/// How often an open WebSocket's messages so far are shown in the store
+/// (web UI), at most.
+const SHOW_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Shared {
     /// Notes a message for the record: `data` its first bytes, `size` its
@@ -360,6 +366,21 @@ impl Shared {
         if let Some(recording) = recording.as_mut() {
             let (dropped, injected) = marks;
             recording.websocket_message(from_client, text, data, size, dropped, injected);
+            self.unshown
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Shows the messages recorded since the last time in the store.
+    fn show(&self) {
+        if self
+            .unshown
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            let mut recording = self.recording.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(recording) = recording.as_mut() {
+                recording.websocket_refresh();
+            }
         }
     }
 
@@ -679,6 +700,7 @@ where
         flow: watch.flow,
         plugins: watch.plugins,
         recording: Mutex::new(watch.recording),
+        unshown: false.into(),
         closing: Mutex::new(Closing::default()),
     };
     let up = async {
@@ -697,11 +719,19 @@ where
         }
         done
     };
-    let ended = tokio::select! {
-        ended = async { tokio::try_join!(up, down).map(|_| ()) } => ended,
-        () = activity.idle(idle, idle) => {
-            tracing::info!(flow = id, "WebSocket closed after {idle:?} without a byte moving (--idle-timeout)");
-            Err(Stop::Io(std::io::ErrorKind::TimedOut.into()))
+    let both = async { tokio::try_join!(up, down).map(|_| ()) };
+    let idled = activity.idle(idle, idle);
+    tokio::pin!(both, idled);
+    let mut show = tokio::time::interval_at(tokio::time::Instant::now() + SHOW_EVERY, SHOW_EVERY);
+    show.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let ended = loop {
+        tokio::select! {
+            ended = &mut both => break ended,
+            () = &mut idled => {
+                tracing::info!(flow = id, "WebSocket closed after {idle:?} without a byte moving (--idle-timeout)");
+                break Err(Stop::Io(std::io::ErrorKind::TimedOut.into()));
+            }
+            _ = show.tick() => shared.show(),
         }
     };
     // Both sides told why, at once and within a bound (a peer that does

@@ -7,7 +7,7 @@
 //   export const { lifecycle, requestHooks, responseHooks, errorHooks } = plugin({
 //     onResponse(flow, request, response) { return [setHeader('x-hello', 'world')]; },
 //   });
-import { log as hostLog } from 'proxlet:plugin/host@0.2.0';
+import { log as hostLog } from 'proxlet:plugin/host@0.2.1';
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
