@@ -120,23 +120,7 @@ fn frame(payload: &[u8]) -> Vec<u8> {
 fn an_upgrade_on_the_plain_listener_switches_protocols_end_to_end() {
     let echo = Echo::start();
     let proxlet = Proxlet::start(&[]);
-    let mut stream = TcpStream::connect(proxlet.addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let request = format!(
-        "GET http://127.0.0.1:{0}/ HTTP/1.1\r\nHost: 127.0.0.1:{0}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        echo.plain
-    );
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(stream.read(&mut byte).unwrap(), 1, "closed after {head:?}");
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-    assert!(head.starts_with("http/1.1 101"), "{head}");
+    let (mut stream, head) = open_offering(&proxlet, echo.plain, "");
     assert!(head.contains("upgrade: websocket"), "{head}");
     // RFC 6455 §1.3's example key and its accept value, from the upstream.
     assert!(
@@ -409,17 +393,19 @@ fn captured_websockets_record_their_messages_inflated_with_plugin_marks() {
 }
 
 /// Opens a WebSocket to the plain echo server through proxlet's listener
-/// (absolute-form upgrade), returning the stream after the 101.
+/// (absolute-form upgrade) offering permessage-deflate, which a watched
+/// WebSocket does not get: the stream after the 101.
 fn open_by_hand(proxlet: &Proxlet, port: u16) -> TcpStream {
-    open_offering(
-        proxlet,
-        port,
-        "Sec-WebSocket-Extensions: permessage-deflate\r\n",
-    )
+    let extra = "Sec-WebSocket-Extensions: permessage-deflate\r\n";
+    let (stream, head) = open_offering(proxlet, port, extra);
+    assert!(!head.contains("permessage-deflate"), "{head}");
+    stream
 }
 
-/// As [`open_by_hand`], with `extra` header lines in the request.
-fn open_offering(proxlet: &Proxlet, port: u16, extra: &str) -> TcpStream {
+/// Opens a WebSocket to the plain echo server through proxlet's listener
+/// with `extra` header lines in the request: the stream after the 101, and
+/// the 101's head (lowercase).
+fn open_offering(proxlet: &Proxlet, port: u16, extra: &str) -> (TcpStream, String) {
     let mut stream = TcpStream::connect(proxlet.addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
@@ -436,8 +422,7 @@ fn open_offering(proxlet: &Proxlet, port: u16, extra: &str) -> TcpStream {
     }
     let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 101"), "{head}");
-    assert!(!head.contains("permessage-deflate"), "{head}");
-    stream
+    (stream, head)
 }
 
 /// The next frame: (first byte, payload); `None` once the stream closed.
@@ -546,7 +531,7 @@ fn an_open_websocket_shows_its_messages_in_the_web_ui_as_they_come() {
         row.map(|row| api(&format!("/api/flows/{}", row["id"]))["websocket"].clone())
     };
 
-    let mut stream = open_offering(&proxlet, echo.plain, "");
+    let (mut stream, _) = open_offering(&proxlet, echo.plain, "");
     let mask = [1, 2, 3, 4];
     let mut frame = vec![0x81, 0x80 | 5];
     frame.extend_from_slice(&mask);
