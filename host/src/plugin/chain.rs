@@ -126,6 +126,24 @@ pub struct Flow {
     pub client: SocketAddr,
 }
 
+impl Flow {
+    /// Flow `id` from `client`; `intercepted_tls` when it came inside an
+    /// intercepted tunnel.
+    pub fn new(id: u64, intercepted_tls: bool, client: SocketAddr) -> Self {
+        Self {
+            info: FlowInfo {
+                id,
+                intercepted_tls,
+            },
+            client,
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.info.id
+    }
+}
+
 /// What a flow's plugins did: short notes for its access-log line and, when
 /// the flow is recorded, every call with its decision and time.
 #[derive(Default)]
@@ -184,6 +202,16 @@ impl FlowPlugins {
 
     pub fn wants(&self, hook: Hooks) -> bool {
         self.with_hook(hook).next().is_some()
+    }
+
+    /// Whether a plugin has `on-response` (or its body hook).
+    pub fn wants_response(&self) -> bool {
+        self.wants(Hooks::ON_RESPONSE)
+    }
+
+    /// Whether a plugin has `on-error`.
+    pub fn wants_error(&self) -> bool {
+        self.wants(Hooks::ON_ERROR)
     }
 
     /// Runs `on-request` of each plugin in order. Leases of `fill` go to

@@ -19,7 +19,7 @@ use crate::{
         sink::Recording,
     },
     metrics::{Outcome, Source},
-    plugin::{Flow, FlowInfo, Hooks, MessagePlugins, Notes, RequestDecision, RequestView},
+    plugin::{Flow, MessagePlugins, Notes, RequestDecision, RequestView},
 };
 
 /// Handles one request from a client connection: the pipeline of DESIGN §1.
@@ -120,13 +120,8 @@ pub(crate) async fn handle(
     // 3. on-request: plugins whose prefilter matches decide first.
     let plugins = proxy.plugins.load().for_flow(&parts.method, &parts.uri);
     // Built only when a plugin will see the flow: no per-request cost otherwise.
-    let flow = (!plugins.is_empty()).then(|| Flow {
-        info: FlowInfo {
-            id: record.id,
-            intercepted_tls: conn.tunnel.is_some(),
-        },
-        client: conn.client,
-    });
+    let this_flow = Flow::new(record.id, conn.tunnel.is_some(), conn.client);
+    let flow = (!plugins.is_empty()).then_some(this_flow);
     let decision = match &flow {
         Some(flow) => {
             plugins
@@ -171,7 +166,7 @@ pub(crate) async fn handle(
             }
             // What on-response and on-error plugins see of the request.
             // Copied only for plugins that will look at it again.
-            let later = plugins.wants(Hooks::ON_RESPONSE) || plugins.wants(Hooks::ON_ERROR);
+            let later = plugins.wants_response() || plugins.wants_error();
             let mut sent = flow.filter(|_| later).map(|flow| {
                 let request = RequestView {
                     method: parts.method.clone(),
@@ -235,7 +230,7 @@ pub(crate) async fn handle(
                     match &mut sent {
                         // A switch of protocols has no response to change.
                         Some((flow, sent))
-                            if plugins.wants(Hooks::ON_RESPONSE) && upstream_upgrade.is_none() =>
+                            if plugins.wants_response() && upstream_upgrade.is_none() =>
                         {
                             let leases = std::mem::take(&mut record.leases);
                             plugins
@@ -252,7 +247,7 @@ pub(crate) async fn handle(
                     }
                     notes.push(error.reason.clone());
                     let answered = match &mut sent {
-                        Some((flow, sent)) if plugins.wants(Hooks::ON_ERROR) => {
+                        Some((flow, sent)) if plugins.wants_error() => {
                             plugins.on_error(flow, sent, &error, &mut notes).await
                         }
                         _ => None,
@@ -325,13 +320,7 @@ pub(crate) async fn handle(
                 recording.websocket_opened();
             }
             websocket::Watch {
-                flow: flow.unwrap_or(Flow {
-                    info: FlowInfo {
-                        id: record.id,
-                        intercepted_tls: conn.tunnel.is_some(),
-                    },
-                    client: conn.client,
-                }),
+                flow: this_flow,
                 plugins: watchers,
                 recording,
                 deflate,

@@ -685,7 +685,7 @@ where
 {
     /// Longest proxlet waits to say why it closes a WebSocket.
     const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-    let id = watch.flow.info.id;
+    let id = watch.flow.id();
     // Bytes moving either way keep the WebSocket alive.
     let activity = super::io::Activity::new();
     let client = super::io::Tracked::new(client, activity.clone());
