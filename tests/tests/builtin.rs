@@ -212,7 +212,12 @@ fn stale_entries_are_revalidated_and_served_stale_when_the_upstream_is_down() {
         (200, "cache;stale")
     );
     assert_eq!(stale.text(), "<a>pkg-1.0</a>");
-    assert!(proxy.log().contains("stale copy"), "{}", proxy.log());
+    // The log is read as proxlet writes it: wait for the line.
+    assert!(
+        proxy.wait_for_log("stale copy", std::time::Duration::from_secs(20)),
+        "{}",
+        proxy.log()
+    );
 }
 
 /// Serves a PyPI simple page at `/simple/pkg/` in its two types (PEP 691
