@@ -237,6 +237,9 @@ pub const WINCH_MIN_BYTES: usize = 1 << 20;
 /// component through Winch, a huge one none).
 pub const WINCH_MIN_BYTES_ENV: &str = "PROXLET_WINCH_MIN_BYTES";
 
+/// Set to 1, plugins' machine code is listed for `perf` (a perf map).
+pub const PERF_MAP_ENV: &str = "PROXLET_PERF_MAP";
+
 pub struct PluginEngine {
     /// Cranelift's engine: the code that keeps serving.
     pub main: Runtime,
@@ -276,6 +279,11 @@ fn config(strategy: Strategy) -> Config {
         .max_component_instance_size(16 << 20)
         .max_core_instance_size(16 << 20);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    // `PROXLET_PERF_MAP=1` writes /tmp/perf-PID.map, so `perf` names the
+    // guests' functions (bench/profile.sh).
+    if std::env::var_os(PERF_MAP_ENV).is_some_and(|v| v == "1") {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     config
 }
 

@@ -62,6 +62,8 @@ class Headers:
     Over a head in proxlet, a name is asked for only when first read, and
     every change is also recorded as an edit for the host."""
 
+    __slots__ = ("_fields", "_head", "_first", "_edits")
+
     def __init__(self, fields=()):
         pairs = fields.items() if hasattr(fields, "items") else fields
         self._fields = [(n.lower(), _text(v)) for n, v in pairs]
@@ -72,9 +74,10 @@ class Headers:
     @classmethod
     def _over(cls, head, edits):
         """The fields of `head`, read lazily; changes are appended to `edits`."""
-        headers = cls()
+        headers = object.__new__(cls)
         headers._fields = None
         headers._head = head
+        headers._first = {}
         headers._edits = edits
         return headers
 
@@ -147,15 +150,20 @@ class Headers:
 
 
 class _Message:
-    """What requests and responses share: headers you read and replace."""
+    """What requests and responses share: headers you read and replace.
+    Over a head in proxlet, the `Headers` object is made when first used."""
+
+    __slots__ = ()
 
     @property
     def headers(self):
+        if self._headers is None:
+            self._headers = Headers._over(self._head, self._edits)
         return self._headers
 
     @headers.setter
     def headers(self, fields):
-        self._headers._replace(fields)
+        self.headers._replace(fields)
 
 
 def _split_url(url):
@@ -178,11 +186,13 @@ class Request(_Message):
     """The request in proxlet: each part asked for when first read; setting
     `method`, `url`, `authority` or `path` becomes an edit."""
 
+    __slots__ = ("_head", "_read", "_edits", "_headers")
+
     def __init__(self, head):
         self._head = head
         self._read = {}
         self._edits = []
-        self._headers = Headers._over(head, self._edits)
+        self._headers = None
 
     def _get(self, part):
         if part not in self._read:
@@ -251,6 +261,8 @@ class Response(_Message):
     """A response you make (`Response.make`), or proxlet's, whose status and
     headers are asked for when first read; changing them becomes an edit."""
 
+    __slots__ = ("_head", "_status", "_edits", "_headers", "content")
+
     def __init__(self, status_code=200, content=b"", headers=()):
         self._head = None
         self._status = status_code
@@ -266,9 +278,12 @@ class Response(_Message):
 
     @classmethod
     def _over(cls, head, content=b""):
-        response = cls(None, content)
+        response = object.__new__(cls)
         response._head = head
-        response._headers = Headers._over(head, response._edits)
+        response._status = None
+        response._edits = []
+        response._headers = None
+        response.content = content
         return response
 
     @property
@@ -332,15 +347,20 @@ def export(cls):
     """The four export classes componentize-py looks for, bound to one
     instance of `cls` per component instance."""
     addon = cls()
+    # Decided once: the hooks run per flow, and every step there counts.
+    has_headers_hook = _overrides(cls, "responseheaders")
+    has_body_hook = _overrides(cls, "response")
     hooks = types.Hooks(0)
     if _overrides(cls, "request"):
         hooks |= types.Hooks.ON_REQUEST
-    if _overrides(cls, "responseheaders") or _overrides(cls, "response"):
+    if has_headers_hook or has_body_hook:
         hooks |= types.Hooks.ON_RESPONSE
-    if _overrides(cls, "response"):
+    if has_body_hook:
         hooks |= types.Hooks.ON_RESPONSE_BODY
     if _overrides(cls, "error"):
         hooks |= types.Hooks.ON_ERROR
+    wants_response = addon.wants_response
+    continue_response = types.ResponseAction_Continue
 
     class Lifecycle:
         def init(self, config):
@@ -364,14 +384,14 @@ def export(cls):
     class ResponseHooks:
         def on_response(self, info, request, response):
             flow = Flow(info, Request(request), Response._over(response))
-            if _overrides(cls, "responseheaders"):
+            if has_headers_hook:
                 addon.responseheaders(flow)
             if flow.response._head is None:
                 return types.ResponseAction_Replace(flow.response._wit())
             edits = flow.response._edits
-            if _overrides(cls, "response") and addon.wants_response(flow):
+            if has_body_hook and wants_response(flow):
                 return types.ResponseAction_NeedBody(edits)
-            return types.ResponseAction_Continue(edits)
+            return continue_response(edits)
 
         def on_response_body(self, info, request, response, body):
             flow = Flow(info, Request(request), Response._over(response, body))
