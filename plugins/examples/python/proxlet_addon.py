@@ -319,9 +319,21 @@ class Flow:
     def __init__(self, info, request, response=None, error=None):
         self.id = info.id
         self.intercepted_tls = info.intercepted_tls
-        self.request = request
+        # The host's request head until `request` is first read.
+        self._request = request
         self.response = response
         self.error = error
+
+    @property
+    def request(self):
+        request = self._request
+        if not isinstance(request, Request):
+            request = self._request = Request(request)
+        return request
+
+    @request.setter
+    def request(self, value):
+        self._request = value
 
     @property
     def client(self):
@@ -372,7 +384,7 @@ def export(cls):
 
     class RequestHooks:
         def on_request(self, info, request):
-            flow = Flow(info, Request(request))
+            flow = Flow(info, request)
             addon.request(flow)
             if flow.response is not None:
                 return types.RequestAction_Respond(flow.response._wit())
@@ -383,7 +395,7 @@ def export(cls):
 
     class ResponseHooks:
         def on_response(self, info, request, response):
-            flow = Flow(info, Request(request), Response._over(response))
+            flow = Flow(info, request, Response._over(response))
             if has_headers_hook:
                 addon.responseheaders(flow)
             if flow.response._head is None:
@@ -394,7 +406,7 @@ def export(cls):
             return continue_response(edits)
 
         def on_response_body(self, info, request, response, body):
-            flow = Flow(info, Request(request), Response._over(response, body))
+            flow = Flow(info, request, Response._over(response, body))
             addon.response(flow)
             if flow.response._edits or flow.response._head is None:
                 # on-response-body can only replace the body.
@@ -409,7 +421,7 @@ def export(cls):
 
     class ErrorHooks:
         def on_error(self, info, request, error):
-            flow = Flow(info, Request(request), error=error.message)
+            flow = Flow(info, request, error=error.message)
             addon.error(flow)
             if flow.response is None:
                 return None
