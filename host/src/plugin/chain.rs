@@ -15,12 +15,12 @@ use super::{
         ResponseBodyAction, UpstreamError,
     },
     engine::PluginEngine,
-    fill::{self, Fill, FillLease},
     heads::{self, RequestView},
     instance::LoadedPlugin,
     memo, optimise,
     spec::PluginSpec,
 };
+use crate::flow::{self as fill, Fill, FillLease};
 use crate::proxy::{
     body::{boxed, collect_limited, full, text_response, Body, Collected},
     encoding, files,

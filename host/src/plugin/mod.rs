@@ -7,7 +7,6 @@ mod bindings;
 pub mod builtin;
 mod chain;
 mod engine;
-mod fill;
 mod function_cache;
 mod heads;
 mod instance;
@@ -21,7 +20,6 @@ pub use chain::{
     Chain, Flow, FlowPlugins, MessageOutcome, MessagePlugins, Notes, RequestDecision, WsPayload,
 };
 pub use engine::PluginEngine;
-pub use fill::FillLease;
 pub use heads::RequestView;
 pub use instance::LoadedPlugin;
 pub use instance::WIT_VERSION;
