@@ -6,6 +6,7 @@
 mod bindings;
 pub mod builtin;
 mod chain;
+mod decision;
 mod engine;
 mod function_cache;
 mod heads;
@@ -18,6 +19,10 @@ mod spec;
 pub use bindings::types::{ErrorKind, FlowInfo, Hooks, UpstreamError};
 pub use chain::{
     Chain, Flow, FlowPlugins, MessageOutcome, MessagePlugins, Notes, RequestDecision, WsPayload,
+};
+pub use decision::{
+    Edits, FailedUpstream, PluginBody, PluginResponse, RequestBodyStep, RequestStep,
+    ResponseBodyStep, ResponseStep, Sidecar,
 };
 pub use engine::PluginEngine;
 pub use heads::RequestView;
