@@ -13,13 +13,14 @@ use super::{
     upgrade, websocket, ConnInfo, Proxy,
 };
 use crate::{
+    flow::{self, Notes, RequestDecision},
     flows::{
         intercept::SeenRequest,
         replay::{self, Answer, Killed},
         sink::Recording,
     },
     metrics::{Outcome, Source},
-    plugin::{Flow, MessagePlugins, Notes, RequestDecision, RequestView},
+    plugin::{Flow, MessagePlugins, RequestView},
 };
 
 /// Handles one request from a client connection: the pipeline of DESIGN §1.
@@ -124,9 +125,8 @@ pub(crate) async fn handle(
     let flow = (!plugins.is_empty()).then_some(this_flow);
     let decision = match &flow {
         Some(flow) => {
-            plugins
-                .on_request(flow, &mut parts, &mut body, &mut notes, &mut record.leases)
-                .await
+            let leases = &mut record.leases;
+            flow::on_request(&plugins, flow, &mut parts, &mut body, &mut notes, leases).await
         }
         None => RequestDecision::Continue,
     };
@@ -135,10 +135,7 @@ pub(crate) async fn handle(
     let mut watchers = None;
     let decision = match (decision, &flow) {
         (RequestDecision::Continue, Some(flow)) if is_websocket(upgrade.as_ref()) => {
-            match plugins
-                .on_websocket_open(flow, &mut parts, &mut notes)
-                .await
-            {
+            match flow::on_websocket_open(&plugins, flow, &mut parts, &mut notes).await {
                 Ok(wanted) => {
                     watchers = wanted;
                     RequestDecision::Continue
@@ -233,8 +230,7 @@ pub(crate) async fn handle(
                             if plugins.wants_response() && upstream_upgrade.is_none() =>
                         {
                             let leases = std::mem::take(&mut record.leases);
-                            plugins
-                                .on_response(flow, sent, response, &mut notes, leases)
+                            flow::on_response(&plugins, flow, sent, response, &mut notes, leases)
                                 .await
                         }
                         _ => response,
@@ -248,7 +244,7 @@ pub(crate) async fn handle(
                     notes.push(error.reason.clone());
                     let answered = match &mut sent {
                         Some((flow, sent)) if plugins.wants_error() => {
-                            plugins.on_error(flow, sent, &error, &mut notes).await
+                            flow::on_error(&plugins, flow, sent, &error, &mut notes).await
                         }
                         _ => None,
                     };
