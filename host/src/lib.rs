@@ -6,6 +6,7 @@ pub mod cache_limit;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod flow;
 pub mod flows;
 pub mod metrics;
 pub mod plugin;

@@ -1,13 +1,17 @@
-//! One `on-response` hook call through the plugin chain, on a reused
-//! instance, with the Rust example plugin (`PROXLET_BENCH_PLUGIN`), against
-//! the same pipeline step with no plugin.
+//! One `on-response` hook call through the pipeline's on-response step
+//! (`proxlet::flow::on_response`), on a reused instance, with the Rust
+//! example plugin (`PROXLET_BENCH_PLUGIN`), against the same step with no
+//! plugin.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, Method, Response, Uri};
-use proxlet::plugin::{Chain, Flow, FlowInfo, Notes, PluginEngine, PluginSpec, RequestView};
+use proxlet::{
+    flow::{self, Notes},
+    plugin::{Chain, Flow, PluginEngine, PluginSpec, RequestView},
+};
 
 fn hook_call(c: &mut Criterion) {
     let path = std::env::var("PROXLET_BENCH_PLUGIN").expect("PROXLET_BENCH_PLUGIN=path/to/rust_hello.wasm");
@@ -22,10 +26,7 @@ fn hook_call(c: &mut Criterion) {
     headers.insert("accept", "*/*".parse().unwrap());
     headers.insert("user-agent", "bench/1".parse().unwrap());
     let mut sent = RequestView { method: Method::GET, uri: uri.clone(), headers };
-    let flow = Flow {
-        info: FlowInfo { id: 1, intercepted_tls: true },
-        client: "127.0.0.1:1".parse().unwrap(),
-    };
+    let this_flow = Flow::new(1, true, "127.0.0.1:1".parse().unwrap());
 
     let mut group = c.benchmark_group("on-response");
     for (name, chain) in [("rust-hello", Arc::new(with_plugin)), ("no plugin", Arc::new(without))] {
@@ -37,7 +38,7 @@ fn hook_call(c: &mut Criterion) {
                     response.headers_mut().insert("content-type", "text/javascript".parse().unwrap());
                     response.headers_mut().insert("etag", "\"abc\"".parse().unwrap());
                     let mut notes = Notes::new(false);
-                    plugins.on_response(&flow, &mut sent, response, &mut notes, Vec::new()).await
+                    flow::on_response(&plugins, &this_flow, &mut sent, response, &mut notes, Vec::new()).await
                 })
             })
         });

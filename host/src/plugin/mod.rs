@@ -1,27 +1,30 @@
 //! Running WebAssembly plugins: one engine (and Winch's for large
 //! components until cranelift's code is ready), compiled code cached on
 //! disk, pooled instances under time and memory limits, the chain a flow
-//! goes through, and hot reload when a plugin file changes.
+//! goes through, and hot reload when a plugin file changes. A hook call
+//! returns the plugin's decision as a host type (`decision.rs`); the flow
+//! pipeline (`crate::flow`) carries it out. WIT types stay in here.
 
 mod bindings;
 pub mod builtin;
 mod chain;
+mod decision;
 mod engine;
-mod fill;
 mod function_cache;
 mod heads;
 mod instance;
-mod memo;
+pub(crate) mod memo;
 mod optimise;
 mod reload;
 mod spec;
 
-pub use bindings::types::{ErrorKind, FlowInfo, Hooks, UpstreamError};
-pub use chain::{
-    Chain, Flow, FlowPlugins, MessageOutcome, MessagePlugins, Notes, RequestDecision, WsPayload,
+pub use bindings::types::Hooks;
+pub use chain::{Chain, Flow, FlowPlugins, MessageOutcome, MessagePlugins, WsPayload};
+pub use decision::{
+    Edits, FailedUpstream, PluginBody, PluginResponse, RequestBodyStep, RequestStep,
+    ResponseBodyStep, ResponseStep, Sidecar,
 };
 pub use engine::PluginEngine;
-pub use fill::FillLease;
 pub use heads::RequestView;
 pub use instance::LoadedPlugin;
 pub use instance::WIT_VERSION;

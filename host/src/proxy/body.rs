@@ -55,7 +55,7 @@ pub struct FlowRecord {
     /// Why proxlet answered itself, if it did.
     pub note: Option<String>,
     /// `fill` leases, released when the flow's response is done.
-    pub leases: Vec<crate::plugin::FillLease>,
+    pub leases: Vec<crate::flow::FillLease>,
     /// The flow's record when capture is on.
     pub recording: Option<Box<crate::flows::sink::Recording>>,
     /// Where the response body comes from, for the metrics.

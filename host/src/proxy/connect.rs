@@ -247,7 +247,7 @@ async fn intercept(
         facts,
     });
     let service = hyper::service::service_fn(move |request| {
-        super::service::handle(proxy.clone(), inner.clone(), request)
+        crate::flow::handle(proxy.clone(), inner.clone(), request)
     });
     let stop = conn.stop.clone();
     let mut builder = auto::Builder::new(TokioExecutor::new());

@@ -19,7 +19,7 @@ use super::{
     body::{boxed, text_response, Body, BoxError},
     grant::{self, GrantError, GrantedPath},
 };
-use crate::plugin::FillLease;
+use crate::flow::FillLease;
 
 const CHUNK: usize = 256 * 1024;
 /// Files up to this size are read inline in one go.

@@ -221,7 +221,7 @@ async fn authorized(
             request.headers_mut().remove(header::PROXY_AUTHORIZATION);
         }
     }
-    super::service::handle(proxy, conn, request).await
+    crate::flow::handle(proxy, conn, request).await
 }
 
 /// Accept failures (EMFILE when out of file descriptors, ENOBUFS…): each

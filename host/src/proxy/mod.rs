@@ -1,9 +1,10 @@
-//! Moving bytes: the listener, CONNECT interception, the per-flow pipeline and
-//! the upstream client. Shared state is built once and handed out by `Arc`.
+//! Moving bytes: the listeners, CONNECT interception and the upstream
+//! client; each request they accept goes through the per-flow pipeline of
+//! `crate::flow`. Shared state is built once and handed out by `Arc`.
 
 mod auth;
 pub mod body;
-mod connect;
+pub(crate) mod connect;
 pub(crate) mod dial;
 pub(crate) mod encoding;
 pub(crate) mod files;
@@ -12,7 +13,6 @@ pub(crate) mod headers;
 mod io;
 mod listener;
 pub mod mode;
-mod service;
 mod socks;
 pub(crate) mod stamped;
 mod transparent;
@@ -46,13 +46,13 @@ pub struct Proxy {
     ignore_hosts: Vec<HostPattern>,
     /// `--proxy-auth`; `None` when the proxy is open.
     auth: Option<auth::ProxyAuth>,
-    plugins: Arc<arc_swap::ArcSwap<crate::plugin::Chain>>,
-    settings: Settings,
+    pub(crate) plugins: Arc<arc_swap::ArcSwap<crate::plugin::Chain>>,
+    pub(crate) settings: Settings,
     next_flow: AtomicU64,
     /// Where finished flows go when capture is on (`--save`, `--flows-max`).
     pub(crate) sink: Option<Arc<crate::flows::sink::Sink>>,
     /// `--server-replay`: recorded responses answer matching requests.
-    server_replay: Option<crate::flows::replay::ServerReplay>,
+    pub(crate) server_replay: Option<crate::flows::replay::ServerReplay>,
     /// Intercepting, when the web UI is on.
     pub(crate) intercept: Option<Arc<crate::flows::intercept::Intercept>>,
 }

@@ -139,7 +139,7 @@ async fn handle(
         ));
     }
     let request = absolute(request, &authority);
-    super::service::handle(proxy, conn, request).await
+    crate::flow::handle(proxy, conn, request).await
 }
 
 /// The authority a plain request names: its absolute-form target's, else

@@ -17,7 +17,7 @@ use super::{
     names::{self, KeyNames},
     SharedStore,
 };
-use crate::{plugin::FillLease, proxy::grant::GrantedPath};
+use crate::{flow::FillLease, proxy::grant::GrantedPath};
 
 /// Longest a miss waits for the store to say what it has, retries included.
 pub const LOOKUP_LIMIT: Duration = Duration::from_secs(5);

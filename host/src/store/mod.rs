@@ -34,7 +34,7 @@ pub use names::StoreUrl;
 
 use crate::{
     error::{Error, Result},
-    plugin::FillLease,
+    flow::FillLease,
     proxy::grant::GrantedPath,
 };
 

@@ -16,7 +16,7 @@ use super::matcher::{joined, MatchRules, Miss, Recording, Recordings};
 use crate::{
     config::{ReplayExtra, Settings},
     error::{Error, Result},
-    plugin::Notes,
+    flow::Notes,
     proxy::{
         body::{collect_limited, full, text_response, Body, Collected, FlowRecord},
         upstream::{Failure, Upstream, UpstreamError},

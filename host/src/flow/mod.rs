@@ -1,16 +1,50 @@
-//! The per-flow pipeline, in order: accept (listener) → MITM (connect) →
-//! target → on-request → upstream → on-response → stream back → log.
+//! The per-flow pipeline: one request followed from the listener to the
+//! upstream and back, in the order of DESIGN §1, and the carrying out of
+//! what plugins decide. `proxy/` accepts connections, opens tunnels and
+//! fetches; `plugin/` runs the hooks and returns their decisions; this
+//! module is the rest.
+//!
+//! The steps of [`handle`], and where each lives:
+//!
+//! 1. CONNECT opens a tunnel, intercepted or not (`proxy::connect`).
+//! 2. Target: where the request goes, decided once (`target.rs`); requests
+//!    to proxlet itself are answered there.
+//! 3. On-request (`request.rs`): each plugin's decision carried out — kept
+//!    answers (memo), `fill` leases and the shared store (`fill.rs`), delay,
+//!    body buffering (`buffer.rs`), a plugin's response or a granted file
+//!    (`answer.rs`), head edits. A WebSocket asks its plugins whether they
+//!    want its messages (`websocket.rs`).
+//! 4. Upstream: the request goes out (`proxy::upstream`, or a recorded
+//!    response under `--server-replay`).
+//! 5. On-response (`response.rs`): replace, `store` (the body teed into a
+//!    file), body buffering, head edits; on-error when the upstream failed.
+//! 6. Stream back, and log: the access-log line and the flow record are
+//!    written when the body is done (`proxy::body::Logged`); a WebSocket is
+//!    relayed (`proxy::upgrade`, `proxy::websocket`). What the plugins did
+//!    goes into the line as notes (`notes.rs`).
 
-use std::{sync::atomic::Ordering, sync::Arc};
+mod answer;
+mod buffer;
+mod fill;
+mod notes;
+mod request;
+mod response;
+mod target;
+mod websocket;
 
-use http::{header, uri::Scheme, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use std::sync::Arc;
+
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
-use super::{
-    body::{boxed, text_response, Body, FlowRecord, Logged},
-    connect, headers,
-    mode::Mode,
-    upgrade, websocket, ConnInfo, Proxy,
+pub use fill::FillLease;
+pub use notes::Notes;
+pub use request::{on_request, RequestDecision};
+pub use response::{on_error, on_response};
+
+use self::{
+    target::{local_response, target_uri},
+    websocket::{is_websocket, no_extensions, offers_deflate, on_websocket_open},
 };
 use crate::{
     flows::{
@@ -19,7 +53,13 @@ use crate::{
         sink::Recording,
     },
     metrics::{Outcome, Source},
-    plugin::{Flow, MessagePlugins, Notes, RequestDecision, RequestView},
+    plugin::{Flow, RequestView},
+    proxy::{
+        body::{boxed, text_response, Body, FlowRecord, Logged},
+        headers,
+        mode::Mode,
+        upgrade, ConnInfo, Proxy,
+    },
 };
 
 /// Handles one request from a client connection: the pipeline of DESIGN §1.
@@ -28,13 +68,13 @@ pub(crate) async fn handle(
     conn: Arc<ConnInfo>,
     mut request: Request<Incoming>,
 ) -> Result<Response<Logged<Body>>, Killed> {
-    let id = proxy.next_flow.fetch_add(1, Ordering::Relaxed);
+    let id = proxy.next_flow_id();
     // An HTTP/2 WebSocket (extended CONNECT) is an upgrade like HTTP/1.1's.
     let extended = upgrade::from_extended_connect(&mut request);
     let mut record = FlowRecord::new(id, conn.client, &request);
     record.mode = conn.mode.name();
 
-    // 1. CONNECT opens a tunnel, intercepted or not (connect.rs); a reverse
+    // 1. CONNECT opens a tunnel, intercepted or not (`proxy::connect`); a reverse
     // proxy has no tunnels to open.
     if request.method() == Method::CONNECT && conn.tunnel.is_none() {
         record.url = headers::redacted(request.uri());
@@ -45,7 +85,7 @@ pub(crate) async fn handle(
             );
             return Ok(answered(record, request.version(), response));
         }
-        let response = connect::handle_connect(proxy, conn, request);
+        let response = crate::proxy::connect::handle_connect(proxy, conn, request);
         record.status = response.status();
         return Ok(response.map(|b| Logged::new(b, record)));
     }
@@ -124,9 +164,8 @@ pub(crate) async fn handle(
     let flow = (!plugins.is_empty()).then_some(this_flow);
     let decision = match &flow {
         Some(flow) => {
-            plugins
-                .on_request(flow, &mut parts, &mut body, &mut notes, &mut record.leases)
-                .await
+            let leases = &mut record.leases;
+            on_request(&plugins, flow, &mut parts, &mut body, &mut notes, leases).await
         }
         None => RequestDecision::Continue,
     };
@@ -135,10 +174,7 @@ pub(crate) async fn handle(
     let mut watchers = None;
     let decision = match (decision, &flow) {
         (RequestDecision::Continue, Some(flow)) if is_websocket(upgrade.as_ref()) => {
-            match plugins
-                .on_websocket_open(flow, &mut parts, &mut notes)
-                .await
-            {
+            match on_websocket_open(&plugins, flow, &mut parts, &mut notes).await {
                 Ok(wanted) => {
                     watchers = wanted;
                     RequestDecision::Continue
@@ -197,7 +233,7 @@ pub(crate) async fn handle(
             let sending = replay::send(&conn.upstream, replay, request, &mut record, &mut notes);
             // A transparent connection's flows go to where it was headed.
             let answered = match conn.original {
-                Some(original) => super::dial::PINNED.scope(original, sending).await,
+                Some(original) => crate::proxy::dial::PINNED.scope(original, sending).await,
                 None => sending.await,
             };
             match answered? {
@@ -233,9 +269,7 @@ pub(crate) async fn handle(
                             if plugins.wants_response() && upstream_upgrade.is_none() =>
                         {
                             let leases = std::mem::take(&mut record.leases);
-                            plugins
-                                .on_response(flow, sent, response, &mut notes, leases)
-                                .await
+                            on_response(&plugins, flow, sent, response, &mut notes, leases).await
                         }
                         _ => response,
                     }
@@ -248,7 +282,7 @@ pub(crate) async fn handle(
                     notes.push(error.reason.clone());
                     let answered = match &mut sent {
                         Some((flow, sent)) if plugins.wants_error() => {
-                            plugins.on_error(flow, sent, &error, &mut notes).await
+                            on_error(&plugins, flow, sent, &error, &mut notes).await
                         }
                         _ => None,
                     };
@@ -319,7 +353,7 @@ pub(crate) async fn handle(
             if let Some(recording) = recording.as_mut() {
                 recording.websocket_opened();
             }
-            websocket::Watch {
+            crate::proxy::websocket::Watch {
                 flow: this_flow,
                 plugins: watchers,
                 recording,
@@ -335,38 +369,6 @@ pub(crate) async fn handle(
         );
     }
     Ok(Response::from_parts(parts, Logged::new(body, record)))
-}
-
-/// Whether an upgrade is to WebSocket.
-fn is_websocket(protocol: Option<&HeaderValue>) -> bool {
-    protocol.is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"websocket"))
-}
-
-/// Whether a 101's `Sec-WebSocket-Extensions` accepted permessage-deflate.
-fn offers_deflate(headers: &http::HeaderMap) -> bool {
-    headers
-        .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|ext| {
-            ext.split(';')
-                .next()
-                .is_some_and(|name| name.trim().eq_ignore_ascii_case("permessage-deflate"))
-        })
-}
-
-/// Plugins see messages as sent: no extension (permessage-deflate) is
-/// offered upstream, so none is negotiated. Said once per WebSocket.
-fn no_extensions(id: u64, headers: &mut http::HeaderMap, watchers: &MessagePlugins) {
-    if headers.remove(header::SEC_WEBSOCKET_EXTENSIONS).is_some() {
-        let names: Vec<&str> = watchers.names().collect();
-        tracing::info!(
-            flow = id,
-            "WebSocket extensions (permessage-deflate) not offered upstream: plugin {} reads its messages",
-            names.join(", ")
-        );
-    }
 }
 
 /// A flow the user killed while it was intercepted: recorded with that
@@ -408,86 +410,4 @@ fn answered(
         recording.response(response.status(), version, response.headers());
     }
     response.map(|b| Logged::new(b, record))
-}
-
-/// The absolute URI a request is for, without userinfo (RFC 9110 §4.2.4:
-/// it is never forwarded, and is kept out of logs and plugins). On the
-/// listener a proxy request carries an absolute URI (RFC 9112 §3.2.2).
-/// Inside an intercepted tunnel the scheme is https and the CONNECT
-/// authority rules: a request naming another authority — an absolute-form
-/// target, an HTTP/2 `:authority` or a `Host` field — gets 421 Misdirected
-/// Request (RFC 9110 §15.5.20) rather than reaching a host the tunnel and
-/// its certificate were not made for.
-fn target_uri(request: &Request<Incoming>, conn: &ConnInfo) -> Result<Uri, (StatusCode, String)> {
-    let uri = request.uri();
-    let bad = |reason: String| (StatusCode::BAD_REQUEST, reason);
-    // Reverse: every request is for the one origin, whatever its target
-    // named (the path is kept).
-    if let (Mode::Reverse { scheme, authority }, None) = (&*conn.mode, &conn.tunnel) {
-        let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        return Uri::builder()
-            .scheme(scheme.clone())
-            .authority(authority.clone())
-            .path_and_query(path)
-            .build()
-            .map_err(|e| bad(format!("bad request target: {e}")));
-    }
-    let Some(tunnel) = &conn.tunnel else {
-        return match uri.scheme() {
-            Some(s) if *s == Scheme::HTTP => {
-                headers::without_userinfo(uri).map_err(|e| bad(format!("bad request target: {e}")))
-            }
-            Some(s) => Err(bad(format!(
-                "scheme {s} is not proxied; use CONNECT for https"
-            ))),
-            // Origin-form: addressed to proxlet itself.
-            None => Ok(uri.clone()),
-        };
-    };
-    let named = uri.authority().map(|a| a.as_str()).into_iter().chain(
-        request
-            .headers()
-            .get_all(header::HOST)
-            .iter()
-            .map(|v| v.to_str().unwrap_or("\0")),
-    );
-    for name in named {
-        if !headers::names_authority(name, tunnel, 443) {
-            return Err((
-                StatusCode::MISDIRECTED_REQUEST,
-                format!("this tunnel is to {tunnel}, not to {name}"),
-            ));
-        }
-    }
-    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let authority = match tunnel.port_u16() {
-        Some(443) => tunnel.host(),
-        _ => tunnel.as_str(),
-    };
-    Uri::builder()
-        .scheme(Scheme::HTTPS)
-        .authority(authority)
-        .path_and_query(path)
-        .build()
-        .map_err(|e| bad(format!("bad request target: {e}")))
-}
-
-/// Answers requests sent to proxlet as a web server: `/ca.pem` hands out the
-/// CA certificate (like mitm.it), anything else explains how to use a proxy.
-fn local_response(proxy: &Proxy, target: &Uri) -> Response<Body> {
-    if target.path() == "/ca.pem" {
-        let mut response = text_response(StatusCode::OK, proxy.ca.cert_pem().trim_end());
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/x-pem-file"),
-        );
-        return response;
-    }
-    text_response(
-        StatusCode::BAD_REQUEST,
-        format!(
-            "proxlet is a proxy: send requests through it (curl -x http://{0} …); its CA certificate is at http://{0}/ca.pem",
-            proxy.settings.listen()
-        ),
-    )
 }
