@@ -17,6 +17,28 @@ use crate::{
     },
 };
 
+/// Notes a plugin's head edits once applied; a bad one (`applied` is its
+/// error, `head` "request" or "response") is a plugin failure.
+pub(super) fn edited(
+    plugin: &LoadedPlugin,
+    applied: Result<(), String>,
+    head: &str,
+    notes: &mut Notes,
+) -> Option<Response<Body>> {
+    let name = &plugin.spec.name;
+    match applied {
+        Ok(()) => {
+            notes.push(format!("{name}=edit"));
+            None
+        }
+        Err(reason) => failure(
+            plugin,
+            format!("plugin {name} returned a bad {head} edit: {reason}"),
+            notes,
+        ),
+    }
+}
+
 /// A plugin failed: fail-open logs and skips it, fail-closed answers 502.
 pub(super) fn failure(
     plugin: &LoadedPlugin,

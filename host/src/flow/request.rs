@@ -10,7 +10,7 @@ use std::time::Instant;
 use http::{Response, StatusCode};
 
 use super::{
-    answer::{failure, plugin_response},
+    answer::{edited, failure, plugin_response},
     buffer::{buffer, busy, drain, replaced_body, Buffered, DRAIN_LIMIT},
     fill::{self, Fill, FillLease},
     Notes,
@@ -161,18 +161,8 @@ fn edit_request(
     if edits.is_empty() {
         return None;
     }
-    let name = &plugin.spec.name;
-    match edits.apply_to_request(parts, plugin.spec.credentials) {
-        Ok(()) => {
-            notes.push(format!("{name}=edit"));
-            None
-        }
-        Err(reason) => failure(
-            plugin,
-            format!("plugin {name} returned a bad request edit: {reason}"),
-            notes,
-        ),
-    }
+    let applied = edits.apply_to_request(parts, plugin.spec.credentials);
+    edited(plugin, applied, "request", notes)
 }
 
 /// `need-body` on the request: buffer (up to the plugin's limit, else 413),

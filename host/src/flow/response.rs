@@ -9,7 +9,7 @@ use std::time::Instant;
 use http::{HeaderMap, Method, Response, StatusCode};
 
 use super::{
-    answer::{failure, plugin_response},
+    answer::{edited, failure, plugin_response},
     buffer::{buffer, busy, replaced_body, Buffered},
     fill::FillLease,
     Notes,
@@ -162,18 +162,8 @@ fn edit_response(
     if edits.is_empty() {
         return None;
     }
-    let name = &plugin.spec.name;
-    match edits.apply_to_response(parts, plugin.spec.credentials) {
-        Ok(()) => {
-            notes.push(format!("{name}=edit"));
-            None
-        }
-        Err(reason) => failure(
-            plugin,
-            format!("plugin {name} returned a bad response edit: {reason}"),
-            notes,
-        ),
-    }
+    let applied = edits.apply_to_response(parts, plugin.spec.credentials);
+    edited(plugin, applied, "response", notes)
 }
 
 /// `need-body` on the response: buffer (up to the plugin's limit, else a
