@@ -10,8 +10,11 @@
 # request, plain HTTP 1 KiB GET (c16), a 100 MiB HTTPS download (one stream),
 # and cache hits of a 1 KiB and a 1 MiB file over HTTPS and plain HTTP
 # (proxlet's cache plugin vs Squid's memory cache; ONLY=cache runs just
-# these). proxlet runs with no plugin, the Rust example plugin (rust-hello)
-# and the Python example plugin (json-field).
+# these). proxlet runs with no plugin and with each language's example
+# plugin: Rust (rust-hello, on-response adds a header), C (inject-error,
+# on-request reads the URL), Python and JavaScript (json-field, on-response
+# reads content-type); the C and JavaScript rows need their toolchains
+# (./test.sh installs them) and are skipped with a line on stderr without.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -44,9 +47,26 @@ hello=plugins/target/wasm32-wasip2/release/rust_hello.wasm
 export BENCH_LOG=warn
 python_plugin=$work/json-field.wasm
 plugins/examples/python/build.sh "$python_plugin" >/dev/null
-# Compile it once (start_proxlet waits until proxlet listens), so every
+js_plugin=$work/json-field-js.wasm
+c_plugin=$work/inject-error.wasm
+langs="rust python"
+if [ -d plugins/examples/js/node_modules/@bytecodealliance/componentize-js ]; then
+  node plugins/examples/js/build.mjs plugins/examples/js/app.js wit "$js_plugin" >/dev/null
+  langs+=" js"
+else
+  echo "peers.sh: no JavaScript row (plugins/examples/js needs npm ci; ./test.sh runs it)" >&2
+fi
+if plugins/examples/c/build.sh "$c_plugin" >/dev/null 2>"$work/c-build.log"; then
+  langs+=" c"
+else
+  echo "peers.sh: no C row (its toolchain is missing; ./test.sh installs it): $(tail -1 "$work/c-build.log")" >&2
+fi
+# Compile each once (start_proxlet waits until proxlet listens), so every
 # start below loads it from the compiled-code cache.
-start_proxlet 18299 --plugin "$python_plugin"; kill $proxlet_pid
+for plugin in "$python_plugin" "$js_plugin" "$c_plugin"; do
+  [ -f "$plugin" ] || continue
+  start_proxlet 18299 --plugin "$plugin"; kill $proxlet_pid; wait $proxlet_pid 2>/dev/null || true
+done
 
 # A CA for the peers (proxlet makes its own in its home).
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
@@ -63,6 +83,8 @@ wait_port() {
 start_proxlet_none() { start_proxlet "$1" --plugin none; pid=$proxlet_pid; }
 start_proxlet_rust() { start_proxlet "$1" --plugin "$hello"; pid=$proxlet_pid; }
 start_proxlet_python() { start_proxlet "$1" --plugin "$python_plugin"; pid=$proxlet_pid; }
+start_proxlet_js() { start_proxlet "$1" --plugin "$js_plugin"; pid=$proxlet_pid; }
+start_proxlet_c() { start_proxlet "$1" --plugin "$c_plugin"; pid=$proxlet_pid; }
 start_proxlet_cache() {
   rm -rf "$work/cache"
   start_proxlet "$1" --plugin cache --cache-dir "$work/cache"; pid=$proxlet_pid
@@ -191,10 +213,15 @@ record "https 1 KiB keep-alive" direct "$(python3 -c 'import json,sys; print(rou
 
 # ONLY=cache runs the cache hit rows alone.
 if [ "${ONLY:-}" != cache ]; then
+  plugged=$(for l in $langs; do printf 'proxlet_%s ' "$l"; done)
   all="proxlet_none proxlet_rust proxlet_python hudsucker squid mitmproxy"
-  for proxy in $all; do load "https 1 KiB keep-alive" $proxy https://127.0.0.1:18443/1k; done
+  for proxy in proxlet_none $plugged hudsucker squid mitmproxy; do
+    load "https 1 KiB keep-alive" $proxy https://127.0.0.1:18443/1k
+  done
   for proxy in $all; do load "https 1 KiB new connection" $proxy https://127.0.0.1:18443/1k --disable-keepalive; done
-  for proxy in $all; do load "http 1 KiB keep-alive" $proxy http://127.0.0.1:18480/1k; done
+  for proxy in proxlet_none $plugged hudsucker squid mitmproxy; do
+    load "http 1 KiB keep-alive" $proxy http://127.0.0.1:18480/1k
+  done
   for proxy in $all; do download $proxy; done
 fi
 cache_hits proxlet_cache
@@ -229,4 +256,19 @@ for scheme in ["https", "http"]:
     for f in ["1k", "1m"]:
         s = f"cache hit {scheme} {f}"
         print(f"| {s}: proxlet cache ÷ Squid memory hit | {ratio(s,'proxlet_cache','squid')} | | | |")
+print()
+print("One example plugin per language (keep-alive, 1 KiB; µs a request over no plugin")
+print("at the proxy's one core, from the req/s of the same run):")
+print()
+print("| plugin | https req/s | ÷ no plugin | µs/request | http req/s | ÷ no plugin | µs/request |")
+print("|---|---|---|---|---|---|---|")
+for lang in ["rust", "c", "python", "js"]:
+    cells = []
+    for s in ["https 1 KiB keep-alive", "http 1 KiB keep-alive"]:
+        x, none = val[s].get(f"proxlet_{lang}", (None,))[0], val[s].get("proxlet_none", (None,))[0]
+        if x and none:
+            cells += [f"{x:.0f}", f"{x/none:.2f}×", f"{1e6/x - 1e6/none:.1f}"]
+        else:
+            cells += ["n/a"] * 3
+    print(f"| {lang} | " + " | ".join(cells) + " |")
 PY

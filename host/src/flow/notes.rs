@@ -24,16 +24,22 @@ impl Notes {
         self.text.push(note);
     }
 
-    /// Notes a call that began at `started`; `decision` is only formatted
-    /// when the flow is recorded.
+    /// When a call begins, read only when the flow is recorded (an
+    /// unrecorded flow reads no clock per plugin call).
+    pub(crate) fn clock(&self) -> Option<Instant> {
+        self.steps.as_ref().map(|_| Instant::now())
+    }
+
+    /// Notes a call that began at `started` (from [`Notes::clock`]);
+    /// `decision` is only formatted when the flow is recorded.
     pub(crate) fn step(
         &mut self,
         plugin: &str,
         hook: &str,
-        started: Instant,
+        started: Option<Instant>,
         decision: impl FnOnce() -> String,
     ) {
-        if let Some(steps) = &mut self.steps {
+        if let (Some(steps), Some(started)) = (&mut self.steps, started) {
             steps.push(crate::flows::PluginStep {
                 plugin: plugin.to_owned(),
                 hook: hook.to_owned(),

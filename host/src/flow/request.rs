@@ -5,8 +5,6 @@
 //! buffered for `on-request-body`, a plugin's response built (a granted file
 //! streamed), head edits applied. The first answer wins; edits compose.
 
-use std::time::Instant;
-
 use http::{Response, StatusCode};
 
 use super::{
@@ -43,7 +41,7 @@ pub async fn on_request(
     for plugin in plugins.with_request_hook() {
         let name = &plugin.spec.name;
         if let Some(response) = plugin.memo.answer(parts) {
-            notes.step(name, "on-request", Instant::now(), || {
+            notes.step(name, "on-request", notes.clock(), || {
                 "respond (memo)".into()
             });
             notes.push(format!("{name}=respond"));
@@ -52,7 +50,7 @@ pub async fn on_request(
         let mut waits = 0;
         let mut looked_in_shared_store = false;
         let step = loop {
-            let started = Instant::now();
+            let started = notes.clock();
             let step = plugin.request_step(flow, parts).await;
             notes.step(name, "on-request", started, || match &step {
                 Ok(RequestStep::Continue(edits)) if edits.is_empty() => "continue".into(),

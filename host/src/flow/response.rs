@@ -4,8 +4,6 @@
 //! flow's `fill` leases), a body buffered for `on-response-body`, head edits
 //! applied; after an upstream failure, the first plugin answer is served.
 
-use std::time::Instant;
-
 use http::{HeaderMap, Method, Response, StatusCode};
 
 use super::{
@@ -40,7 +38,7 @@ pub async fn on_response(
     let mut leases = leases;
     let (mut parts, mut body) = response.into_parts();
     for plugin in plugins.with_response_hook() {
-        let started = Instant::now();
+        let started = notes.clock();
         let step = plugin.response_step(flow, request, &mut parts).await;
         let name = &plugin.spec.name;
         notes.step(name, "on-response", started, || match &step {
@@ -120,7 +118,7 @@ pub async fn on_error(
 ) -> Option<Response<Body>> {
     let error = &FailedUpstream::from(failed);
     for plugin in plugins.with_error_hook() {
-        let started = Instant::now();
+        let started = notes.clock();
         let answer = plugin.error_answer(flow, request, error).await;
         notes.step(&plugin.spec.name, "on-error", started, || match &answer {
             Ok(Some(r)) => format!("respond {}", r.status()),

@@ -2,8 +2,6 @@
 //! (`on-websocket-open`), and the extension (permessage-deflate) rules that
 //! follow. The messages themselves are relayed by `proxy::websocket`.
 
-use std::time::Instant;
-
 use http::{header, HeaderValue, Response};
 
 use super::{answer::failure, Notes};
@@ -24,7 +22,7 @@ pub(super) async fn on_websocket_open(
 ) -> Result<Option<MessagePlugins>, Response<Body>> {
     let mut wanted = Vec::new();
     for plugin in plugins.with_websocket_hooks() {
-        let started = Instant::now();
+        let started = notes.clock();
         let answer = plugin.on_websocket_open(flow, parts).await;
         match answer {
             Ok(true) => {
