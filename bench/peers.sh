@@ -6,6 +6,10 @@
 # curl) to core 1; each scenario starts a fresh proxy, so its peak RSS is
 # that scenario's.
 #   bench/peers.sh [SECONDS]          markdown tables on stdout
+#   ONLY=plugins ROUNDS=3 bench/peers.sh  the keep-alive rows of proxlet
+#     (no plugin, each example) and hudsucker alone, ROUNDS times in turn
+#     (none, rust, c…, none, rust…); ratios use each row's median, which
+#     keeps a noisy machine's drift out of them.
 # Scenarios: HTTPS 1 KiB GET keep-alive (c16) and with a new connection per
 # request, plain HTTP 1 KiB GET (c16), a 100 MiB HTTPS download (one stream),
 # and cache hits of a 1 KiB and a 1 MiB file over HTTPS and plain HTTP
@@ -211,8 +215,18 @@ taskset -c 1 oha --no-tui --output-format json -z "${secs}s" -c "$conc" --insecu
   https://127.0.0.1:18443/1k > "$work/out.json"
 record "https 1 KiB keep-alive" direct "$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["summary"]["requestsPerSec"]))' "$work/out.json")" "" "" "" "" ""
 
+# ONLY=plugins: the keep-alive rows of the plugins and hudsucker, in turns.
+if [ "${ONLY:-}" = plugins ]; then
+  for _ in $(seq "${ROUNDS:-1}"); do
+    for scheme in https http; do
+      if [ $scheme = https ]; then url=https://127.0.0.1:18443/1k; else url=http://127.0.0.1:18480/1k; fi
+      for proxy in proxlet_none $(for l in $langs; do printf 'proxlet_%s ' "$l"; done) hudsucker; do
+        load "$scheme 1 KiB keep-alive" $proxy $url
+      done
+    done
+  done
 # ONLY=cache runs the cache hit rows alone.
-if [ "${ONLY:-}" != cache ]; then
+elif [ "${ONLY:-}" != cache ]; then
   plugged=$(for l in $langs; do printf 'proxlet_%s ' "$l"; done)
   all="proxlet_none proxlet_rust proxlet_python hudsucker squid mitmproxy"
   for proxy in proxlet_none $plugged hudsucker squid mitmproxy; do
@@ -224,22 +238,29 @@ if [ "${ONLY:-}" != cache ]; then
   done
   for proxy in $all; do download $proxy; done
 fi
-cache_hits proxlet_cache
-squid_cache=1 cache_hits squid
-squid_cache=
+if [ "${ONLY:-}" != plugins ]; then
+  cache_hits proxlet_cache
+  squid_cache=1 cache_hits squid
+  squid_cache=
+fi
 
 # --- report -------------------------------------------------------------------
 python3 - "$results" "$secs" "$conc" <<'PY'
-import sys, collections
+import sys, collections, statistics
 path, secs, conc = sys.argv[1:]
 rows = [l.rstrip("\n").split("\t") for l in open(path) if l.strip()]
 print(f"| scenario | proxy | req/s | p50 ms | p99 ms | MB/s | peak RSS MiB | ok |")
 print("|---|---|---|---|---|---|---|---|")
 for r in rows:
     print("| " + " | ".join(r) + " |")
-val = collections.defaultdict(dict)
+# A row measured more than once (ROUNDS) counts with its median.
+runs = collections.defaultdict(list)
 for scenario, proxy, rps, p50, p99, mbs, rss, ok in rows:
-    val[scenario][proxy] = (float(rps) if rps else None, float(mbs) if mbs else None, rss)
+    runs[scenario, proxy].append((float(rps) if rps else None, float(mbs) if mbs else None, rss))
+median = lambda xs: statistics.median(xs) if None not in xs else None
+val = collections.defaultdict(dict)
+for (scenario, proxy), rs in runs.items():
+    val[scenario][proxy] = (median([r[0] for r in rs]), median([r[1] for r in rs]), rs[-1][2])
 def ratio(scenario, a, b, i=0):
     x, y = val[scenario].get(a, (None,)*3)[i], val[scenario].get(b, (None,)*3)[i]
     return f"{x/y:.2f}×" if x and y else "n/a"
