@@ -37,5 +37,6 @@ fn main() {
         &out.join("rust_hello_reloaded.wasm"),
     );
     build(&guests, "sandbox", &[], &out.join("sandbox.wasm"));
+    build(&guests, "stdio", &[], &out.join("stdio.wasm"));
     build(&guests, "wrong-world", &[], &out.join("wrong_world.wasm"));
 }

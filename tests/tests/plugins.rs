@@ -843,3 +843,82 @@ fn an_uncached_large_plugin_serves_baseline_code_first_then_optimised_code() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(lines_with(&proxy.log(), optimised).len(), 2);
 }
+
+/// proxlet running the stdio guest (no filesystem or socket imports) in `mode`.
+fn stdio_proxy(mode: &str) -> (tempfile::TempDir, Proxlet) {
+    let (dir, path) = config_file(&format!(
+        "[[plugin]]\nname = \"stdio\"\npath = {:?}\nconfig = {{ mode = \"{mode}\" }}\n",
+        guest("stdio.wasm")
+    ));
+    let proxy = Proxlet::start(&["--config", path.to_str().unwrap()]);
+    (dir, proxy)
+}
+
+/// The `x-stdio` header of a response and its status.
+fn stdio_header(proxy: &Proxlet, url: &str) -> (u16, Option<String>) {
+    let got = curl(proxy, &["-D", "-", "-o", "/dev/null", url]);
+    let header = got
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix("x-stdio: ").map(|v| v.trim().to_owned()));
+    (got.status, header)
+}
+
+#[test]
+fn a_plugin_without_file_or_socket_imports_is_called_directly_and_keeps_its_stderr() {
+    let origin = Origin::http();
+    let (_dir, proxy) = stdio_proxy("stderr");
+    assert!(
+        proxy.log().contains("hooks called directly"),
+        "the load line says how hooks are called:\n{}",
+        proxy.log()
+    );
+    let url = origin.url("/bytes/10");
+    for _ in 0..3 {
+        assert_eq!(stdio_header(&proxy, &url), (200, Some("stderr".into())));
+    }
+    // What the guest wrote to stderr from both hooks reached proxlet's.
+    assert!(
+        proxy.wait_for_log(&format!("stdio plugin saw {url}"), Duration::from_secs(3)),
+        "{}",
+        proxy.log()
+    );
+    assert!(proxy.log().contains("stdio plugin got status 200"));
+
+    // A plugin with filesystem imports keeps the async calls.
+    let (_dir, sandbox) = sandbox_proxy("url", "", &[]);
+    assert!(
+        sandbox.log().contains("loaded plugin sandbox")
+            && !sandbox.log().contains("called directly"),
+        "{}",
+        sandbox.log()
+    );
+}
+
+#[test]
+fn a_directly_called_plugin_that_blocks_or_panics_fails_alone() {
+    let origin = Origin::http();
+    let url = origin.url("/bytes/10");
+    // A sleep in a hook would hold the flow's worker: the call traps
+    // instead, the flow goes on (fail-open), and so does the next.
+    let (_dir, sleeper) = stdio_proxy("sleep");
+    for _ in 0..2 {
+        assert_eq!(stdio_header(&sleeper, &url).0, 200, "{}", sleeper.log());
+    }
+    assert!(
+        sleeper.wait_for_log("hooks must not block", Duration::from_secs(3)),
+        "{}",
+        sleeper.log()
+    );
+    // A panic: its message reaches the log, the proxy keeps serving.
+    let (_dir, panicker) = stdio_proxy("panic");
+    for _ in 0..2 {
+        assert_eq!(stdio_header(&panicker, &url).0, 200);
+    }
+    assert!(
+        panicker.wait_for_log("boom from the stdio plugin", Duration::from_secs(3)),
+        "{}",
+        panicker.log()
+    );
+    assert!(panicker.log().contains("plugin stdio failed"));
+}

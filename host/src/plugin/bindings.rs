@@ -20,3 +20,19 @@ pub use self::proxlet::plugin::types;
 pub use exports::proxlet::plugin::{
     error_hooks, lifecycle, request_hooks, response_hooks, websocket_hooks,
 };
+
+/// The hot hooks (`on-request`, `on-response`) generated once more as plain
+/// functions, for instances whose imports never wait (`instance.rs`): they
+/// are called without a fiber. Types and imports are those above.
+pub mod direct {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "plugin",
+        with: {
+            "proxlet:plugin/types": super::types,
+            "proxlet:plugin/host": super::proxlet::plugin::host,
+        },
+    });
+
+    pub use self::exports::proxlet::plugin::{request_hooks, response_hooks};
+}

@@ -56,12 +56,13 @@ impl Chain {
             let loaded = LoadedPlugin::load(engine, spec.clone()).await?;
             let plugin = Arc::new(loaded.plugin);
             let message = format!(
-                "loaded plugin {} from {} (sha256 {}, {}) in {} ms",
+                "loaded plugin {} from {} (sha256 {}, {}) in {} ms{}",
                 spec.name,
                 spec.path.display(),
                 &plugin.hash[..12],
                 compiled(&plugin, loaded.optimise.is_some()),
-                plugin.load_ms
+                plugin.load_ms,
+                calls(&plugin),
             );
             tracing::info!("{message}");
             if let Some(events) = crate::web::events() {
@@ -315,5 +316,14 @@ pub(crate) fn compiled(plugin: &LoadedPlugin, optimising: bool) -> &'static str 
         (super::engine::Compiler::Winch, _, true) => "baseline compiler; optimising",
         (super::engine::Compiler::Winch, _, false) => "baseline compiler",
         (super::engine::Compiler::Cranelift, false, _) => "compiled",
+    }
+}
+
+/// The end of a load line: whether hooks are called without a fiber
+/// (`direct_io.rs`).
+pub(crate) fn calls(plugin: &LoadedPlugin) -> &'static str {
+    match plugin.direct() {
+        true => "; hooks called directly",
+        false => "",
     }
 }

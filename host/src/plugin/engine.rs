@@ -215,6 +215,9 @@ pub enum Compiler {
 pub struct Runtime {
     pub engine: Engine,
     pub linker: Linker<State>,
+    /// The same with `wasi:io`'s blocking functions as plain functions
+    /// (`direct_io.rs`), for components called without a fiber.
+    pub direct_linker: Linker<State>,
 }
 
 /// Code for a component, and where it came from.
@@ -314,6 +317,8 @@ impl Runtime {
         };
         let mut linker = Linker::new(&engine);
         add_host_functions(&mut linker)?;
+        let mut direct_linker = linker.clone();
+        super::direct_io::shadow(&mut direct_linker)?;
         let ticker = engine.weak();
         std::thread::Builder::new()
             .name(format!("proxlet-epoch-{what}"))
@@ -324,7 +329,11 @@ impl Runtime {
                     None => break,
                 }
             })?;
-        Ok(Self { engine, linker })
+        Ok(Self {
+            engine,
+            linker,
+            direct_linker,
+        })
     }
 }
 

@@ -14,7 +14,7 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use super::{
     bindings::{
-        error_hooks, lifecycle, request_hooks, response_hooks,
+        direct, error_hooks, lifecycle, request_hooks, response_hooks,
         types::{
             Hooks, RequestAction, RequestBodyAction, Response, ResponseAction, ResponseBodyAction,
             UpstreamError,
@@ -22,6 +22,7 @@ use super::{
         websocket_hooks::{self, Message, MessageAction, MessageDecision},
     },
     chain::Flow,
+    direct_io::direct_imports,
     engine::{content_hash, describe, Compiled, Compiler, PluginEngine, State, TICK},
     heads::{Lend, Lent, NoHead, RequestHandle, RequestView, ResponseHandle},
     spec::PluginSpec,
@@ -46,6 +47,10 @@ const RECYCLE_AFTER: u32 = 10_000;
 pub struct Guests {
     pub request: Option<request_hooks::Guest>,
     pub response: Option<response_hooks::Guest>,
+    /// `on-request` and `on-response` called without a fiber, when the
+    /// version's imports allow it (`direct_io.rs`).
+    pub direct_request: Option<direct::request_hooks::Guest>,
+    pub direct_response: Option<direct::response_hooks::Guest>,
     pub error: Option<error_hooks::Guest>,
     pub websocket: Option<websocket_hooks::Guest>,
 }
@@ -62,6 +67,14 @@ struct Indices {
     response: Option<response_hooks::GuestIndices>,
     error: Option<error_hooks::GuestIndices>,
     websocket: Option<websocket_hooks::GuestIndices>,
+    /// The hot hooks as plain functions: `Some` for a component linked
+    /// with the direct linker whose instances need no fiber.
+    direct: Option<DirectIndices>,
+}
+
+struct DirectIndices {
+    request: Option<direct::request_hooks::GuestIndices>,
+    response: Option<direct::response_hooks::GuestIndices>,
 }
 
 pub struct LoadedPlugin {
@@ -202,6 +215,12 @@ impl LoadedPlugin {
         Self::from_linked(spec, linked).await
     }
 
+    /// Whether `on-request` and `on-response` are called without a fiber
+    /// (the component imports nothing that waits: `direct_io.rs`).
+    pub fn direct(&self) -> bool {
+        self.indices.direct.is_some()
+    }
+
     /// `baseline` for Winch's code, `optimised` for cranelift's (web UI).
     pub fn code(&self) -> &'static str {
         match self.compiler {
@@ -254,6 +273,19 @@ impl LoadedPlugin {
             loaded_at: crate::flows::now_micros(),
             load_ms: 0,
         };
+        // Imports that never wait are not proof enough: an instance made
+        // synchronously is (wasmtime refuses one that needs async).
+        if plugin.indices.direct.is_some() {
+            let mut store = plugin.new_store()?;
+            store.set_epoch_deadline(ticks(plugin.spec.limits.call * 50));
+            if let Err(e) = plugin.pre.instantiate(&mut store) {
+                tracing::debug!(
+                    "plugin {spec_name} is called through a fiber: {}",
+                    describe(&e)
+                );
+                plugin.indices.direct = None;
+            }
+        }
         let (first, declared) = plugin
             .instantiate()
             .await
@@ -329,6 +361,7 @@ impl LoadedPlugin {
             .await
             .map_err(|e| fail(e, "init"))?
             .map_err(|e| format!("plugin {} refused its config: {e}", self.spec.name))?;
+        let direct = self.indices.direct.as_ref();
         let guests = Guests {
             request: self
                 .indices
@@ -349,6 +382,12 @@ impl LoadedPlugin {
                 .indices
                 .websocket
                 .as_ref()
+                .and_then(|i| i.load(&mut store, &instance).ok()),
+            direct_request: direct
+                .and_then(|d| d.request.as_ref())
+                .and_then(|i| i.load(&mut store, &instance).ok()),
+            direct_response: direct
+                .and_then(|d| d.response.as_ref())
                 .and_then(|i| i.load(&mut store, &instance).ok()),
         };
         Ok((
@@ -441,16 +480,14 @@ impl LoadedPlugin {
         request: &mut impl Lend,
     ) -> Result<RequestAction, String> {
         let info = flow.info;
-        self.call(
-            0,
-            flow.client,
-            request,
-            None,
-            async |guests, store| match &guests.request {
-                Some(g) => g.call_on_request(store, info, request_handle()).await,
-                None => Ok(RequestAction::Continue(Vec::new())),
-            },
-        )
+        self.call(0, flow.client, request, None, async |guests, store| match (
+            &guests.direct_request,
+            &guests.request,
+        ) {
+            (Some(g), _) => g.call_on_request(store, info, request_handle()),
+            (None, Some(g)) => g.call_on_request(store, info, request_handle()).await,
+            (None, None) => Ok(RequestAction::Continue(Vec::new())),
+        })
         .await
     }
 
@@ -489,12 +526,15 @@ impl LoadedPlugin {
             flow.client,
             request,
             Some(response),
-            async |guests, store| match &guests.response {
-                Some(g) => {
+            async |guests, store| match (&guests.direct_response, &guests.response) {
+                (Some(g), _) => {
+                    g.call_on_response(store, info, request_handle(), response_handle())
+                }
+                (None, Some(g)) => {
                     g.call_on_response(store, info, request_handle(), response_handle())
                         .await
                 }
-                None => Ok(ResponseAction::Continue(Vec::new())),
+                (None, None) => Ok(ResponseAction::Continue(Vec::new())),
             },
         )
         .await
@@ -639,13 +679,25 @@ fn link(compiled: Result<Compiled<'_>, String>, hash: &str, path: &Path) -> Resu
             describe(&e)
         )
     };
-    let pre = runtime.linker.instantiate_pre(&component).map_err(misfit)?;
+    // A component that imports no filesystem and no sockets is linked so
+    // that its hot hooks can be called without a fiber.
+    let world = component.component_type();
+    let direct = direct_imports(world.imports(&runtime.engine).map(|(name, _)| name));
+    let linker = match direct {
+        true => &runtime.direct_linker,
+        false => &runtime.linker,
+    };
+    let pre = linker.instantiate_pre(&component).map_err(misfit)?;
     let indices = Indices {
         lifecycle: lifecycle::GuestIndices::new(&pre).map_err(misfit)?,
         request: request_hooks::GuestIndices::new(&pre).ok(),
         response: response_hooks::GuestIndices::new(&pre).ok(),
         error: error_hooks::GuestIndices::new(&pre).ok(),
         websocket: websocket_hooks::GuestIndices::new(&pre).ok(),
+        direct: direct.then(|| DirectIndices {
+            request: direct::request_hooks::GuestIndices::new(&pre).ok(),
+            response: direct::response_hooks::GuestIndices::new(&pre).ok(),
+        }),
     };
     Ok(Linked {
         engine: runtime.engine.clone(),

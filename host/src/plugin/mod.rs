@@ -9,6 +9,7 @@ mod bindings;
 pub mod builtin;
 mod chain;
 mod decision;
+mod direct_io;
 mod engine;
 mod function_cache;
 mod heads;

@@ -16,7 +16,7 @@ use arc_swap::ArcSwap;
 use notify::{RecursiveMode, Watcher};
 
 use super::{
-    chain::{compiled, Slot},
+    chain::{calls, compiled, Slot},
     instance::Source,
     optimise, Chain, LoadedPlugin, PluginEngine, PluginSpec,
 };
@@ -170,11 +170,12 @@ async fn reload_config(
             Ok(loaded) => {
                 let plugin = Arc::new(loaded.plugin);
                 let message = format!(
-                    "loaded plugin {} from {} (sha256 {}, {})",
+                    "loaded plugin {} from {} (sha256 {}, {}){}",
                     spec.name,
                     spec.path.display(),
                     &plugin.hash[..12],
                     compiled(&plugin, loaded.optimise.is_some()),
+                    calls(&plugin),
                 );
                 counted(&spec.name, true, Some(&plugin.hash), &message);
                 if let Some(source) = loaded.optimise {
@@ -244,11 +245,12 @@ pub(crate) async fn reload_slot(slot: &Arc<Slot>, engine: &Arc<PluginEngine>, fo
             let plugin = Arc::new(loaded.plugin);
             slot.current.store(plugin.clone());
             let message = format!(
-                "reloaded plugin {name} from {} (sha256 {}, {}) in {} ms",
+                "reloaded plugin {name} from {} (sha256 {}, {}) in {} ms{}",
                 path.display(),
                 &plugin.hash[..12],
                 compiled(&plugin, loaded.optimise.is_some()),
-                plugin.load_ms
+                plugin.load_ms,
+                calls(&plugin),
             );
             tracing::info!("{message}");
             counted(&name, true, Some(&plugin.hash), &message);
