@@ -31,14 +31,20 @@ fn sandbox_proxy(mode: &str, extra: &str, args: &[&str]) -> (tempfile::TempDir, 
     (dir, Proxlet::start(&all))
 }
 
-/// The `x-hello` header of a response, read with curl -D.
-fn hello_header(proxy: &Proxlet, url: &str) -> (u16, Option<String>) {
+/// A response's status and its header `name` (lowercase), read with curl -D.
+fn status_and_header(proxy: &Proxlet, url: &str, name: &str) -> (u16, Option<String>) {
     let got = curl(proxy, &["-D", "-", "-o", "/dev/null", url]);
+    let prefix = format!("{name}: ");
     let header = got
         .text()
         .lines()
-        .find_map(|l| l.strip_prefix("x-hello: ").map(|v| v.trim().to_owned()));
+        .find_map(|l| l.strip_prefix(prefix.as_str()).map(|v| v.trim().to_owned()));
     (got.status, header)
+}
+
+/// The `x-hello` header of a response.
+fn hello_header(proxy: &Proxlet, url: &str) -> (u16, Option<String>) {
+    status_and_header(proxy, url, "x-hello")
 }
 
 #[test]
@@ -856,12 +862,7 @@ fn stdio_proxy(mode: &str) -> (tempfile::TempDir, Proxlet) {
 
 /// The `x-stdio` header of a response and its status.
 fn stdio_header(proxy: &Proxlet, url: &str) -> (u16, Option<String>) {
-    let got = curl(proxy, &["-D", "-", "-o", "/dev/null", url]);
-    let header = got
-        .text()
-        .lines()
-        .find_map(|l| l.strip_prefix("x-stdio: ").map(|v| v.trim().to_owned()));
-    (got.status, header)
+    status_and_header(proxy, url, "x-stdio")
 }
 
 #[test]
