@@ -215,19 +215,20 @@ taskset -c 1 oha --no-tui --output-format json -z "${secs}s" -c "$conc" --insecu
   https://127.0.0.1:18443/1k > "$work/out.json"
 record "https 1 KiB keep-alive" direct "$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["summary"]["requestsPerSec"]))' "$work/out.json")" "" "" "" "" ""
 
+# proxlet with each example plugin that was built.
+plugged=$(for l in $langs; do printf 'proxlet_%s ' "$l"; done)
 # ONLY=plugins: the keep-alive rows of the plugins and hudsucker, in turns.
 if [ "${ONLY:-}" = plugins ]; then
   for _ in $(seq "${ROUNDS:-1}"); do
     for scheme in https http; do
       if [ $scheme = https ]; then url=https://127.0.0.1:18443/1k; else url=http://127.0.0.1:18480/1k; fi
-      for proxy in proxlet_none $(for l in $langs; do printf 'proxlet_%s ' "$l"; done) hudsucker; do
+      for proxy in proxlet_none $plugged hudsucker; do
         load "$scheme 1 KiB keep-alive" $proxy $url
       done
     done
   done
 # ONLY=cache runs the cache hit rows alone.
 elif [ "${ONLY:-}" != cache ]; then
-  plugged=$(for l in $langs; do printf 'proxlet_%s ' "$l"; done)
   all="proxlet_none proxlet_rust proxlet_python hudsucker squid mitmproxy"
   for proxy in proxlet_none $plugged hudsucker squid mitmproxy; do
     load "https 1 KiB keep-alive" $proxy https://127.0.0.1:18443/1k

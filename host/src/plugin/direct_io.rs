@@ -11,8 +11,9 @@
 //! with the reason, since a hook must not block its flow's worker (the
 //! `delay` action waits without a plugin call running).
 //!
-//! `instance.rs` links such components with [`linker`]'s result and calls
-//! their hot hooks directly; any other component keeps the async linker.
+//! `engine.rs` keeps a second linker with these functions ([`shadow`]);
+//! `instance.rs` links such components with it and calls their hot hooks
+//! directly; any other component keeps the async linker.
 
 use std::{
     future::Future,
@@ -89,24 +90,24 @@ pub fn shadow(linker: &mut Linker<State>) -> wasmtime::Result<()> {
         |mut store: StoreContextMut<'_, State>,
          (stream, bytes): (Resource<DynOutputStream>, Vec<u8>)| {
             let table = &mut store.data_mut().table;
-            let done = waited(at_once(table.blocking_write_and_flush(stream, bytes)))?;
-            Ok((stream_result(table, done)?,))
+            let done = at_once(table.blocking_write_and_flush(stream, bytes));
+            stream_reply(table, done)
         },
     )?;
     streams.func_wrap(
         "[method]output-stream.blocking-write-zeroes-and-flush",
         |mut store: StoreContextMut<'_, State>, (stream, len): (Resource<DynOutputStream>, u64)| {
             let table = &mut store.data_mut().table;
-            let done = waited(at_once(table.blocking_write_zeroes_and_flush(stream, len)))?;
-            Ok((stream_result(table, done)?,))
+            let done = at_once(table.blocking_write_zeroes_and_flush(stream, len));
+            stream_reply(table, done)
         },
     )?;
     streams.func_wrap(
         "[method]output-stream.blocking-flush",
         |mut store: StoreContextMut<'_, State>, (stream,): (Resource<DynOutputStream>,)| {
             let table = &mut store.data_mut().table;
-            let done = waited(at_once(table.blocking_flush(stream)))?;
-            Ok((stream_result(table, done)?,))
+            let done = at_once(table.blocking_flush(stream));
+            stream_reply(table, done)
         },
     )?;
     streams.func_wrap(
@@ -114,26 +115,24 @@ pub fn shadow(linker: &mut Linker<State>) -> wasmtime::Result<()> {
         |mut store: StoreContextMut<'_, State>,
          (stream, from, len): (Resource<DynOutputStream>, Resource<DynInputStream>, u64)| {
             let table = &mut store.data_mut().table;
-            let done = waited(at_once(HostOutputStream::blocking_splice(
-                table, stream, from, len,
-            )))?;
-            Ok((stream_result(table, done)?,))
+            let done = at_once(HostOutputStream::blocking_splice(table, stream, from, len));
+            stream_reply(table, done)
         },
     )?;
     streams.func_wrap(
         "[method]input-stream.blocking-read",
         |mut store: StoreContextMut<'_, State>, (stream, len): (Resource<DynInputStream>, u64)| {
             let table = &mut store.data_mut().table;
-            let done = waited(at_once(table.blocking_read(stream, len)))?;
-            Ok((stream_result(table, done)?,))
+            let done = at_once(table.blocking_read(stream, len));
+            stream_reply(table, done)
         },
     )?;
     streams.func_wrap(
         "[method]input-stream.blocking-skip",
         |mut store: StoreContextMut<'_, State>, (stream, len): (Resource<DynInputStream>, u64)| {
             let table = &mut store.data_mut().table;
-            let done = waited(at_once(table.blocking_skip(stream, len)))?;
-            Ok((stream_result(table, done)?,))
+            let done = at_once(table.blocking_skip(stream, len));
+            stream_reply(table, done)
         },
     )?;
     let mut poll = linker.instance(POLL)?;
@@ -181,13 +180,14 @@ fn waited<T>(done: Option<T>) -> wasmtime::Result<T> {
     })
 }
 
-/// A stream operation's result as the guest sees it; a trap stays a trap.
-fn stream_result<T>(
+/// A blocking stream operation's reply: the guest's result if it was done
+/// at once (a stream error as the guest sees it), else a trap.
+fn stream_reply<T>(
     table: &mut wasmtime::component::ResourceTable,
-    result: wasmtime_wasi::p2::StreamResult<T>,
-) -> wasmtime::Result<Result<T, StreamError>> {
-    match result {
-        Ok(value) => Ok(Ok(value)),
-        Err(e) => Ok(Err(table.convert_stream_error(e)?)),
+    done: Option<wasmtime_wasi::p2::StreamResult<T>>,
+) -> wasmtime::Result<(Result<T, StreamError>,)> {
+    match waited(done)? {
+        Ok(value) => Ok((Ok(value),)),
+        Err(e) => Ok((Err(table.convert_stream_error(e)?),)),
     }
 }

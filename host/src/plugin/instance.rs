@@ -277,7 +277,7 @@ impl LoadedPlugin {
         // synchronously is (wasmtime refuses one that needs async).
         if plugin.indices.direct.is_some() {
             let mut store = plugin.new_store()?;
-            store.set_epoch_deadline(ticks(plugin.spec.limits.call * 50));
+            store.set_epoch_deadline(plugin.init_deadline());
             if let Err(e) = plugin.pre.instantiate(&mut store) {
                 tracing::debug!(
                     "plugin {spec_name} is called through a fiber: {}",
@@ -338,13 +338,16 @@ impl LoadedPlugin {
         Ok(store)
     }
 
+    /// The epoch deadline of instantiation and `init`, which may do real
+    /// work (interpreters start up): more than a hook call, but not forever.
+    fn init_deadline(&self) -> u64 {
+        ticks((self.spec.limits.call * 50).max(std::time::Duration::from_secs(10)))
+    }
+
     /// A new instance, initialised with the plugin's config.
     async fn instantiate(&self) -> Result<(Pooled, Hooks), String> {
         let mut store = self.new_store()?;
-        // Instantiation and `init` may do real work (interpreters start up):
-        // allow them more than a hook call, but not forever.
-        let init_limit = (self.spec.limits.call * 50).max(std::time::Duration::from_secs(10));
-        store.set_epoch_deadline(ticks(init_limit));
+        store.set_epoch_deadline(self.init_deadline());
         let fail = |e: wasmtime::Error, what: &str| self.explain(e, what);
         let instance = self
             .pre
