@@ -447,3 +447,74 @@ fn proxlet_new_scaffolds_plugins_that_build_and_load() {
     scaffold_builds_and_loads("js", &[("npm_config_prefer_offline", "true".as_ref())]);
     scaffold_builds_and_loads("c", &[]);
 }
+
+/// The Python kit gives borrowed heads no `weakref.finalize` (the cost of
+/// making and detaching one per head per call): a head still dies with its
+/// call, and a plugin's own `weakref.finalize` still runs.
+#[test]
+fn python_heads_end_with_their_call_and_plugin_finalizers_still_run() {
+    let origin = Origin::http();
+    for path in ["/page", "/stale"] {
+        origin.put(path, vec![("text/plain", b"hello".to_vec())]);
+    }
+    let src = copy_example(Lang::Python);
+    std::fs::write(
+        src.path().join("app.py"),
+        r#"import weakref
+
+from proxlet_addon import Addon, export
+
+
+class Thing:
+    pass
+
+
+class Probe(Addon):
+    kept = None
+
+    def responseheaders(self, flow):
+        if flow.request.path == "/stale" and self.kept is not None:
+            self.kept.status()  # a head from an earlier call
+        ran = []
+        thing = Thing()
+        weakref.finalize(thing, ran.append, "ran")
+        del thing
+        flow.response.headers["x-finalizer"] = ",".join(ran) or "did not run"
+        self.kept = flow.response._head
+
+
+Lifecycle, RequestHooks, ResponseHooks, ErrorHooks = export(Probe)
+"#,
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let plugin = out.path().join("probe.wasm");
+    Lang::Python.build(src.path(), &plugin);
+    let proxy = Proxlet::start(&["--plugin", plugin.to_str().unwrap()]);
+    let fetch = |path: &str| {
+        curl(&proxy, &["-D", "-", &origin.url(path)])
+            .text()
+            .to_ascii_lowercase()
+    };
+    for _ in 0..3 {
+        let head = fetch("/page");
+        assert!(head.contains("x-finalizer: ran"), "{head}\n{}", proxy.log());
+        assert!(head.ends_with("hello"), "{head}");
+    }
+    // Reaching for a head kept from an earlier call fails the hook (the
+    // handle is gone), fail-open serves the response, and the next flow is
+    // edited again.
+    let stale = fetch("/stale");
+    assert!(!stale.contains("x-finalizer"), "{stale}\n{}", proxy.log());
+    assert!(stale.ends_with("hello"), "{stale}");
+    assert!(
+        proxy.wait_for_log("object has no attribute 'handle'", Duration::from_secs(5)),
+        "{}",
+        proxy.log()
+    );
+    assert!(
+        fetch("/page").contains("x-finalizer: ran"),
+        "{}",
+        proxy.log()
+    );
+}

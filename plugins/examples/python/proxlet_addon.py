@@ -24,9 +24,46 @@ nothing. A flow is valid only during the hook it was passed to.
 """
 
 import json
+import weakref
 
+import componentize_py_runtime
 from componentize_py_types import Err
 from wit_world.imports import host, types
+
+
+class _InertFinalizer:
+    """What a borrowed head gets instead of a `weakref.finalize`."""
+
+    __slots__ = ()
+    # componentize-py calls `detach()` when the borrow ends; nothing to undo.
+    detach = staticmethod(tuple)
+
+
+def _no_finalizers_for_heads():
+    """componentize-py gives every resource it passes into Python a
+    `weakref.finalize` (a Python object, a weak reference and a registry
+    entry) and detaches it again when the call returns. The heads are the
+    only resources world `plugin` hands to a guest, always borrowed for one
+    call and released by componentize-py itself when it returns, so those
+    finalizers can never run: making and detaching them was about half the
+    cost of an empty hook call. Here a head's finalizer is one shared inert
+    object; every other `weakref.finalize` (a plugin's own, or one for a
+    resource type a later WIT may add) is made as before."""
+    heads = (types.RequestHead, types.ResponseHead)
+    drop = componentize_py_runtime.drop_resource
+    inert = _InertFinalizer()
+    finalize = weakref.finalize
+    make = object.__new__
+
+    def __new__(cls, obj=None, func=None, /, *args, **kwargs):
+        if func is drop and obj.__class__ in heads:
+            return inert  # not a `finalize`, so `__init__` is skipped
+        return make(cls)
+
+    finalize.__new__ = __new__
+
+
+_no_finalizers_for_heads()
 
 
 def log(message, level=types.Level.INFO):
@@ -87,10 +124,11 @@ class Headers:
         name = name.lower()
         if self._fields is not None:
             return next((v for n, v in self._fields if n == name), default)
-        if name not in self._first:
-            value = self._head.header(name)
-            self._first[name] = None if value is None else _text(value)
-        value = self._first[name]
+        first = self._first
+        if name not in first:
+            value = self._head.header(name)  # bytes or None
+            first[name] = None if value is None else value.decode("latin-1")
+        value = first[name]
         return default if value is None else value
 
     def get_all(self, name):
@@ -373,6 +411,9 @@ def export(cls):
         hooks |= types.Hooks.ON_ERROR
     wants_response = addon.wants_response
     continue_response = types.ResponseAction_Continue
+    # What most calls return: made once, as nothing mutates them.
+    request_unchanged = types.RequestAction_Continue([])
+    response_unchanged = types.ResponseAction_Continue([])
 
     class Lifecycle:
         def init(self, config):
@@ -388,7 +429,10 @@ def export(cls):
             addon.request(flow)
             if flow.response is not None:
                 return types.RequestAction_Respond(flow.response._wit())
-            return types.RequestAction_Continue(flow.request._edits)
+            request = flow._request
+            if not isinstance(request, Request) or not request._edits:
+                return request_unchanged
+            return types.RequestAction_Continue(request._edits)
 
         def on_request_body(self, info, request, body):
             return types.RequestBodyAction_Continue()
@@ -403,7 +447,7 @@ def export(cls):
             edits = flow.response._edits
             if has_body_hook and wants_response(flow):
                 return types.ResponseAction_NeedBody(edits)
-            return continue_response(edits)
+            return continue_response(edits) if edits else response_unchanged
 
         def on_response_body(self, info, request, response, body):
             flow = Flow(info, request, Response._over(response, body))
