@@ -115,5 +115,9 @@ if ! [ -f "$tools/har/node_modules/har-validator/package.json" ]; then
   npm install --prefix "$tools/har" --no-audit --no-fund --loglevel=error har-validator@5.1.5
 fi
 
+# A full run builds the proxlet binary the tests run in the same cargo run
+# as the tests (in parallel with them), not in the first test binary that
+# needs it while all its tests wait.
+[ $# -gt 0 ] || cargo build --workspace --bins --tests
 # Every test binary runs even when one fails, so one run shows all failures.
 exec cargo test --workspace --no-fail-fast "$@"
