@@ -116,8 +116,9 @@ if ! [ -f "$tools/har/node_modules/har-validator/package.json" ]; then
 fi
 
 # A full run builds the proxlet binary the tests run in the same cargo run
-# as the tests (in parallel with them), not in the first test binary that
-# needs it while all its tests wait.
+# as the tests (in parallel with them; the same command the tests' helper
+# runs, tests/src/proxlet.rs), not in the first test binary that needs it
+# while all its tests wait.
 [ $# -gt 0 ] || cargo build --workspace --bins --tests
 # Every test binary runs even when one fails, so one run shows all failures.
 exec cargo test --workspace --no-fail-fast "$@"

@@ -36,15 +36,42 @@ pub fn binary() -> &'static Path {
             other => other,
         };
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            // --workspace: the same feature set as `cargo test --workspace`,
-            // so nothing is rebuilt.
+        let mut command = Command::new(cargo);
+        // What cargo sets for this test process is not the environment
+        // `cargo test` itself ran in: a build script that watches one of
+        // these (ring watches CARGO_MANIFEST_DIR and OUT_DIR) would rebuild
+        // ring, rustls and proxlet here, minutes while every test waits.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            let set_by_cargo = ["CARGO_PKG_", "CARGO_BIN_EXE_"]
+                .iter()
+                .any(|p| key.starts_with(p))
+                || [
+                    "CARGO_MANIFEST_DIR",
+                    "CARGO_MANIFEST_PATH",
+                    "CARGO_CRATE_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "CARGO_RUSTC_CURRENT_DIR",
+                    "CARGO_BIN_NAME",
+                    "OUT_DIR",
+                ]
+                .contains(&&*key);
+            if set_by_cargo {
+                command.env_remove(&*key);
+            }
+        }
+        let status = command
+            // The same targets as `cargo test --workspace` (its tests bring
+            // the dev-dependencies, whose features change shared crates),
+            // so the libraries are reused; ./test.sh runs this very build
+            // first, and then nothing is left to do here.
             .args([
                 "build",
                 "--quiet",
                 "--workspace",
-                "--bin",
-                "proxlet",
+                "--bins",
+                "--tests",
                 "--profile",
                 profile,
             ])
