@@ -41,9 +41,8 @@ pub fn binary() -> &'static Path {
         // `cargo test` itself ran in: a build script that watches one of
         // these (ring watches CARGO_MANIFEST_DIR and OUT_DIR) would rebuild
         // ring, rustls and proxlet here, minutes while every test waits.
-        for (key, _) in std::env::vars_os() {
-            let key = key.to_string_lossy();
-            let set_by_cargo = ["CARGO_PKG_", "CARGO_BIN_EXE_"]
+        without_env(&mut command, |key| {
+            ["CARGO_PKG_", "CARGO_BIN_EXE_"]
                 .iter()
                 .any(|p| key.starts_with(p))
                 || [
@@ -56,11 +55,8 @@ pub fn binary() -> &'static Path {
                     "CARGO_BIN_NAME",
                     "OUT_DIR",
                 ]
-                .contains(&&*key);
-            if set_by_cargo {
-                command.env_remove(&*key);
-            }
-        }
+                .contains(&key)
+        });
         let status = command
             // The same targets as `cargo test --workspace` (its tests bring
             // the dev-dependencies, whose features change shared crates),
@@ -96,18 +92,24 @@ pub fn command() -> Command {
 }
 
 fn clean(mut command: Command) -> Command {
-    for (key, _) in std::env::vars_os() {
-        let key = key.to_string_lossy();
-        // AWS_*: the shared cache store's endpoint and credentials.
-        if key.starts_with("PROXLET_")
+    // AWS_*: the shared cache store's endpoint and credentials.
+    without_env(&mut command, |key| {
+        key.starts_with("PROXLET_")
             || key.starts_with("AWS_")
             || key.to_ascii_lowercase().ends_with("_proxy")
-        {
+    });
+    command.env("RUST_LOG", "info");
+    command
+}
+
+/// Removes from `command` the variables of this process that `drop` names.
+fn without_env(command: &mut Command, drop: impl Fn(&str) -> bool) {
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if drop(&key) {
             command.env_remove(&*key);
         }
     }
-    command.env("RUST_LOG", "info");
-    command
 }
 
 impl Proxlet {
