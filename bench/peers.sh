@@ -9,7 +9,8 @@
 #   ONLY=plugins ROUNDS=3 bench/peers.sh  the keep-alive rows of proxlet
 #     (no plugin, each example) and hudsucker alone, ROUNDS times in turn
 #     (none, rust, c…, none, rust…); ratios use each row's median, which
-#     keeps a noisy machine's drift out of them.
+#     keeps a noisy machine's drift out of them, and a last table pairs
+#     each plugin with the no-plugin run of its own round.
 # Scenarios: HTTPS 1 KiB GET keep-alive (c16) and with a new connection per
 # request, plain HTTP 1 KiB GET (c16), a 100 MiB HTTPS download (one stream),
 # and cache hits of a 1 KiB and a 1 MiB file over HTTPS and plain HTTP
@@ -293,4 +294,24 @@ for lang in ["rust", "c", "python", "js"]:
         else:
             cells += ["n/a"] * 3
     print(f"| {lang} | " + " | ".join(cells) + " |")
+# With ROUNDS, each plugin's req/s ÷ no plugin's of the same round: a
+# machine whose speed drifts moves both alike.
+rounds = len(runs.get(("https 1 KiB keep-alive", "proxlet_none"), []))
+if rounds > 1:
+    print()
+    print("Paired by round: each round's plugged req/s ÷ the same round's no plugin")
+    print(f"(median of {rounds} rounds, lowest–highest):")
+    print()
+    print("| ratio | https | http |")
+    print("|---|---|---|")
+    langs = ["rust", "c", "python", "js"]
+    pairs = [(f"{l} ÷ no plugin", "proxlet_none", f"proxlet_{l}") for l in langs]
+    pairs.append(("no plugin ÷ hudsucker", "hudsucker", "proxlet_none"))
+    for label, below, above in pairs:
+        cells = []
+        for s in ["https 1 KiB keep-alive", "http 1 KiB keep-alive"]:
+            xs, ys = runs.get((s, above), []), runs.get((s, below), [])
+            ratios = sorted(x[0] / y[0] for x, y in zip(xs, ys) if x[0] and y[0])
+            cells.append(f"{statistics.median(ratios):.2f}× ({ratios[0]:.2f}–{ratios[-1]:.2f})" if ratios else "n/a")
+        print(f"| {label} | " + " | ".join(cells) + " |")
 PY

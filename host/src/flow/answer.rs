@@ -28,7 +28,7 @@ pub(super) fn edited(
     let name = &plugin.spec.name;
     match applied {
         Ok(()) => {
-            notes.push(format!("{name}=edit"));
+            notes.plugin(name, "edit");
             None
         }
         Err(reason) => failure(
@@ -46,7 +46,7 @@ pub(super) fn failure(
     notes: &mut Notes,
 ) -> Option<Response<Body>> {
     let name = &plugin.spec.name;
-    notes.push(format!("{name}=failed"));
+    notes.plugin(name, "failed");
     if plugin.spec.fail_closed {
         tracing::error!("{reason} (fail-closed: answering 502)");
         Some(text_response(

@@ -279,7 +279,7 @@ pub(crate) async fn handle(
                     if let Some(recording) = record.recording.as_mut() {
                         recording.failed(&error.reason);
                     }
-                    notes.push(error.reason.clone());
+                    notes.push(&error.reason);
                     let answered = match &mut sent {
                         Some((flow, sent)) if plugins.wants_error() => {
                             on_error(&plugins, flow, sent, &error, &mut notes).await
@@ -332,8 +332,8 @@ pub(crate) async fn handle(
             }
         }
     }
-    if !notes.text.is_empty() {
-        record.note = Some(notes.text.join(" "));
+    if let Some(text) = notes.take_text() {
+        record.note = Some(text);
     }
     if let Some(recording) = record.recording.as_mut() {
         recording.steps().extend(notes.steps.unwrap_or_default());

@@ -7,7 +7,9 @@ use std::time::Instant;
 /// response has been streamed back.
 #[derive(Default)]
 pub struct Notes {
-    pub text: Vec<String>,
+    /// The notes so far, separated by spaces: one string a flow, written
+    /// in place (a plugin's note is on most flows' path).
+    text: String,
     /// `Some` when the flow is recorded.
     pub steps: Option<Vec<crate::flows::PluginStep>>,
 }
@@ -15,13 +17,34 @@ pub struct Notes {
 impl Notes {
     pub fn new(record_steps: bool) -> Self {
         Self {
-            text: Vec::new(),
+            text: String::new(),
             steps: record_steps.then(Vec::new),
         }
     }
 
-    pub fn push(&mut self, note: String) {
-        self.text.push(note);
+    /// Adds a note of the flow's own, e.g. an upstream failure.
+    pub fn push(&mut self, note: &str) {
+        self.separate();
+        self.text.push_str(note);
+    }
+
+    /// Adds `plugin=what`, what a plugin's decision did.
+    pub(crate) fn plugin(&mut self, plugin: &str, what: &str) {
+        self.separate();
+        self.text.push_str(plugin);
+        self.text.push('=');
+        self.text.push_str(what);
+    }
+
+    fn separate(&mut self) {
+        if !self.text.is_empty() {
+            self.text.push(' ');
+        }
+    }
+
+    /// The notes as one line, if there are any.
+    pub(crate) fn take_text(&mut self) -> Option<String> {
+        Some(std::mem::take(&mut self.text)).filter(|t| !t.is_empty())
     }
 
     /// When a call begins, read only when the flow is recorded (an

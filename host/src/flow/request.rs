@@ -44,7 +44,7 @@ pub async fn on_request(
             notes.step(name, "on-request", notes.clock(), || {
                 "respond (memo)".into()
             });
-            notes.push(format!("{name}=respond"));
+            notes.plugin(name, "respond");
             return RequestDecision::Respond(response);
         }
         let mut waits = 0;
@@ -71,7 +71,7 @@ pub async fn on_request(
                             if !looked_in_shared_store {
                                 looked_in_shared_store = true;
                                 if crate::store::fill(&plugin.spec.dirs, &key, &lease).await {
-                                    notes.push(format!("{name}=shared"));
+                                    notes.plugin(name, "shared");
                                     continue;
                                 }
                             }
@@ -80,10 +80,10 @@ pub async fn on_request(
                         }
                         Fill::Ended => {
                             waits += 1;
-                            notes.push(format!("{name}=waited"));
+                            notes.plugin(name, "waited");
                         }
                         Fill::GaveUp => {
-                            notes.push(format!("{name}=fill-stalled"));
+                            notes.plugin(name, "fill-stalled");
                             break Ok(RequestStep::Continue(edits));
                         }
                     }
@@ -100,7 +100,7 @@ pub async fn on_request(
             },
             Ok(RequestStep::Continue(edits)) => edits,
             Ok(RequestStep::Respond(response)) => {
-                notes.push(format!("{name}=respond"));
+                notes.plugin(name, "respond");
                 return match plugin_response(
                     plugin,
                     response,
@@ -127,7 +127,7 @@ pub async fn on_request(
                     );
                 }
                 let wait = asked.min(max);
-                notes.push(format!("{name}=delay:{}ms", wait.as_millis()));
+                notes.plugin(name, &format!("delay:{}ms", wait.as_millis()));
                 tokio::time::sleep(wait).await;
                 edits
             }
@@ -183,7 +183,7 @@ async fn request_body(
             // Let the client finish sending (up to a bound) so it reads the
             // 413 instead of a reset stream.
             tokio::spawn(drain(rest, DRAIN_LIMIT));
-            notes.push(format!("{name}=body-too-large"));
+            notes.plugin(name, "body-too-large");
             let limit = plugin.spec.limits.max_body_bytes;
             tracing::warn!(
                 "request body is over the {limit} byte limit of plugin {name}: answering 413"
@@ -210,12 +210,12 @@ async fn request_body(
     match plugin.request_body_step(flow, parts, &decoded).await {
         Ok(RequestBodyStep::Continue) => None,
         Ok(RequestBodyStep::Replace(new)) => {
-            notes.push(format!("{name}=body"));
+            notes.plugin(name, "body");
             *body = replaced_body(&mut parts.headers, new);
             None
         }
         Ok(RequestBodyStep::Respond(response)) => {
-            notes.push(format!("{name}=respond"));
+            notes.plugin(name, "respond");
             match plugin_response(plugin, response, &parts.method, &parts.headers, None).await {
                 Ok(response) => Some(response),
                 Err(reason) => failure(plugin, reason, notes),

@@ -56,7 +56,7 @@ pub async fn on_response(
             },
             Ok(ResponseStep::Continue(edits)) => edits,
             Ok(ResponseStep::Replace(replacement)) => {
-                notes.push(format!("{name}=replace"));
+                notes.plugin(name, "replace");
                 match plugin_response(plugin, replacement, &request.method, &request.headers, None)
                     .await
                 {
@@ -76,7 +76,7 @@ pub async fn on_response(
                     let held = std::mem::take(&mut leases);
                     match store_body(plugin, request, &parts.headers, &path, sidecar, body, held) {
                         Stored::Teed(teed) => {
-                            notes.push(format!("{name}=store"));
+                            notes.plugin(name, "store");
                             body = teed;
                         }
                         Stored::Not(untouched) => body = untouched,
@@ -127,7 +127,7 @@ pub async fn on_error(
         });
         match answer {
             Ok(Some(response)) => {
-                notes.push(format!("{}=answered-error", plugin.spec.name));
+                notes.plugin(&plugin.spec.name, "answered-error");
                 match plugin_response(plugin, response, &request.method, &request.headers, None)
                     .await
                 {
@@ -208,7 +208,7 @@ async fn response_body(
     {
         Ok(ResponseBodyStep::Continue) => None,
         Ok(ResponseBodyStep::Replace(new)) => {
-            notes.push(format!("{name}=body"));
+            notes.plugin(name, "body");
             *body = replaced_body(&mut parts.headers, new);
             None
         }

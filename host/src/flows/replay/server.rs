@@ -188,7 +188,7 @@ pub(crate) async fn send(
                 "server replay: answered from {}",
                 recording.source
             );
-            notes.push("server-replay".into());
+            notes.push("server-replay");
             let response = replayed_response(&recording, &parts.method, SystemTime::now());
             return Ok(Ok(Answer::Replayed(response)));
         }
@@ -227,7 +227,7 @@ pub(crate) async fn send(
         }
         ReplayExtra::Status(code) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::NOT_FOUND);
-            notes.push(format!("server-replay: {why}"));
+            notes.push(&format!("server-replay: {why}"));
             let text = format!("proxlet: server replay: {why}");
             Ok(Ok(Answer::Replayed(text_response(status, text))))
         }
