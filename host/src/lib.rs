@@ -93,6 +93,7 @@ fn ca_command(action: CaAction, home: &std::path::Path) -> Result<()> {
 
 fn run_proxy(mut settings: Settings, args: RunArgs) -> Result<()> {
     let ca = Arc::new(CertificateAuthority::load_or_create(&settings.home)?);
+    let prepared = proxy::Proxy::prepare(&settings)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("proxlet")
@@ -145,7 +146,7 @@ fn run_proxy(mut settings: Settings, args: RunArgs) -> Result<()> {
         };
         let (chain, engine) = load_plugins(&settings, &args).await?;
         cache_limit::configure(&settings.plugins);
-        let proxy = proxy::Proxy::new(settings.clone(), ca, chain.clone())?;
+        let proxy = proxy::Proxy::new(settings.clone(), ca, chain.clone(), prepared)?;
         if let (Some(listener), Some(addr)) = (web_listener, settings.web) {
             let web = web::Web::new(&settings.home, addr, proxy.clone(), chain, engine)?;
             eprintln!("proxlet web on {}", web.url());

@@ -189,7 +189,9 @@ fn ca_persists_across_restarts_with_a_private_key() {
     assert_eq!(curl(&third, &[&origin.url("/bytes/3")]).status, 200);
 
     let run = |args: &[&str]| {
+        // In the temporary home: the default cache dir is ./proxlet-cache.
         let out = proxlet::command()
+            .current_dir(home.path())
             .arg("--home")
             .arg(home.path())
             .args(args)
@@ -409,7 +411,9 @@ fn bad_options_and_config_exit_with_clear_errors() {
     let config = home.path().join("proxlet.toml");
     std::fs::write(&config, "listen = \"127.0.0.1:0\"\nlisten_port = 9\n").unwrap();
     let run = |args: &[&str]| {
+        // In the temporary home: the default cache dir is ./proxlet-cache.
         let out = proxlet::command()
+            .current_dir(home.path())
             .arg("--home")
             .arg(home.path())
             .args(args)
@@ -434,6 +438,10 @@ fn bad_options_and_config_exit_with_clear_errors() {
         "127.0.0.1:0",
     ]);
     assert!(stderr.contains("/nonexistent/ca.pem"), "{stderr}");
+    // Found before the default chain loads: nothing compiled, no cache
+    // dir left behind by a run that never started.
+    assert!(!stderr.contains("loaded plugin"), "{stderr}");
+    assert!(!home.path().join("proxlet-cache").exists());
     let stderr = run(&["--upstream-timeout", "soon", "--listen", "127.0.0.1:0"]);
     assert!(stderr.contains("--upstream-timeout"), "{stderr}");
     let stderr = run(&["--idle-timeout", "soon", "--listen", "127.0.0.1:0"]);

@@ -57,17 +57,33 @@ pub struct Proxy {
     pub(crate) intercept: Option<Arc<crate::flows::intercept::Intercept>>,
 }
 
+/// What start-up reads and checks before any plugin loads: the upstream
+/// TLS settings (`--upstream-ca`) and the `--server-replay` files. A bad
+/// one then stops proxlet at once, before the chain compiles and before
+/// a built-in creates its cache dir.
+pub struct Prepared {
+    tls: rustls::ClientConfig,
+    server_replay: Option<crate::flows::replay::ServerReplay>,
+}
+
 impl Proxy {
+    /// Reads what [`Proxy::new`] needs from files.
+    pub fn prepare(settings: &Settings) -> Result<Prepared> {
+        let tls = crate::tls::client_config(&settings.upstream_ca, settings.insecure_upstream)?;
+        let server_replay = crate::flows::replay::ServerReplay::load(settings)?;
+        Ok(Prepared { tls, server_replay })
+    }
+
     pub fn new(
         settings: Settings,
         ca: Arc<CertificateAuthority>,
         plugins: Arc<arc_swap::ArcSwap<crate::plugin::Chain>>,
+        prepared: Prepared,
     ) -> Result<Arc<Self>> {
-        let tls = crate::tls::client_config(&settings.upstream_ca, settings.insecure_upstream)?;
+        let Prepared { tls, server_replay } = prepared;
         if settings.insecure_upstream {
             tracing::warn!("--insecure-upstream: upstream certificates are NOT verified");
         }
-        let server_replay = crate::flows::replay::ServerReplay::load(&settings)?;
         let transparent = settings
             .listeners
             .iter()
