@@ -285,7 +285,8 @@ print("at the proxy's one core, from the req/s of the same run):")
 print()
 print("| plugin | https req/s | ÷ no plugin | µs/request | http req/s | ÷ no plugin | µs/request |")
 print("|---|---|---|---|---|---|---|")
-for lang in ["rust", "c", "python", "js"]:
+langs = ["rust", "c", "python", "js"]
+for lang in langs:
     cells = []
     for s in ["https 1 KiB keep-alive", "http 1 KiB keep-alive"]:
         x, none = val[s].get(f"proxlet_{lang}", (None,))[0], val[s].get("proxlet_none", (None,))[0]
@@ -304,7 +305,6 @@ if rounds > 1:
     print()
     print("| ratio | https | http |")
     print("|---|---|---|")
-    langs = ["rust", "c", "python", "js"]
     pairs = [(f"{l} ÷ no plugin", "proxlet_none", f"proxlet_{l}") for l in langs]
     pairs.append(("no plugin ÷ hudsucker", "hudsucker", "proxlet_none"))
     for label, below, above in pairs:

@@ -189,9 +189,7 @@ fn ca_persists_across_restarts_with_a_private_key() {
     assert_eq!(curl(&third, &[&origin.url("/bytes/3")]).status, 200);
 
     let run = |args: &[&str]| {
-        // In the temporary home: the default cache dir is ./proxlet-cache.
         let out = proxlet::command()
-            .current_dir(home.path())
             .arg("--home")
             .arg(home.path())
             .args(args)

@@ -8,14 +8,10 @@
 //! over the rounds and the median of its per-round difference from the first
 //! (ROUNDS, default 40; each round runs every plugin for ~40 ms).
 
-use std::{sync::Arc, time::Instant};
+use std::time::Instant;
 
-use bytes::Bytes;
-use http::{HeaderMap, Method, Response, Uri};
-use proxlet::{
-    flow::{self, Notes},
-    plugin::{Chain, Flow, PluginEngine, PluginSpec, RequestView},
-};
+use proxlet::plugin::Chain;
+use proxlet_micro::OnResponse;
 
 fn main() {
     let list = std::env::var("PROXLET_AB_PLUGINS")
@@ -24,57 +20,19 @@ fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(40);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let engine = PluginEngine::new(None).unwrap();
+    let mut step = OnResponse::new();
     let names: Vec<&str> = list.split(':').collect();
-    let chains: Vec<Arc<Chain>> = names
+    let chains: Vec<Chain> = names
         .iter()
         .map(|name| match *name {
-            "none" => Arc::new(Chain::default()),
-            path => Arc::new(
-                runtime
-                    .block_on(Chain::load(&engine, &[PluginSpec::from_path(path.into())]))
-                    .unwrap(),
-            ),
+            "none" => Chain::default(),
+            path => step.load(path),
         })
         .collect();
-    let uri: Uri = "https://example.com/static/app.js".parse().unwrap();
-    let mut headers = HeaderMap::new();
-    headers.insert("accept", "*/*".parse().unwrap());
-    headers.insert("user-agent", "bench/1".parse().unwrap());
-    let mut sent = RequestView {
-        method: Method::GET,
-        uri: uri.clone(),
-        headers,
-    };
-    let this_flow = Flow::new(1, true, "127.0.0.1:1".parse().unwrap());
     let mut call = |chain: &Chain, n: u32| {
         let started = Instant::now();
         for _ in 0..n {
-            runtime.block_on(async {
-                let plugins = chain.for_flow(&Method::GET, &uri);
-                let mut response =
-                    Response::new(proxlet::proxy::body::full(Bytes::from_static(b"x")));
-                response
-                    .headers_mut()
-                    .insert("content-type", "text/javascript".parse().unwrap());
-                response
-                    .headers_mut()
-                    .insert("etag", "\"abc\"".parse().unwrap());
-                let mut notes = Notes::new(false);
-                flow::on_response(
-                    &plugins,
-                    &this_flow,
-                    &mut sent,
-                    response,
-                    &mut notes,
-                    Vec::new(),
-                )
-                .await
-            });
+            step.call(chain);
         }
         started.elapsed().as_secs_f64() * 1e6 / n as f64
     };

@@ -437,9 +437,9 @@ def export(cls):
 
     class ResponseHooks:
         def on_response(self, info, request, response):
-            # `Flow(info, request, _response_over(response))`, inlined: a
-            # Python call costs about a microsecond here, and this runs
-            # for every response.
+            # `Flow(info, request, _response_over(response))`, inlined:
+            # this runs for every response, and the two calls it saves
+            # were ~1 µs of a ~31 µs call (bench/micro.sh).
             head = response
             response = _new(Response)
             response._head = head
